@@ -1,0 +1,87 @@
+"""What every attention block shares: per-head projections, logits, masks and the value branch."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..config import ShapedConfig, check_width
+from ._base import Block, normal
+
+
+def causal_mask(m: int) -> Array:
+    """Boolean (m, m): True where token i may attend to token j (j <= i)."""
+    return jnp.tril(jnp.ones((m, m), dtype=bool))
+
+
+def uniform_attention(m: int, causal: bool, dtype) -> Float[Array, "m m"]:
+    """The uniform attention matrix: (1/m) 1 1^T, or row i averaging positions j <= i if causal."""
+    if causal:
+        rows = jnp.arange(1, m + 1, dtype=dtype)[:, None]
+        return jnp.where(causal_mask(m), 1.0 / rows, jnp.zeros((), dtype))
+    return jnp.full((m, m), 1.0 / m, dtype)
+
+
+def row_softmax(logits: Float[Array, "*h m m"], causal: bool) -> Float[Array, "*h m m"]:
+    """Softmax over each row, restricted to the allowed positions when causal."""
+    if causal:
+        m = logits.shape[-1]
+        logits = jnp.where(causal_mask(m), logits, -jnp.inf)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+class AbstractAttention(Block):
+    """Multi-head attention weights and the value branch shared by all attention blocks.
+
+    Per head h: `q_h = X Wq_h / sqrt(n)`, `k_h = X Wk_h / sqrt(n)`, `G_h = q_h k_h^T / sqrt(n_k)`;
+    the subclass turns `G_h` into the attention matrix `A_h`. The value branch is
+    `(1/sqrt(H)) sum_h A_h X Wv_h / sqrt(n)` (Wv_h: n x n), or with an output projection
+    `concat_h(A_h X Wv_h / sqrt(n)) Wo / sqrt(n)` (Wv_h: n x n/H, Wo: n x n).
+    """
+
+    config: ShapedConfig = eqx.field(static=True)
+    wq: Float[Array, "heads n nk"]
+    wk: Float[Array, "heads n nk"]
+    wv: Float[Array, "heads n p"]
+    wo: Float[Array, "n n"] | None
+
+    def __init__(self, config: ShapedConfig, n: int, *, key: PRNGKeyArray, dtype=jnp.float32):
+        n = check_width(n, name="n")
+        heads, nk = config.heads, config.n_k(n)
+        if config.out_proj and n % heads:
+            raise ValueError(
+                f"width n={n} is not divisible by heads={heads}; with out_proj=True each head has "
+                "n / heads value columns: pick n a multiple of heads or set out_proj=False"
+            )
+        p = n // heads if config.out_proj else n
+        qkey, kkey, vkey, okey = jr.split(key, 4)
+        self.config = config
+        self.wq = normal(qkey, (heads, n, nk), dtype)
+        self.wk = normal(kkey, (heads, n, nk), dtype)
+        self.wv = normal(vkey, (heads, n, p), dtype)
+        self.wo = normal(okey, (n, n), dtype) if config.out_proj else None
+
+    def logits(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
+        """G_h = q_h k_h^T / sqrt(n_k) for every head."""
+        n, nk = x.shape[-1], self.wq.shape[-1]
+        q = jnp.einsum("mn,hnk->hmk", x, self.wq) / math.sqrt(n)
+        k = jnp.einsum("mn,hnk->hmk", x, self.wk) / math.sqrt(n)
+        return jnp.einsum("hik,hjk->hij", q, k) / math.sqrt(nk)
+
+    def attention_matrix(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
+        raise NotImplementedError
+
+    def branch(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """The attention branch: heads' A_h X Wv_h / sqrt(n), summed (or projected by Wo)."""
+        m, n = x.shape
+        a = self.attention_matrix(x)
+        values = jnp.einsum("mn,hnp->hmp", x, self.wv) / math.sqrt(n)
+        mixed = jnp.einsum("hij,hjp->hip", a, values)
+        if self.wo is None:
+            return mixed.sum(axis=0) / math.sqrt(self.config.heads)
+        return jnp.transpose(mixed, (1, 0, 2)).reshape(m, n) @ self.wo / math.sqrt(n)

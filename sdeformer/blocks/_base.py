@@ -1,0 +1,61 @@
+"""The interface every block type implements: a finite face, a law face and a limit face."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..config import ShapedConfig
+
+
+class MissingFaceError(NotImplementedError):
+    """Raised when a block type is asked for a face (law or limit) that it does not have."""
+
+
+class Block(eqx.Module):
+    """Base class of the residual blocks (DESIGN.md, "the one idea").
+
+    A block type is one class with three faces that share `ShapedConfig`:
+
+    1. finite: the module itself; `__init__(config, n, *, key, dtype)` draws iid N(0, 1) weights
+       for width `n`, `__call__(x)` maps one sequence `x` of shape (m, n) to the next (m, n).
+    2. law: `law_step(config, n, v, *, key)` samples the next m x m covariance given the current
+       one at finite width `n` exactly, without any n x n matrix (SPEC.md section 4).
+    3. limit: `drift(config, v)` and `noise_covariance(config, v)` give the block's terms of the
+       covariance SDE (SPEC.md section 3).
+
+    A block type that lacks a face raises `MissingFaceError` saying why.
+    """
+
+    config: eqx.AbstractVar[ShapedConfig]
+    name: ClassVar[str] = "block"
+
+    def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        raise NotImplementedError
+
+    @classmethod
+    def law_step(
+        cls, config: ShapedConfig, n: int, v: Float[Array, "m m"], *, key: PRNGKeyArray
+    ) -> Float[Array, "m m"]:
+        raise MissingFaceError(f"block {cls.name!r} has no exact finite-width law yet")
+
+    @classmethod
+    def drift(cls, config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
+        raise MissingFaceError(
+            f"block {cls.name!r} has no covariance SDE limit; the limit exists for the shaped "
+            "blocks 'attention' and 'mlp' only"
+        )
+
+    @classmethod
+    def noise_covariance(
+        cls, config: ShapedConfig, v: Float[Array, "m m"]
+    ) -> Float[Array, "m m m m"]:
+        return cls.drift(config, v)  # raises the same MissingFaceError
+
+
+def normal(key: PRNGKeyArray, shape: tuple[int, ...], dtype) -> Array:
+    """iid N(0, 1) weights: every scale factor is written explicitly where they are used."""
+    return jax.random.normal(key, shape, dtype)

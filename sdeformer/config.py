@@ -1,0 +1,169 @@
+"""The validated parameter object shared by the finite, law and limit faces of every block."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import typing
+
+BLOCK_NAMES = (
+    "attention",
+    "mlp",
+    "standard_attention",
+    "preln_attention",
+    "preln_mlp",
+)
+"""Block types a layer may be built from (see `sdeformer.blocks`)."""
+
+
+def _fail(name: str, value: object, fix: str) -> None:
+    raise ValueError(f"ShapedConfig: {name}={value!r} is invalid; {fix}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@typing.no_type_check  # it validates its own fields, with messages that name the fix
+@dataclasses.dataclass(frozen=True)
+class ShapedConfig:
+    """Parameters of a shaped Transformer (SPEC.md sections 1-3).
+
+    One immutable, hashable object (it can be a static argument of `jax.jit`) shared by the three
+    faces of every block: the finite Equinox module, the exact finite-width law and the limiting
+    SDE coefficients.
+
+    Map from "The Shaped Transformer" (Noci et al., 2023) to these fields:
+
+    | paper                               | here                                        |
+    |-------------------------------------|---------------------------------------------|
+    | tau_0 (temperature tau = tau_0 sqrt(n n_k)) | `tau0`                              |
+    | gamma, lambda (lambda^2 + gamma^2 = 1)      | `gamma`, `lam` (derived)            |
+    | c_+, c_- (ReLU slopes 1 + c/sqrt(n))        | `c_plus`, `c_minus`                 |
+    | number of heads                     | `heads`                                     |
+    | n_k (key/query width)               | `key_width` or `key_ratio * n`              |
+    | MLP hidden width n_h = r n          | `mlp_ratio` (r)                             |
+    | output projection W^O               | `out_proj`                                  |
+    | causal mask (language models)       | `causal`                                    |
+    | block order inside one layer        | `blocks`                                    |
+
+    Block names in `blocks`: "attention" (shaped attention), "mlp" (shaped-ReLU MLP),
+    "standard_attention" (unshaped Softmax attention with the same residual), "preln_attention"
+    and "preln_mlp" (a standard Pre-LN Transformer block).
+    """
+
+    tau0: float = 1.0
+    gamma: float = 0.5
+    c_plus: float = 0.0
+    c_minus: float = -1.0
+    heads: int = 1
+    key_width: int | None = None
+    key_ratio: float | None = None
+    mlp_ratio: float = 1.0
+    out_proj: bool = False
+    causal: bool = False
+    blocks: tuple[str, ...] = ("attention", "mlp")
+
+    def __post_init__(self) -> None:
+        def real(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                _fail(name, value, "pass a real number")
+            if not math.isfinite(value):
+                _fail(name, value, "pass a finite number")
+            return float(value)
+
+        if real("tau0") <= 0:
+            _fail("tau0", self.tau0, "the attention temperature tau0 must be > 0 (e.g. tau0=1.0)")
+        gamma = real("gamma")
+        if not 0 < gamma < 1:
+            _fail(
+                "gamma",
+                self.gamma,
+                "need 0 < gamma < 1 (the skip weight lam = sqrt(1 - gamma^2) is derived)",
+            )
+        real("c_plus")
+        real("c_minus")
+        if not _is_int(self.heads) or self.heads < 1:
+            _fail("heads", self.heads, "the number of heads must be an integer >= 1")
+        if self.key_width is not None and self.key_ratio is not None:
+            _fail(
+                "key_width",
+                self.key_width,
+                f"give either key_width or key_ratio (got key_ratio={self.key_ratio!r}), not both",
+            )
+        if self.key_width is not None and (not _is_int(self.key_width) or self.key_width < 1):
+            _fail("key_width", self.key_width, "the key/query width n_k must be an integer >= 1")
+        if self.key_ratio is not None and real("key_ratio") <= 0:
+            _fail("key_ratio", self.key_ratio, "the key/query width ratio n_k / n must be > 0")
+        if real("mlp_ratio") <= 0:
+            _fail("mlp_ratio", self.mlp_ratio, "the MLP hidden ratio n_h / n must be > 0")
+        for flag in ("out_proj", "causal"):
+            if not isinstance(getattr(self, flag), bool):
+                _fail(flag, getattr(self, flag), "pass True or False")
+        blocks = self.blocks
+        if isinstance(blocks, str):
+            blocks = (blocks,)
+        try:
+            blocks = tuple(blocks)
+        except TypeError:
+            _fail("blocks", self.blocks, f"pass a sequence of block names from {BLOCK_NAMES}")
+        if not blocks:
+            _fail("blocks", self.blocks, f"a layer needs at least one block from {BLOCK_NAMES}")
+        for name in blocks:
+            if name not in BLOCK_NAMES:
+                _fail("blocks", self.blocks, f"unknown block {name!r}; choose from {BLOCK_NAMES}")
+        object.__setattr__(self, "blocks", blocks)
+
+    @property
+    def lam(self) -> float:
+        """The skip weight lambda = sqrt(1 - gamma^2)."""
+        return math.sqrt(1.0 - self.gamma**2)
+
+    def n_k(self, n: int) -> int:
+        """Key/query width at model width `n` (default: n_k = n)."""
+        if self.key_width is not None:
+            return self.key_width
+        ratio = 1.0 if self.key_ratio is None else self.key_ratio
+        return max(1, round(ratio * n))
+
+    def n_h(self, n: int) -> int:
+        """MLP hidden width n_h = round(mlp_ratio * n), at least 1."""
+        return max(1, round(self.mlp_ratio * n))
+
+    def replace(self, **changes) -> ShapedConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_shaped(self) -> bool:
+        """True when every block has a covariance SDE limit (shaped attention and shaped MLP)."""
+        return all(name in ("attention", "mlp") for name in self.blocks)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dictionary of the fields."""
+        out = dataclasses.asdict(self)
+        out["blocks"] = list(self.blocks)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ShapedConfig:
+        """Inverse of `to_dict`; unknown keys raise a ValueError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"ShapedConfig: unknown field(s) {unknown}; the fields are {sorted(names)}"
+            )
+        data = dict(data)
+        if "blocks" in data:
+            data["blocks"] = tuple(data["blocks"])
+        return cls(**data)
+
+
+def check_width(n: object, *, minimum: int = 1, name: str = "n") -> int:
+    """Validate a width (or another positive integer size) and return it as an int."""
+    if not _is_int(n) or n < minimum:
+        raise ValueError(f"{name}={n!r} is invalid; pass an integer >= {minimum}")
+    return int(n)
