@@ -73,8 +73,16 @@ class AbstractAttention(Block):
         k = jnp.einsum("mn,hnk->hmk", x, self.wk) / math.sqrt(n)
         return jnp.einsum("hik,hjk->hij", q, k) / math.sqrt(nk)
 
-    def attention_matrix(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
+    @classmethod
+    def attention_from_logits(
+        cls, config: ShapedConfig, g: Float[Array, "*heads m m"], n: int
+    ) -> Float[Array, "*heads m m"]:
+        """The attention matrix A built from the logits G at width n (shared by the law face)."""
         raise NotImplementedError
+
+    def attention_matrix(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
+        """A_h for every head, from the sequence x."""
+        return self.attention_from_logits(self.config, self.logits(x), x.shape[-1])
 
     def branch(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
         """The attention branch: heads' A_h X Wv_h / sqrt(n), summed (or projected by Wo)."""

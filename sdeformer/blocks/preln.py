@@ -51,8 +51,11 @@ class PreLNAttention(AbstractAttention):
         self.ln_gain = jnp.ones((n,), dtype)
         self.ln_bias = jnp.zeros((n,), dtype)
 
-    def attention_matrix(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
-        return row_softmax(self.logits(x), self.config.causal)
+    @classmethod
+    def attention_from_logits(
+        cls, config: ShapedConfig, g: Float[Array, "*heads m m"], n: int
+    ) -> Float[Array, "*heads m m"]:
+        return row_softmax(g, config.causal)
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
         return x + self.branch(layer_norm(x, self.ln_gain, self.ln_bias))

@@ -7,6 +7,7 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..config import ShapedConfig
 from ._attention import AbstractAttention, row_softmax, uniform_attention
 
 
@@ -28,11 +29,13 @@ class ShapedAttention(AbstractAttention):
 
     name = "attention"
 
-    def attention_matrix(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
-        m, n = x.shape
-        cfg = self.config
-        soft = row_softmax(self.logits(x) / (cfg.tau0 * math.sqrt(n)), cfg.causal)
-        return jnp.eye(m, dtype=x.dtype) + soft - uniform_attention(m, cfg.causal, x.dtype)
+    @classmethod
+    def attention_from_logits(
+        cls, config: ShapedConfig, g: Float[Array, "*heads m m"], n: int
+    ) -> Float[Array, "*heads m m"]:
+        m = g.shape[-1]
+        soft = row_softmax(g / (config.tau0 * math.sqrt(n)), config.causal)
+        return jnp.eye(m, dtype=g.dtype) + soft - uniform_attention(m, config.causal, g.dtype)
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
         return self.config.lam * x + self.config.gamma * self.branch(x)

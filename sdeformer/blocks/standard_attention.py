@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jaxtyping import Array, Float
 
+from ..config import ShapedConfig
 from ._attention import AbstractAttention, row_softmax
 
 
@@ -20,8 +21,11 @@ class StandardAttention(AbstractAttention):
 
     name = "standard_attention"
 
-    def attention_matrix(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
-        return row_softmax(self.logits(x), self.config.causal)
+    @classmethod
+    def attention_from_logits(
+        cls, config: ShapedConfig, g: Float[Array, "*heads m m"], n: int
+    ) -> Float[Array, "*heads m m"]:
+        return row_softmax(g, config.causal)
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
         return self.config.lam * x + self.config.gamma * self.branch(x)
