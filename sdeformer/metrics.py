@@ -8,14 +8,16 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._typing import AnyArray
 
-def correlation(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch m m"]:
+
+def correlation(v: Float[AnyArray, "*batch m m"]) -> Float[AnyArray, "*batch m m"]:
     """rho_ab = V_ab / sqrt(V_aa V_bb)."""
     d = jnp.sqrt(jnp.diagonal(v, axis1=-2, axis2=-1))
     return v / (d[..., :, None] * d[..., None, :])
 
 
-def mean_correlation(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch"]:
+def mean_correlation(v: Float[AnyArray, "*batch m m"]) -> Float[AnyArray, "*batch"]:
     """Mean of the off-diagonal correlations rho_ab, a != b (1 under full rank collapse)."""
     m = v.shape[-1]
     rho = correlation(v)
@@ -23,13 +25,13 @@ def mean_correlation(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch"]:
     return total / (m * (m - 1))
 
 
-def stable_rank(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch"]:
+def stable_rank(v: Float[AnyArray, "*batch m m"]) -> Float[AnyArray, "*batch"]:
     """tr(V)^2 / tr(V^2): between 1 (rank one) and m (V proportional to the identity)."""
     tr = jnp.trace(v, axis1=-2, axis2=-1)
     return tr**2 / jnp.sum(v * jnp.swapaxes(v, -1, -2), axis=(-2, -1))
 
 
-def min_correlation_eigenvalue(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch"]:
+def min_correlation_eigenvalue(v: Float[AnyArray, "*batch m m"]) -> Float[AnyArray, "*batch"]:
     """Smallest eigenvalue of the correlation matrix (0 under rank collapse)."""
     rho = correlation(v)
     return jnp.linalg.eigvalsh(0.5 * (rho + jnp.swapaxes(rho, -1, -2)))[..., 0]

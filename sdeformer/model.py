@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._linalg import gram, psd_sqrt
 from .blocks import Block, block_types
@@ -58,7 +58,7 @@ class ShapedTransformer(eqx.Module):
 
     def covariance_path(
         self, x: Float[Array, "m n"]
-    ) -> tuple[Float[Array, "m n"], Float[Array, "depth+1 m m"]]:
+    ) -> tuple[Float[Array, "m n"], Float[Array, "layers m m"]]:
         """The output and the covariances V_0, ..., V_d (V_l = X_l X_l^T / n after layer l)."""
         params, static = eqx.partition(self.layers, eqx.is_array)
 
@@ -126,12 +126,12 @@ def explicit_covariance_paths(
     config: ShapedConfig,
     n: int,
     depth: int,
-    v0: Float[Array, "m m"],
+    v0: ArrayLike,
     num_samples: int,
     *,
     key: PRNGKeyArray,
     batch_size: int | None = None,
-) -> Float[Array, "samples depth+1 m m"]:
+) -> Float[Array, "samples layers m m"]:
     """Covariance paths V_0..V_d of freshly initialised explicit networks (the ground truth).
 
     Each sample is an independent network whose layers' weights are drawn inside the `lax.scan`

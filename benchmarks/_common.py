@@ -1,0 +1,73 @@
+"""Shared benchmark plumbing: machine description, ceilings, timing, table and JSON output."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    """The machine the numbers were measured on."""
+    device = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "device_count": jax.device_count(),
+    }
+
+
+def best_time(fn, *, repeat: int = 3) -> float:
+    """Best wall time of `fn()` (which must block until its result is ready) over `repeat` runs."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def ceilings(size: int = 1024, draws: int = 2**24) -> dict:
+    """The machine's own float32 matmul GFLOP/s and normal draws per second, measured now."""
+    a = jr.normal(jr.key(0), (size, size))
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    t = best_time(lambda: matmul(a).block_until_ready())
+    normal = jax.jit(lambda k: jr.normal(k, (draws,)))
+    normal(jr.key(1)).block_until_ready()
+    s = best_time(lambda: normal(jr.key(1)).block_until_ready())
+    return {"matmul_gflops": 2 * size**3 / t / 1e9, "normals_per_s": draws / s}
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def cell(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, data: dict) -> Path:
+    """Write benchmarks/results/<name>.json (atomically) with the machine description."""
+    from sdeformer.results import write_json
+
+    payload = {"benchmark": name, "machine": machine(), **data}
+    path = write_json(RESULTS / f"{name}.json", payload)
+    print(f"\nwrote {path}")
+    return path
+
+
+def float32_array(x) -> jax.Array:
+    return jnp.asarray(x, jnp.float32)

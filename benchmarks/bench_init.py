@@ -1,0 +1,133 @@
+"""Foundation benchmarks: compile time vs depth, memory vs depth, init Monte Carlo throughput.
+
+    python -m benchmarks.bench_init [--widths 128 512 1024] [--samples 8] [--depth 32]
+
+Goals: compile time of the jitted stack at depth 1024 within 1.5x of depth 16; peak memory of
+the init Monte Carlo flat in depth; throughput in samples x layers per second next to the
+machine's own float32 matmul and normal-draw ceilings measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from sdeformer import ShapedConfig, ShapedTransformer
+from sdeformer.model import _explicit_paths, weights_per_layer
+from sdeformer.rank_collapse import equicorrelated
+
+from ._common import best_time, ceilings, markdown_table, write_results
+
+
+def compile_seconds(config: ShapedConfig, n: int, depth: int, m: int) -> float:
+    """Best of three fresh trace + compile times of the jitted forward pass."""
+    model = ShapedTransformer(config, n, depth, key=jr.key(0))
+    x = jnp.ones((m, n))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        eqx.filter_jit(lambda model, x: model(x)).lower(model, x).compile()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def init_mc_memory(config: ShapedConfig, n: int, depth: int, m: int, samples: int) -> int:
+    """Bytes XLA assigns to the init Monte Carlo program (temporaries + arguments + outputs)."""
+    lowered = _explicit_paths.lower(
+        config, n, depth, equicorrelated(m, 0.3), samples, jr.key(0), samples
+    )
+    stats = lowered.compile().memory_analysis()
+    return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes)
+
+
+def throughput(config: ShapedConfig, n: int, depth: int, m: int, samples: int) -> dict:
+    v0 = equicorrelated(m, 0.3)
+
+    def run():
+        _explicit_paths(config, n, depth, v0, samples, jr.key(1), samples).block_until_ready()
+
+    run()
+    seconds = best_time(run, repeat=2)
+    draws = weights_per_layer(config, n) * depth * samples
+    return {
+        "n": n,
+        "seconds": seconds,
+        "sample_layers_per_s": samples * depth / seconds,
+        "normals_per_s": draws / seconds,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[128, 512, 1024])
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=4)
+    args = parser.parse_args(argv)
+    config = ShapedConfig()
+    m = args.tokens
+
+    machine_ceilings = ceilings()
+    compile_rows = [
+        {"depth": d, "compile_s": compile_seconds(config, 64, d, m)} for d in (16, 1024)
+    ]
+    compile_ratio = compile_rows[1]["compile_s"] / compile_rows[0]["compile_s"]
+    memory_rows = [
+        {"depth": d, "bytes": init_mc_memory(config, 256, d, m, args.samples)} for d in (16, 1024)
+    ]
+    memory_ratio = memory_rows[1]["bytes"] / memory_rows[0]["bytes"]
+    speed_rows = [throughput(config, n, args.depth, m, args.samples) for n in args.widths]
+    for row in speed_rows:
+        row["fraction_of_normal_ceiling"] = row["normals_per_s"] / machine_ceilings["normals_per_s"]
+
+    print("Machine ceilings (measured now):")
+    print(
+        markdown_table(
+            ["float32 matmul GFLOP/s", "normal draws / s"],
+            [[machine_ceilings["matmul_gflops"], machine_ceilings["normals_per_s"]]],
+        )
+    )
+    print("\nCompile time of the jitted stack (n = 64):")
+    print(
+        markdown_table(["depth", "compile s"], [[r["depth"], r["compile_s"]] for r in compile_rows])
+    )
+    print(f"ratio depth 1024 / depth 16: {compile_ratio:.2f} (goal <= 1.5)")
+    print(f"\nInit Monte Carlo memory (n = 256, {args.samples} samples, XLA buffer assignment):")
+    print(markdown_table(["depth", "MiB"], [[r["depth"], r["bytes"] / 2**20] for r in memory_rows]))
+    print(f"ratio depth 1024 / depth 16: {memory_ratio:.2f} (goal: flat, about 1)")
+    print(f"\nInit Monte Carlo throughput (m = {m}, depth {args.depth}, {args.samples} samples):")
+    print(
+        markdown_table(
+            ["n", "samples x layers / s", "normals / s", "fraction of normal ceiling"],
+            [
+                [
+                    r["n"],
+                    r["sample_layers_per_s"],
+                    r["normals_per_s"],
+                    r["fraction_of_normal_ceiling"],
+                ]
+                for r in speed_rows
+            ],
+        )
+    )
+    data = {
+        "settings": vars(args),
+        "ceilings": machine_ceilings,
+        "compile": compile_rows,
+        "compile_ratio": compile_ratio,
+        "memory": memory_rows,
+        "memory_ratio": memory_ratio,
+        "throughput": speed_rows,
+    }
+    write_results("init", data)
+    return data
+
+
+if __name__ == "__main__":
+    jax.config.update("jax_numpy_dtype_promotion", "standard")
+    main()

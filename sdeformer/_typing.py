@@ -1,0 +1,9 @@
+"""Array annotations shared by the package."""
+
+from __future__ import annotations
+
+import numpy as np
+from jaxtyping import Array
+
+AnyArray = Array | np.ndarray
+"""A JAX or NumPy array: functions annotated with it accept both."""
