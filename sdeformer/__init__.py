@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import metrics as metrics
+from . import ntk as ntk
 from .blocks import Block as Block
 from .blocks import MissingFaceError as MissingFaceError
 from .blocks import PreLNAttention as PreLNAttention
@@ -14,5 +15,8 @@ from .config import ShapedConfig as ShapedConfig
 from .model import ShapedTransformer as ShapedTransformer
 from .model import explicit_covariance_paths as explicit_covariance_paths
 from .model import input_from_covariance as input_from_covariance
+from .ntk import ShallowEncoder as ShallowEncoder
+from .ntk import analytic_ntk as analytic_ntk
+from .ntk import empirical_ntk as empirical_ntk
 
 __version__ = "0.1.0"

@@ -57,3 +57,147 @@ def rank_collapse_figure(curves: Mapping[str, Mapping[str, np.ndarray]], *, n: i
     fig.suptitle(f"Rank collapse at initialisation (n = {n})")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------- ntk
+
+
+def _ntk_groups(units):
+    """Units of the `ntk` command grouped by (scaling, init), each sorted by width."""
+    groups: dict[tuple[str, str], list] = {}
+    for unit in units:
+        groups.setdefault((str(unit["scaling"]), unit["init"]), []).append(unit)
+    return {key: sorted(group, key=lambda u: u["width"]) for key, group in groups.items()}
+
+
+def ntk_eigenvalue_figure(units):
+    """Smallest NTK eigenvalue at initialisation against the width d_m, raw and divided by the
+    NTK's width scale (d_m for LeCun/He, 1 for NTK initialisation); dashed: the uniform-attention
+    kernel's. Bars: min-max over the initialisations of each unit."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (scaling, init), group in _ntk_groups(units).items():
+        widths = np.array([u["width"] for u in group], dtype=float)
+        lams = [np.asarray(u["lambda_min_seeds"], dtype=float) for u in group]
+        scales = np.array([u["ntk_scale"] for u in group], dtype=float)
+        style = "-" if scaling == "linear" else ":"
+        for ax, div in zip(axes, (np.ones_like(scales), scales), strict=True):
+            mid = np.array([np.median(v) for v in lams]) / div
+            lo = np.array([v.min() for v in lams]) / div
+            hi = np.array([v.max() for v in lams]) / div
+            ax.errorbar(
+                widths,
+                mid,
+                yerr=[mid - lo, hi - mid],
+                ls=style,
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=f"{init}, tau0 {scaling}",
+            )
+    for ax, title in zip(axes, ("lambda_min(K_0)", "lambda_min(K_0) / width scale"), strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width d_m")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Smallest eigenvalue of the empirical NTK at initialisation")
+    fig.tight_layout()
+    return fig
+
+
+def ntk_loss_figure(units):
+    """Training loss of full-batch GD against the step: one panel per (scaling, init), one curve
+    per width (darker = wider)."""
+    plt = _pyplot()
+    groups = _ntk_groups(units)
+    scalings = sorted({k[0] for k in groups})
+    inits = sorted({k[1] for k in groups})
+    fig, axes = plt.subplots(
+        len(scalings),
+        len(inits),
+        figsize=(4 * len(inits), 3.2 * len(scalings)),
+        squeeze=False,
+        sharey=True,
+    )
+    for (scaling, init), group in groups.items():
+        ax = axes[scalings.index(scaling), inits.index(init)]
+        cmap = plt.get_cmap("viridis")
+        for i, unit in enumerate(group):
+            color = cmap(1 - (i + 1) / (len(group) + 1))
+            ax.plot(unit["losses"], color=color, label=f"d_m={unit['width']}")
+        ax.set_yscale("log")
+        ax.set_title(f"init {init}, tau0 {scaling}", fontsize=10)
+        ax.set_xlabel("GD step")
+        ax.grid(alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("loss (1/2N) sum r^2")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Full-batch gradient descent on the squared loss")
+    fig.tight_layout()
+    return fig
+
+
+def ntk_kernel_error_figure(units, fits):
+    """Left: ||K - Kbar||_F / ||Kbar||_F against width (mean +- 2 se over initialisations) with the
+    fitted power law; Kbar is the uniform-attention kernel, the limit under tau0 = d_m^-1 only.
+    Middle and right: relative weight movement and NTK movement during training against width.
+    `fits[f"{scaling}/{init}"]` holds "slope", "slope_se" and "intercept" (`fit_loglog`)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for (scaling, init), group in _ntk_groups(units).items():
+        widths = np.array([u["width"] for u in group], dtype=float)
+        errs = [np.asarray(u["kernel_errors"], dtype=float) for u in group]
+        mean = np.array([e.mean() for e in errs])
+        se = np.array([e.std(ddof=1) / np.sqrt(e.size) if e.size > 1 else 0.0 for e in errs])
+        style = "-" if scaling == "linear" else ":"
+        fit = fits.get(f"{scaling}/{init}", {})
+        label = f"{init}, tau0 {scaling}"
+        if fit.get("slope") is not None:
+            label += f" (slope {fit['slope']:.2f}+-{fit['slope_se']:.2f})"
+        (line,) = axes[0].plot(widths, mean, ls=style, marker="o", ms=3, label=label)
+        axes[0].fill_between(
+            widths, mean - 2 * se, mean + 2 * se, color=line.get_color(), alpha=0.2
+        )
+        if fit.get("slope") is not None and scaling == "linear":
+            axes[0].plot(
+                widths,
+                np.exp(fit["intercept"]) * widths ** fit["slope"],
+                color=line.get_color(),
+                lw=0.8,
+                alpha=0.6,
+            )
+        axes[1].plot(
+            widths,
+            [u["weight_change"] for u in group],
+            ls=style,
+            marker="o",
+            ms=3,
+            color=line.get_color(),
+            label=label.split(" (")[0],
+        )
+        axes[2].plot(
+            widths,
+            [u["ntk_change"][-1] for u in group],
+            ls=style,
+            marker="o",
+            ms=3,
+            color=line.get_color(),
+        )
+    titles = (
+        "||K - Kbar||_F / ||Kbar||_F (Kbar: uniform attention)",
+        "weight movement ||theta_T - theta_0|| / ||theta_0||",
+        "NTK movement ||K_T - K_0||_F / ||K_0||_F",
+    )
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width d_m")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Empirical vs infinite-width NTK, and lazy training")
+    fig.tight_layout()
+    return fig

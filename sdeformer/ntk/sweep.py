@@ -1,0 +1,138 @@
+"""Width sweeps: one unit per (width, scaling, init), and the log-log fit of kernel errors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .analytic import analytic_ntk, ntk_scale
+from .empirical import empirical_ntk, min_eigenvalue
+from .encoder import ShallowEncoder
+from .gd import fit_linear_rate, train_gd
+
+
+def kernel_errors(
+    xs: Float[Array, "N tokens d"],
+    width: int,
+    *,
+    scaling: str | float,
+    init: str,
+    seeds: int,
+    key: PRNGKeyArray,
+    strategy: str = "auto",
+) -> dict[str, Any]:
+    """Empirical NTK at `seeds` independent initialisations against the uniform-attention kernel.
+
+    Returns "errors" (||K - Kbar||_F / ||Kbar||_F per initialisation), "lambda_min" (smallest
+    eigenvalue of each K) and "lambda_min_analytic" (of Kbar).
+    """
+    kbar = analytic_ntk(xs, init=init, width=width)
+    errors, lams = [], []
+    for s in range(seeds):
+        model = ShallowEncoder(
+            xs.shape[-1], width, scaling=scaling, init=init, key=jr.fold_in(key, s), dtype=xs.dtype
+        )
+        k = empirical_ntk(model, xs, strategy=strategy)
+        errors.append(float(jnp.linalg.norm(k - kbar) / jnp.linalg.norm(kbar)))
+        lams.append(float(min_eigenvalue(k)))
+    return {
+        "errors": errors,
+        "lambda_min": lams,
+        "lambda_min_analytic": float(min_eigenvalue(kbar)),
+    }
+
+
+def fit_loglog(widths, samples) -> dict[str, float | None]:
+    """Fit log(mean error) = a + b log(width), weighting each width by its Monte Carlo error.
+
+    `samples[i]` holds the errors at `widths[i]` (one per initialisation). The standard error of
+    log(mean) is se(mean)/mean (delta method); the slope's uncertainty "slope_se" is the weighted
+    least-squares standard error, inflated by sqrt(chi^2 / dof) when the points scatter more than
+    their error bars (never deflated). "slope" and "slope_se" are None with fewer than 2 widths or
+    fewer than 2 initialisations per width.
+    """
+    widths = np.asarray(widths, dtype=np.float64)
+    if widths.size < 2 or any(len(s) < 2 for s in samples):
+        return {"slope": None, "slope_se": None, "intercept": None, "chi2_dof": None}
+    means = np.array([np.mean(s) for s in samples])
+    ses = np.array([np.std(s, ddof=1) / math.sqrt(len(s)) for s in samples])
+    sigma = np.maximum(ses / means, 1e-12)
+    x, y, w = np.log(widths), np.log(means), 1.0 / sigma**2
+    design = np.stack([np.ones_like(x), x], axis=1)
+    info = design.T @ (w[:, None] * design)
+    coef = np.linalg.solve(info, design.T @ (w * y))
+    cov = np.linalg.inv(info)
+    dof = widths.size - 2
+    chi2 = float(np.sum(w * (y - design @ coef) ** 2))
+    inflate = math.sqrt(max(chi2 / dof, 1.0)) if dof > 0 else 1.0
+    return {
+        "slope": float(coef[1]),
+        "slope_se": float(math.sqrt(cov[1, 1]) * inflate),
+        "intercept": float(coef[0]),
+        "chi2_dof": chi2 / dof if dof > 0 else None,
+    }
+
+
+def run_unit(
+    xs: Float[Array, "N tokens d"],
+    ys: Float[Array, " N"],
+    width: int,
+    *,
+    scaling: str | float,
+    init: str,
+    key: PRNGKeyArray,
+    seeds: int = 4,
+    steps: int = 200,
+    lr_factor: float = 1.0,
+    checkpoints: int = 4,
+    strategy: str = "auto",
+) -> dict[str, Any]:
+    """Everything the `ntk` command records for one (width, scaling, init), as JSON-ready values.
+
+    The kernel comparison uses `seeds` initialisations (the first is the one trained); training is
+    `train_gd` from that first initialisation, with `fit_linear_rate` on its loss curve.
+    """
+    kern = kernel_errors(
+        xs, width, scaling=scaling, init=init, seeds=seeds, key=key, strategy=strategy
+    )
+    model = ShallowEncoder(
+        xs.shape[-1], width, scaling=scaling, init=init, key=jr.fold_in(key, 0), dtype=xs.dtype
+    )
+    attn = np.asarray(jnp.stack([model.attention(x) for x in xs[:8]]))
+    uniform_gap = float(np.max(np.abs(attn - 1.0 / xs.shape[1])))
+    run = train_gd(
+        model,
+        xs,
+        ys,
+        steps=steps,
+        lr_factor=lr_factor,
+        checkpoints=checkpoints,
+        ntk_strategy=strategy,
+    )
+    scale = ntk_scale(init, width)
+    return {
+        "width": width,
+        "scaling": scaling,
+        "init": init,
+        "tau0": float(model.tau0),
+        "ntk_scale": scale,
+        "kernel_errors": kern["errors"],
+        "lambda_min_seeds": kern["lambda_min"],
+        "lambda_min": run["lambda_min_0"],
+        "lambda_max": run["lambda_max_0"],
+        "lambda_min_normalised": run["lambda_min_0"] / scale,
+        "lambda_min_analytic": kern["lambda_min_analytic"],
+        "attention_uniform_gap": uniform_gap,
+        "lr": run["lr"],
+        "losses": run["losses"].tolist(),
+        "rate_fit": fit_linear_rate(run["losses"]),
+        "predicted_rate": run["predicted_rate"],
+        "checkpoint_steps": run["checkpoint_steps"],
+        "ntk_change": run["ntk_change"],
+        "weight_change": run["weight_change"],
+    }
