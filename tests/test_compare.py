@@ -1,0 +1,92 @@
+"""The comparison layer: distances, their noise levels, stopping, rate fits."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sdeformer import compare
+
+
+def test_distances_match_scipy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=300), rng.normal(0.2, 1.3, size=170)
+    assert math.isclose(compare.ks_distance(x, y), stats.ks_2samp(x, y).statistic, rel_tol=1e-12)
+    assert math.isclose(compare.wasserstein1(x, y), stats.wasserstein_distance(x, y), rel_tol=1e-9)
+
+
+def test_noise_levels_separate_equal_from_different_laws():
+    """Two samples of one law: KS and W1 below their 95 % noise levels (fixed seed); a shift of
+    0.3 standard deviations with 4000 samples each is ~13 standard errors: far above both."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=4000), rng.normal(size=4000)
+    same = compare.compare_feature(x, y, feature="g")
+    assert same.ks < same.ks_noise and same.w1 < same.w1_noise and abs(same.mean_z) < 3
+    shifted = compare.compare_feature(x, y + 0.3, feature="g")
+    assert shifted.ks > 3 * shifted.ks_noise and shifted.w1 > 3 * shifted.w1_noise
+    assert shifted.mean_z < -8
+
+
+def test_features_and_bad_samples():
+    v = np.array([[4.0, 1.0], [1.0, 1.0]])
+    f = compare.features(v[None])
+    assert set(f) == {"rho_01", "logvar_0", "logvar_1"}
+    assert math.isclose(f["rho_01"][0], 0.5) and math.isclose(f["logvar_0"][0], math.log(4))
+    with pytest.raises(ValueError, match="non-finite"):
+        compare.compare_feature(np.array([1.0, np.nan, 2.0]), np.ones(3))
+    with pytest.raises(ValueError, match="need >= 2"):
+        compare.compare_feature(np.array([1.0]), np.ones(3))
+
+
+def test_from_paths_stops_at_the_bound():
+    # Three paths over 4 layers, m = 2: the second crosses the bound 10 at layer 2, the third
+    # goes non-finite at layer 3.
+    paths = np.tile(np.eye(2), (3, 4, 1, 1))
+    paths[1, 2:] *= 20.0
+    paths[2, 3, 0, 0] = np.nan
+    src = compare.CovarianceSamples.from_paths("finite", paths, n=4, bound=10.0)
+    np.testing.assert_allclose(src.ts, [0, 0.25, 0.5, 0.75])
+    np.testing.assert_array_equal(src.alive[1], [True, True, False, False])
+    np.testing.assert_array_equal(src.alive[2], [True, True, True, False])
+    np.testing.assert_allclose(src.vs[1, 3], np.eye(2))  # frozen at its last valid state
+    assert np.all(np.isfinite(src.vs))
+    np.testing.assert_allclose(src.stopped_fraction, [0, 0, 1 / 3, 2 / 3])
+    with pytest.raises(ValueError, match="no samples at t=0.3"):
+        src.index_of(0.3)
+
+
+def test_compare_sources_modes_and_self_comparison():
+    """Two independent sets of random covariances from one law: every feature's KS p-value is
+    above 0.001 (a Bonferroni level for the 3 features at fixed seed)."""
+    rng = np.random.default_rng(2)
+
+    def source(label, size):
+        g = rng.normal(size=(size, 5, 2, 6))
+        vs = g @ np.swapaxes(g, -1, -2) / 6
+        return compare.CovarianceSamples(label, np.linspace(0, 1, 5), vs, np.ones((size, 5), bool))
+
+    a, b = source("a", 1500), source("b", 1200)
+    result = compare.compare_sources(a, b, times=[0.5, 1.0])
+    assert len(result.rows) == 6
+    assert all(r.ks_pvalue > 1e-3 for r in result.rows)
+    assert "| t | feature |" in result.table() and "conditional on survival" in result.table()
+    stopped = compare.compare_sources(a, b, mode="stopped", feature_names=["rho_01"])
+    assert len(stopped.rows) == 1 and "stopped processes" in stopped.table()
+    with pytest.raises(ValueError, match="mode='both'"):
+        compare.compare_sources(a, b, mode="both")
+    with pytest.raises(ValueError, match="unknown feature"):
+        compare.compare_sources(a, b, feature_names=["rho_99"])
+
+
+def test_power_law_fit_recovers_slope():
+    rng = np.random.default_rng(3)
+    widths = np.array([8, 16, 32, 64, 128])
+    truth = 2.0 * widths**-0.5
+    errors = 0.03 * truth
+    fit = compare.fit_power_law(widths, truth * (1 + rng.normal(0, 0.03, 5)), errors)
+    assert abs(fit.slope + 0.5) < 3 * fit.slope_se and fit.slope_se < 0.05
+    noisy = compare.fit_power_law(widths, truth, errors, noise=np.array([0, 0, 0, 0, 0.2]))
+    assert noisy.used == (True, True, True, True, False)
+    with pytest.raises(ValueError, match="fewer than two widths"):
+        compare.fit_power_law(widths, truth, errors, noise=np.ones(5))
