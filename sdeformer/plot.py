@@ -201,3 +201,103 @@ def ntk_kernel_error_figure(units, fits):
     fig.suptitle("Empirical vs infinite-width NTK, and lazy training")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------- finite networks vs SDE
+
+
+def rho_density_figure(sources, *, feature: str = "rho_01", time: float | None = None):
+    """Histograms (densities) of one feature at one time (default: the last) for each source.
+
+    `sources` is a sequence of `compare.CovarianceSamples`; only paths alive at that time count.
+    """
+    from .compare import features
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    values = []
+    for src in sources:
+        i = len(src.ts) - 1 if time is None else src.index_of(time)
+        x = features(src.vs[:, i])[feature][src.alive[:, i]]
+        values.append((src, i, x))
+    lo = min(float(np.quantile(x, 0.001)) for _, _, x in values)
+    hi = max(float(np.quantile(x, 0.999)) for _, _, x in values)
+    bins = np.linspace(lo, hi, 50)
+    for src, _, x in values:
+        ax.hist(
+            x, bins=bins, density=True, histtype="step", lw=1.6, label=f"{src.label} ({x.size})"
+        )
+    t = values[0][0].ts[values[0][1]]
+    ax.set_xlabel(feature.replace("_", " "))
+    ax.set_ylabel("density")
+    ax.set_title(f"law of {feature} at t = {t:.3g}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def feature_bands_figure(sources, *, feature: str = "rho_01"):
+    """Mean and 5-95 % / 25-75 % quantile bands of one feature over t for each source
+    (surviving paths at each time)."""
+    from .compare import features
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for src in sources:
+        f = features(src.vs)[feature]  # (samples, k)
+        mean, q05, q25, q75, q95 = [], [], [], [], []
+        for i in range(len(src.ts)):
+            x = f[src.alive[:, i], i]
+            mean.append(x.mean())
+            a, b, c, d = np.quantile(x, [0.05, 0.25, 0.75, 0.95])
+            q05.append(a)
+            q25.append(b)
+            q75.append(c)
+            q95.append(d)
+        (line,) = ax.plot(src.ts, mean, lw=1.8, label=f"{src.label} mean")
+        ax.fill_between(src.ts, q05, q95, color=line.get_color(), alpha=0.12)
+        ax.fill_between(src.ts, q25, q75, color=line.get_color(), alpha=0.22)
+    ax.set_xlabel("t = layer / n")
+    ax.set_ylabel(feature.replace("_", " "))
+    ax.set_title(f"{feature}: mean, 25-75 % and 5-95 % bands", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def distance_vs_width_figure(widths, distances: Mapping[str, tuple], fits: Mapping[str, object]):
+    """Distances to the SDE against width on log-log axes, with noise levels and fitted slopes.
+
+    `distances[name] = (values, errors, noise)` arrays over `widths`; `fits[name]` is a
+    `compare.PowerLawFit` (or None when no fit was possible).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    widths = np.asarray(widths, dtype=float)
+    for name, (values, errors, noise) in distances.items():
+        values, errors = np.asarray(values), np.asarray(errors)
+        bar = ax.errorbar(widths, values, yerr=2 * errors, marker="o", capsize=3, label=name)
+        color = bar.lines[0].get_color()
+        if noise is not None:
+            ax.plot(widths, noise, ls=":", color=color, lw=1)
+        fit = fits.get(name)
+        if fit is not None:
+            grid = np.geomspace(widths.min(), widths.max(), 50)
+            ax.plot(
+                grid,
+                np.exp(fit.intercept) * grid**fit.slope,
+                ls="--",
+                color=color,
+                label=f"fit: slope {fit.slope:.2f} +- {fit.slope_se:.2f}",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("width n (depth T n)")
+    ax.set_ylabel("distance to the SDE law at t = T")
+    ax.set_title("finite width vs SDE (dotted: 95 % noise level)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
