@@ -222,7 +222,7 @@ def _train_step(spec: _StepSpec, params, opt_state, step, lr, key, task):
         # of SGD with momentum is linear in the learning rate, so scaling by lr is exact.
         updates = jax.tree.map(lambda u: lr * u, updates)
         params = optax.apply_updates(params, updates)
-    return params, opt_state, loss, optax.global_norm(grads)
+    return params, opt_state, loss, optax.tree.norm(grads)
 
 
 @functools.partial(jax.jit, static_argnums=0)
