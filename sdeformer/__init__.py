@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import metrics as metrics
 from . import ntk as ntk
+from . import train as train
 from .blocks import Block as Block
 from .blocks import MissingFaceError as MissingFaceError
 from .blocks import PreLNAttention as PreLNAttention

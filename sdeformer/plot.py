@@ -299,5 +299,36 @@ def distance_vs_width_figure(widths, distances: Mapping[str, tuple], fits: Mappi
     ax.set_title("finite width vs SDE (dotted: 95 % noise level)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
+
+
+def train_sweep_figure(rows, *, title: str = "Final validation loss against learning rate"):
+    """Final validation loss against learning rate (log x), one line per model kind.
+
+    `rows` are the dictionaries of `sdeformer.train.sweep.summarise`: points are the mean over
+    seeds, bars span min to max; learning rates where every seed diverged are marked with an
+    "x" at the top of the panel.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    kinds = list(dict.fromkeys(row["kind"] for row in rows))
+    finite = [row["val_loss_max"] for row in rows if row["val_loss_max"] is not None]
+    top = max(finite) * 1.05 if finite else 1.0
+    for kind in kinds:
+        mine = sorted((row for row in rows if row["kind"] == kind), key=lambda r: r["lr"])
+        ok = [row for row in mine if row["val_loss_mean"] is not None]
+        lrs = np.array([row["lr"] for row in ok])
+        mean = np.array([row["val_loss_mean"] for row in ok])
+        low = mean - np.array([row["val_loss_min"] for row in ok])
+        high = np.array([row["val_loss_max"] for row in ok]) - mean
+        line = ax.errorbar(lrs, mean, yerr=[low, high], marker="o", capsize=3, label=kind)
+        dead = [row["lr"] for row in mine if row["val_loss_mean"] is None]
+        if dead:
+            ax.scatter(dead, [top] * len(dead), marker="x", s=60, color=line[0].get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("final validation loss (nats / token)")
+    ax.set_title(title + "\n(x: diverged)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     fig.tight_layout()
     return fig

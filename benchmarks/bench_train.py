@@ -1,0 +1,96 @@
+"""Training throughput: tokens per second of the jitted train step for each model kind, at two
+sizes, on the default JAX device (CPU here; GPU when present).
+
+Run: `python -m benchmarks.bench_train` (add `--quick` for a smoke run). Prints a markdown table
+and writes `benchmarks/results/train.json` with the machine (platform, CPU count, jax device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.random as jr
+
+from sdeformer.results import write_json
+from sdeformer.train import MODEL_KINDS, TrainConfig, Trainer
+from sdeformer.train.data import make_tasks
+from sdeformer.train.sweep import ModelSpec
+
+SIZES = {
+    "small": dict(width=64, depth=4, seq_len=64),
+    "medium": dict(width=128, depth=8, seq_len=128),
+}
+
+
+def bench(kind: str, size: dict, batch_size: int, steps: int, train_task) -> dict:
+    spec = ModelSpec(vocab=256, **size)
+    model, schedule = spec.build(kind, key=jr.key(0))
+    trainer = Trainer(model, TrainConfig(steps=steps + 1, batch_size=batch_size), schedule)
+    params, state = trainer.init(model)
+    started = time.perf_counter()
+    params, state, loss, _ = trainer.step(params, state, 0, jr.key(0), train_task)
+    loss.block_until_ready()
+    compile_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        params, state, loss, _ = trainer.step(params, state, step, jr.key(step), train_task)
+    loss.block_until_ready()
+    seconds = time.perf_counter() - started
+    tokens = steps * batch_size * size["seq_len"]
+    return {
+        "kind": kind,
+        **size,
+        "batch_size": batch_size,
+        "steps": steps,
+        "compile_and_first_step_s": compile_s,
+        "step_ms": 1e3 * seconds / steps,
+        "tokens_per_second": tokens / seconds,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per setting")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="small size only, 5 steps")
+    parser.add_argument("--out", default="benchmarks/results/train.json")
+    args = parser.parse_args(argv)
+    sizes = {"small": SIZES["small"]} if args.quick else SIZES
+    steps = 5 if args.quick else args.steps
+    rows = []
+    for size_name, size in sizes.items():
+        train_task, _, _ = make_tasks("stdlib", size["seq_len"], max_bytes=500_000)
+        for kind in MODEL_KINDS:
+            row = {"size": size_name, **bench(kind, size, args.batch_size, steps, train_task)}
+            rows.append(row)
+            print(f"{size_name} {kind}: {row['tokens_per_second']:.0f} tokens/s", flush=True)
+    device = jax.devices()[0]
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "jax_device": str(device),
+        "jax_device_kind": device.device_kind,
+        "jax_version": jax.__version__,
+    }
+    write_json(Path(args.out), {"benchmark": "train", "machine": machine, "rows": rows})
+    print(f"\nmachine: {machine['platform']}, {machine['cpu_count']} CPUs, {machine['jax_device']}")
+    print("| size | kind | width | depth | seq_len | batch | compile (s) | step (ms) | tokens/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['size']} | {r['kind']} | {r['width']} | {r['depth']} | {r['seq_len']} | "
+            f"{r['batch_size']} | {r['compile_and_first_step_s']:.1f} | {r['step_ms']:.1f} | "
+            f"{r['tokens_per_second']:.0f} |"
+        )
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Training shaped and standard Transformers as causal language models with optax."""
+
+from __future__ import annotations
+
+from .data import CopyTask as CopyTask
+from .data import Corpus as Corpus
+from .data import RecallTask as RecallTask
+from .data import TextTask as TextTask
+from .data import make_tasks as make_tasks
+from .data import stdlib_corpus as stdlib_corpus
+from .data import text_corpus as text_corpus
+from .lm import LanguageModel as LanguageModel
+from .loop import MODEL_KINDS as MODEL_KINDS
+from .loop import TrainConfig as TrainConfig
+from .loop import Trainer as Trainer
+from .loop import TrainResult as TrainResult
+from .loop import kind_spec as kind_spec
+from .loop import train as train
+from .shaping import Shaping as Shaping
+from .shaping import ShapingSchedule as ShapingSchedule
