@@ -120,9 +120,10 @@ def one_step_moments(
 
     `num_samples` antithetic pairs of independent layers (2 num_samples networks); see the module
     docstring for the variance reduction. The key is turned into an "rbg" key (its draws are
-    deterministic in `key`; threefry takes seconds per call site to compile on CPU). As n -> infinity the drift tends to
-    `CovarianceSDE(config).drift(v)` and the noise to `noise_covariance(v)` (differences O(1/n)
-    for the shaped blocks, O(1/sqrt n) for the MLP drift when c_plus + c_minus != 0).
+    deterministic in `key`; threefry takes seconds per call site to compile on CPU). As
+    n -> infinity the drift tends to `CovarianceSDE(config).drift(v)` and the noise to
+    `noise_covariance(v)` (differences O(1/n) for the shaped blocks, O(1/sqrt n) for the MLP
+    drift when c_plus + c_minus != 0).
     """
     n = check_width(n, name="n")
     num_samples = check_width(num_samples, minimum=2, name="num_samples")

@@ -78,9 +78,10 @@ class CovarianceSDE(eqx.Module):
 
     `drift(V)` is b (m, m), `noise_covariance(V)` is Sigma (m, m, m, m) with
     `Sigma[a, b, c, d] = Cov(dV_ab, dV_cd) / dt`, `noise_factor(V)` a factor F (m, m, k) with
-    `sum_j F[a, b, j] F[c, d, j] = Sigma[a, b, c, d]`, `diffusion_matrix(V)` the symmetric PSD square
-    root of the covariance of the upper-triangular coordinates (p, p), p = m(m+1)/2. All are pure
-    functions of one V (jit/vmap them). Raises `ValueError` at construction if a block of
+    `sum_j F[a, b, j] F[c, d, j] = Sigma[a, b, c, d]`, `diffusion_matrix(V)` the symmetric PSD
+    square root of the covariance of the upper-triangular coordinates (p, p), p = m(m+1)/2.
+    All are pure functions of one V (jit/vmap them). Raises `ValueError` at construction if a
+    block of
     `config.blocks` has no limit.
     """
 
@@ -268,7 +269,7 @@ def solve_sde(
     if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "solve_sde: dtype=float64 needs jax_enable_x64 (use `with "
-            "jax.experimental.enable_x64():` around the call)"
+            "jax.enable_x64(True):` around the call)"
         )
     from .model import check_covariance
 
