@@ -33,12 +33,18 @@ from .model import check_covariance, input_from_covariance
 
 class OneStepMoments(eqx.Module):
     """n E[dV] (`drift`, (m, m)) and n Cov[dV] (`noise`, (m, m, m, m)) of one layer at width `n`,
-    with their Monte Carlo standard errors (`drift_se`, `noise_se`); `num_samples` pairs."""
+    with their Monte Carlo standard errors (`drift_se`, `noise_se`); `num_samples` pairs.
+
+    `conditional_noise` is n Cov of the conditional drift samples / n (for an attention-only layer:
+    n Cov(E[dV | W^Q, W^K]), whose limit is the attention part gam^4/(tau0^2 m^2 H) Att of
+    Sigma_att, free of the Lin term's Monte Carlo noise)."""
 
     drift: Float[Array, "m m"]
     drift_se: Float[Array, "m m"]
     noise: Float[Array, "m m m m"]
     noise_se: Float[Array, "m m m m"]
+    conditional_noise: Float[Array, "m m m m"]
+    conditional_noise_se: Float[Array, "m m m m"]
     n: int = eqx.field(static=True)
     num_samples: int = eqx.field(static=True)
 
@@ -56,16 +62,15 @@ def _pairs(config, n, v, keys):
         ]
         d1, dv1 = _layer_sample(config, n, x0, blocks, 1.0)
         d2, dv2 = _layer_sample(config, n, x0, blocks, -1.0)
-        return 0.5 * (d1 + d2), dv1, dv2
+        return d1, d2, dv1, dv2
 
     return jax.vmap(pair)(keys)
 
 
-@jax.jit
-def _reduce(n, dsample, dv1, dv2):
-    num = dsample.shape[0]
-    drift = dsample.mean(0)
-    drift_se = dsample.std(0, ddof=1) / jnp.sqrt(num)
+def _pair_cov(dv1, dv2):
+    """Covariance of paired samples (one sample per pair: the pair's mean outer product) and the
+    standard errors of its entries."""
+    num = dv1.shape[0]
     mean = 0.5 * (dv1.mean(0) + dv2.mean(0))
     c1 = dv1 - mean
     c2 = dv2 - mean
@@ -77,7 +82,18 @@ def _reduce(n, dsample, dv1, dv2):
     first = 0.5 * (avg(c1, c1) + avg(c2, c2))
     second = 0.25 * (avg(c1 * c1, c1 * c1) + 2 * avg(c1 * c2, c1 * c2) + avg(c2 * c2, c2 * c2))
     var = jnp.clip(second - first**2, 0.0) * num / (num - 1)
-    return drift, drift_se, n * first, n * jnp.sqrt(var / num)
+    return first, jnp.sqrt(var / num)
+
+
+@jax.jit
+def _reduce(n, d1, d2, dv1, dv2):
+    dsample = 0.5 * (d1 + d2)  # antithetic pair mean
+    num = dsample.shape[0]
+    drift = dsample.mean(0)
+    drift_se = dsample.std(0, ddof=1) / jnp.sqrt(num)
+    noise, noise_se = _pair_cov(dv1, dv2)
+    cond, cond_se = _pair_cov(d1, d2)
+    return drift, drift_se, n * noise, n * noise_se, cond / n, cond_se / n
 
 
 def _layer_sample(config, n, x0, blocks, sign):
@@ -141,6 +157,5 @@ def one_step_moments(
         _pairs(config, n, v, keys[start : start + batch_size])
         for start in range(0, num_samples, batch_size)
     ]
-    dsample, dv1, dv2 = (jnp.concatenate(parts) for parts in zip(*chunks, strict=True))
-    drift, drift_se, noise, noise_se = _reduce(jnp.asarray(n, v.dtype), dsample, dv1, dv2)
-    return OneStepMoments(drift, drift_se, noise, noise_se, n, num_samples)
+    parts = (jnp.concatenate(part) for part in zip(*chunks, strict=True))
+    return OneStepMoments(*_reduce(jnp.asarray(n, v.dtype), *parts), n, num_samples)
