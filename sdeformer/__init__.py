@@ -16,8 +16,14 @@ from .config import ShapedConfig as ShapedConfig
 from .model import ShapedTransformer as ShapedTransformer
 from .model import explicit_covariance_paths as explicit_covariance_paths
 from .model import input_from_covariance as input_from_covariance
+from .moments import OneStepMoments as OneStepMoments
+from .moments import one_step_moments as one_step_moments
 from .ntk import ShallowEncoder as ShallowEncoder
 from .ntk import analytic_ntk as analytic_ntk
 from .ntk import empirical_ntk as empirical_ntk
+from .sde import EXIT_REASONS as EXIT_REASONS
+from .sde import CovarianceSDE as CovarianceSDE
+from .sde import SDESolution as SDESolution
+from .sde import solve_sde as solve_sde
 
 __version__ = "0.1.0"

@@ -1,0 +1,209 @@
+"""The covariance SDE solver and the one-step moments of finite networks (SPEC.md sections 3, 6)."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+import scipy.linalg
+from conftest import FULL
+
+import sdeformer as sf
+
+V3 = jnp.array([[1.0, 0.3, 0.1], [0.3, 1.5, 0.5], [0.1, 0.5, 0.8]])
+
+
+def _unique_pairs(m):
+    pairs = [(a, b) for a in range(m) for b in range(a, m)]
+    return [(p, q) for i, p in enumerate(pairs) for q in pairs[i:]]
+
+
+def _max_z(est, se, want):
+    m = est.shape[0]
+    return max(
+        abs(float(est[a, b, c, d] - want[a, b, c, d])) / float(se[a, b, c, d])
+        for (a, b), (c, d) in _unique_pairs(m)
+    )
+
+
+# Each estimate is compared entrywise with its Monte Carlo standard error; with 21 unique
+# entries of Sigma (m = 3) a 4.5 standard-error bound keeps the family-wise false alarm rate
+# below 1e-4 while the finite-width bias (O(1/n) for these configs, measured below 1 SE) stays
+# inside. Each test also checks that a wrong coefficient is rejected by the same bound.
+Z = 4.5
+N_WIDTH = 256 if FULL else 128
+N_PAIRS = 8000 if FULL else 2000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "cfg, wrong",
+    [
+        # full layer, 2 heads; c_plus = -c_minus keeps the MLP drift's finite-n bias O(1/n)
+        (
+            sf.ShapedConfig(tau0=0.7, gamma=0.6, heads=2, c_plus=0.7, c_minus=-0.7, key_width=8),
+            {"mlp_ratio": 0.25},
+        ),
+        # attention only, output projection, 2 heads
+        (
+            sf.ShapedConfig(
+                tau0=0.6, gamma=0.7, heads=2, out_proj=True, blocks=("attention",), key_width=8
+            ),
+            {"out_proj": False},
+        ),
+        # MLP only, ratio 1/2, asymmetric slopes
+        (
+            sf.ShapedConfig(gamma=0.6, c_plus=0.5, c_minus=-1.0, mlp_ratio=0.5, blocks=("mlp",)),
+            {"mlp_ratio": 1.0},
+        ),
+    ],
+)
+def test_one_step_moments_match_the_limit(cfg, wrong, key):
+    est = sf.one_step_moments(cfg, N_WIDTH, V3, N_PAIRS, key=key)
+    sde = sf.CovarianceSDE(cfg)
+    drift = sde.drift(V3)
+    if cfg.blocks == ("mlp",):
+        # the exact finite-width MLP drift is the limit times 2 / (s_+^2 + s_-^2) (docs/theory.md)
+        sp, sm, c = sf.blocks.shaped_mlp.relu_slopes(cfg, N_WIDTH)
+        drift = drift * c
+    z_drift = jnp.abs(est.drift - drift) / est.drift_se
+    assert float(z_drift.max()) < Z, (est.drift, drift, est.drift_se)
+    sigma = sde.noise_covariance(V3)
+    assert _max_z(est.noise, est.noise_se, sigma) < Z
+    wrong_sigma = sf.CovarianceSDE(cfg.replace(**wrong)).noise_covariance(V3)
+    assert _max_z(est.noise, est.noise_se, wrong_sigma) > Z  # the test has the power to fail
+
+
+@pytest.mark.slow
+def test_attention_noise_heads_factor(key):
+    """The attention part of Sigma_att, from n Cov(E[dV | W^Q, W^K]) (no Lin-term noise)."""
+    cfg = sf.ShapedConfig(tau0=0.8, gamma=0.7, heads=2, blocks=("attention",), key_width=8)
+    est = sf.one_step_moments(cfg, N_WIDTH, V3, N_PAIRS, key=key)
+    m = V3.shape[0]
+    att = sf.blocks._limit.mix_tensor(V3, sf.blocks._limit.attention_k(V3))
+
+    def part(heads):
+        return cfg.gamma**4 / (cfg.tau0**2 * m**2 * heads) * att
+
+    assert _max_z(est.conditional_noise, est.conditional_noise_se, part(2)) < Z
+    assert _max_z(est.conditional_noise, est.conditional_noise_se, part(1)) > Z
+    assert _max_z(est.conditional_noise, est.conditional_noise_se, part(3)) > Z
+
+
+def test_one_step_moments_reproducible(key):
+    cfg = sf.ShapedConfig(key_width=4, blocks=("attention",))
+    a = sf.one_step_moments(cfg, 16, V3, 8, key=key)
+    b = sf.one_step_moments(cfg, 16, V3, 8, key=key)
+    np.testing.assert_array_equal(a.noise, b.noise)
+    np.testing.assert_array_equal(a.drift, b.drift)
+
+
+# --- the solver -------------------------------------------------------------------------------
+
+# MLP-only stack with c_plus = c_minus: zero drift, Sigma = kappa Lin. Then E[V_t] = V_0 and the
+# second moments M_abcd = E[V_ab V_cd] solve the linear ODE dM/dt = kappa L(M),
+# L(M)_abcd = M_acbd + M_adbc; Euler-Maruyama gives exactly M_N = (1 + dt kappa L)^N M_0.
+LINEAR = sf.ShapedConfig(gamma=0.5, c_plus=-0.5, c_minus=-0.5, blocks=("mlp",))
+V2 = jnp.array([[1.0, 0.1], [0.1, 1.2]])
+T = 0.2
+
+
+def _second_moment_map(m):
+    lmap = np.zeros((m**4, m**4))
+    for a, b, c, d in itertools.product(range(m), repeat=4):
+        row = np.ravel_multi_index((a, b, c, d), (m,) * 4)
+        lmap[row, np.ravel_multi_index((a, c, b, d), (m,) * 4)] += 1
+        lmap[row, np.ravel_multi_index((a, d, b, c), (m,) * 4)] += 1
+    return lmap
+
+
+def test_euler_weak_order_on_the_linear_case(key):
+    kappa = LINEAR.gamma**2 * (2 - LINEAR.gamma**2 + LINEAR.gamma**2 / LINEAR.mlp_ratio)
+    lmap = kappa * _second_moment_map(2)
+    m0 = np.einsum("ab,cd->abcd", V2, V2).ravel()
+    exact = scipy.linalg.expm(T * lmap) @ m0
+    paths = 40000 if FULL else 20000
+    for steps in (4, 16):
+        sol = sf.solve_sde(LINEAR, V2, T, paths, key=key, num_steps=steps, bound=np.inf)
+        # at most 1 in 1000 paths leaves the PSD cone at these steps; their frozen last state
+        # moves the moments by < 1e-3 of a standard deviation, far below the Monte Carlo error
+        assert sol.summary()["survived"] >= paths - paths // 1000
+        vt = np.asarray(sol.vs[:, -1], np.float64)
+        # mean: a martingale; 4.5 standard errors
+        se = vt.std(0) / np.sqrt(paths)
+        assert np.all(np.abs(vt.mean(0) - np.asarray(V2)) < Z * se)
+        second = np.einsum("sab,scd->sabcd", vt, vt).reshape(paths, -1)
+        se2 = second.std(0) / np.sqrt(paths)
+        euler = np.linalg.matrix_power(np.eye(16) + T / steps * lmap, steps) @ m0
+        assert np.all(np.abs(second.mean(0) - euler) < Z * se2)
+        # the noise scale is resolved: kappa 25% too large is rejected by the same bound
+        wrong = np.linalg.matrix_power(np.eye(16) + 1.25 * T / steps * lmap, steps) @ m0
+        assert np.max(np.abs(second.mean(0) - wrong) / se2) > Z
+    # and Euler's weak error is first order: halving dt halves it
+    errs = [
+        np.abs(np.linalg.matrix_power(np.eye(16) + T / k * lmap, k) @ m0 - exact).max()
+        for k in (64, 128)
+    ]
+    assert 1.9 < errs[0] / errs[1] < 2.1
+
+
+def test_solver_is_reproducible_and_masks_exits(key):
+    cfg = sf.ShapedConfig(tau0=0.3, gamma=0.8, blocks=("attention",))
+    v0 = jnp.array([[1.0, 0.5], [0.5, 1.0]])
+    kwargs = dict(key=key, num_steps=50, save_times=6, bound=3.0)
+    sol = sf.solve_sde(cfg, v0, 1.0, 300, **kwargs)
+    again = sf.solve_sde(cfg, v0, 1.0, 300, **kwargs)
+    np.testing.assert_array_equal(sol.vs, again.vs)
+    other = sf.solve_sde(cfg, v0, 1.0, 300, **{**kwargs, "key": jr.fold_in(key, 1)})
+    assert not np.array_equal(sol.vs, other.vs)
+    summary = sol.summary()
+    assert summary["crossed_bound"] > 0 and summary["survived"] > 0
+    assert sum(summary[name] for name in sf.EXIT_REASONS.values()) == 300
+    assert bool(jnp.all(jnp.isfinite(sol.vs)))
+    stopped = np.asarray(sol.exit_reason) != 0
+    assert np.all(np.isinf(sol.exit_time[~stopped])) and np.all(sol.exit_time[stopped] <= 1.0)
+    np.testing.assert_array_equal(sol.alive, sol.ts[None, :] < sol.exit_time[:, None])
+    # after the exit the last valid state is kept, and it is within the bound
+    i = int(np.argmax(stopped))
+    last = int(np.asarray(sol.alive[i]).sum()) - 1
+    assert np.all(np.asarray(sol.vs[i, last:]) == np.asarray(sol.vs[i, last]))
+    assert float(jnp.abs(sol.vs[i]).max()) <= 3.0
+
+
+def test_psd_and_non_finite_exits_are_reported(key):
+    near_singular = jnp.array([[1.0, 0.999], [0.999, 1.0]])
+    sol = sf.solve_sde(LINEAR.replace(gamma=0.9), near_singular, 1.0, 200, key=key, num_steps=4)
+    assert sol.summary()["left_psd_cone"] > 0
+    assert bool(jnp.all(jnp.isfinite(sol.vs)))
+    # a violent attention drift with no bound: the state overflows and is reported non-finite
+    hot = sf.ShapedConfig(tau0=0.01, gamma=0.9, blocks=("attention",))
+    v0 = jnp.array([[30.0, 1.0], [1.0, 1.0]])
+    sol = sf.solve_sde(hot, v0, 1.0, 20, key=key, num_steps=4, bound=np.inf)
+    assert sol.summary()["non_finite"] > 0
+    assert bool(jnp.all(jnp.isfinite(sol.vs)))
+
+
+def test_float64_and_stratonovich_solvers(key):
+    with jax.enable_x64(True):
+        v0 = jnp.asarray(V2, jnp.float64)
+        for solver in ("euler", "heun"):
+            sol = sf.solve_sde(LINEAR, v0, T, 2000, key=key, num_steps=8, solver=solver)
+            assert sol.vs.dtype == jnp.float64
+            vt = np.asarray(sol.vs[:, -1])
+            se = vt.std(0) / np.sqrt(vt.shape[0])
+            assert np.all(np.abs(vt.mean(0) - np.asarray(V2)) < Z * se)  # martingale
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="solver"):
+        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), solver="rk4")
+    with pytest.raises(ValueError, match="adaptive"):
+        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), adaptive=True)
+    with pytest.raises(ValueError, match="enable_x64"):
+        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), dtype=jnp.float64)
+    with pytest.raises(ValueError, match="no covariance SDE limit"):
+        sf.solve_sde(sf.ShapedConfig(blocks=("preln_mlp",)), V2, 1.0, 2, key=jr.key(0))
