@@ -359,7 +359,7 @@ class PowerLawFit:
 def fit_power_law(widths, distances, errors, noise=None) -> PowerLawFit:
     """Fit log d = intercept + slope log n, weights from the distances' standard errors.
 
-    Points whose distance is not above its noise level (2 x `noise`, when given) carry no
+    Points whose distance is not above its noise level (`noise`, when given) carry no
     information about the rate and are left out (reported in `used`). The slope's standard error
     is scaled by the residual spread when that exceeds the one implied by the errors.
     """
@@ -368,10 +368,10 @@ def fit_power_law(widths, distances, errors, noise=None) -> PowerLawFit:
     e = np.asarray(errors, dtype=np.float64)
     used = np.isfinite(d) & (d > 0) & (e > 0)
     if noise is not None:
-        used &= d > 2 * np.asarray(noise, dtype=np.float64)
+        used &= d > np.asarray(noise, dtype=np.float64)
     if used.sum() < 2:
         raise ValueError(
-            "fewer than two widths have a distance above twice its noise level: increase the "
+            "fewer than two widths have a distance above its noise level: increase the "
             "samples or include smaller widths to see the convergence rate"
         )
     x, y, sigma = np.log(n[used]), np.log(d[used]), e[used] / d[used]
@@ -397,3 +397,137 @@ def bootstrap_se(statistic, x: np.ndarray, y: np.ndarray, *, rounds: int = 100, 
     rng = np.random.default_rng(seed)
     values = [statistic(rng.choice(x, x.size), rng.choice(y, y.size)) for _ in range(rounds)]
     return float(np.std(values, ddof=1))
+
+
+# ------------------------------------------------------------------ sources and width sweeps
+
+
+def depth_for(T: float, n: int) -> int:
+    """Depth d = round(T n) of a network of width n at depth-to-width ratio T (at least 1)."""
+    if not (math.isfinite(T) and T > 0):
+        raise ValueError(f"T={T!r} is invalid; pass a depth-to-width ratio T > 0")
+    depth = round(T * n)
+    if depth < 1:
+        raise ValueError(
+            f"T={T!r} at width n={n} gives round(T n) = 0 layers; pass T >= {0.5 / n:.3g} or a "
+            "larger width"
+        )
+    return depth
+
+
+def finite_source(
+    config,
+    n: int,
+    T: float,
+    v0,
+    samples: int,
+    *,
+    key,
+    method: str = "law",
+    bound: float = 1e3,
+    every: int = 1,
+    label: str | None = None,
+) -> CovarianceSamples:
+    """Covariance samples of finite networks of width n and depth round(T n) at init.
+
+    `method`: "law" (the exact covariance chain, fast) or "explicit" (networks with all their
+    weights). Times are layer times l / n; paths stop where some |V_ab| exceeds `bound`.
+    """
+    from .laws import sample_covariance_paths
+
+    depth = depth_for(T, n)
+    paths = sample_covariance_paths(config, n, depth, v0, samples, key=key, method=method)
+    return CovarianceSamples.from_paths(
+        label or f"{method} n={n}", paths, n, bound=bound, every=every
+    )
+
+
+def sde_source(
+    config,
+    v0,
+    times,
+    paths: int,
+    *,
+    key,
+    num_steps: int = 1000,
+    bound: float = 1e3,
+    solver: str = "euler",
+    label: str = "SDE",
+):
+    """SDE paths saved at `times` (e.g. a finite source's `ts`), as `CovarianceSamples`.
+
+    Returns `(samples, solution)`; the solution keeps the exit reasons and times.
+    """
+    from .sde import solve_sde
+
+    times = np.asarray(times, dtype=np.float64)
+    solution = solve_sde(
+        config,
+        v0,
+        float(times.max()),
+        paths,
+        key=key,
+        save_times=times,
+        num_steps=num_steps,
+        bound=bound,
+        solver=solver,
+    )
+    samples = CovarianceSamples(
+        label, np.asarray(solution.ts), np.asarray(solution.vs), np.asarray(solution.alive)
+    )
+    return samples, solution
+
+
+DISTANCES = ("ks", "w1", "mean")
+"""Distances reported by a width sweep: KS statistic, Wasserstein-1, |difference of means|."""
+
+
+def width_distances(
+    finite: CovarianceSamples,
+    sde: CovarianceSamples,
+    *,
+    time: float,
+    feature: str = "rho_01",
+    rounds: int = 100,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Distances between the finite and SDE laws of one feature at one time (surviving paths),
+    each with a bootstrap standard error and its noise level (the value expected between two
+    samples of one law of these sizes)."""
+    x = features(finite.vs[:, finite.index_of(time)])[feature][
+        finite.alive[:, finite.index_of(time)]
+    ]
+    y = features(sde.vs[:, sde.index_of(time)])[feature][sde.alive[:, sde.index_of(time)]]
+    row = compare_feature(x, y, feature=feature, time=time, seed=seed)
+    mean_se = math.hypot(row.mean_se_a, row.mean_se_b)
+    return {
+        "time": float(time),
+        "size_finite": int(x.size),
+        "size_sde": int(y.size),
+        "ks": row.ks,
+        "ks_se": bootstrap_se(ks_distance, x, y, rounds=rounds, seed=seed),
+        "ks_noise": row.ks_noise,
+        "w1": row.w1,
+        "w1_se": bootstrap_se(wasserstein1, x, y, rounds=rounds, seed=seed),
+        "w1_noise": row.w1_noise,
+        "mean": abs(row.mean_a - row.mean_b),
+        "mean_se": mean_se,
+        "mean_noise": 1.96 * mean_se,
+        "ks_pvalue": row.ks_pvalue,
+        "stopped_finite": float(finite.stopped_fraction[finite.index_of(time)]),
+        "stopped_sde": float(sde.stopped_fraction[sde.index_of(time)]),
+    }
+
+
+def fit_width_sweep(widths, rows: list[dict]) -> dict[str, PowerLawFit | None]:
+    """Power-law fits of each distance against width (None where too few points beat noise)."""
+    fits = {}
+    for name in DISTANCES:
+        values = [r[name] for r in rows]
+        errors = [r[f"{name}_se"] for r in rows]
+        noise = [r[f"{name}_noise"] for r in rows]
+        try:
+            fits[name] = fit_power_law(widths, values, errors, noise)
+        except ValueError:
+            fits[name] = None
+    return fits

@@ -1,0 +1,64 @@
+"""The `sdeformer` command line: `sdeformer --help` lists the commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..results import ResultsError
+from .ntk import _add_ntk
+from .rank_collapse import _add_rank_collapse
+from .train import _add_train, _add_train_sweep
+
+# ------------------------------------------------------------------------------------- main
+
+
+def _add_run(sub) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="the main job with its defaults (what `make run` does)",
+        description="Run the main job (currently: rank-collapse) with its default settings.",
+    )
+    parser.add_argument("--out", default="results/rank_collapse", help="output directory")
+    parser.set_defaults(func=_run_main_job)
+
+
+def _run_main_job(args: argparse.Namespace) -> int:
+    return main(["rank-collapse", "--out", args.out])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdeformer",
+        description=(
+            "Shaped Transformers, their covariance SDE limit and exact finite-width laws. "
+            "Each command prints a table, writes JSON and figures, and resumes interrupted runs."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_rank_collapse(sub)
+    _add_ntk(sub)
+    _add_train(sub)
+    _add_train_sweep(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, ResultsError) as err:
+        print(f"sdeformer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"sdeformer {args.command}: interrupted; finished units are saved, rerun to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
