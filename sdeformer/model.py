@@ -131,7 +131,7 @@ def explicit_covariance_paths(
     *,
     key: PRNGKeyArray,
     batch_size: int | None = None,
-) -> Float[Array, "samples depth+1 m m"]:
+) -> Float[Array, "samples layers m m"]:
     """Covariance paths V_0..V_d of freshly initialised explicit networks (the ground truth).
 
     Each sample is an independent network whose layers' weights are drawn inside the `lax.scan`
