@@ -20,7 +20,6 @@ from scipy import stats
 from sdeformer import (
     MissingFaceError,
     ShapedConfig,
-    explicit_covariance_paths,
     law_covariance_paths,
     sample_covariance_paths,
 )
@@ -115,8 +114,10 @@ SPEC6 = ShapedConfig(tau0=0.3, gamma=0.8, key_width=5, c_plus=0.5, c_minus=-2.0)
 
 def _both(config, n, depth, v0, samples, key, law_samples=None):
     lkey, ekey = jr.split(key)
-    law = law_covariance_paths(config, n, depth, v0, law_samples or samples, key=lkey)
-    explicit = explicit_covariance_paths(config, n, depth, v0, samples, key=ekey)
+    law = sample_covariance_paths(
+        config, n, depth, v0, law_samples or samples, key=lkey, method="law"
+    )
+    explicit = sample_covariance_paths(config, n, depth, v0, samples, key=ekey, method="explicit")
     assert law.shape == (law_samples or samples, depth + 1, *v0.shape)
     assert explicit.shape == (samples, depth + 1, *v0.shape)
     assert np.isfinite(np.asarray(law)).all()
@@ -127,7 +128,7 @@ def test_spec6_one_layer_attention(key, full):
     """SPEC.md section 6 (attention block, n = 12, m = 3, n_k = 5 > m), and a negative control:
     the law of the same block WITH an output projection must be rejected by the same test."""
     config = SPEC6.replace(blocks=("attention",))
-    samples = 80_000 if full else 20_000
+    samples = 80_000 if full else 12_000
     law, explicit = _both(config, 12, 1, V0_3, samples, key)
     result = compare_paths(law, explicit, layers=[1])
     assert result.ok, str(result)
@@ -135,10 +136,10 @@ def test_spec6_one_layer_attention(key, full):
     assert not compare_paths(wrong, explicit, layers=[1]).ok
 
 
-def test_spec6_one_layer_mlp(key):
+def test_spec6_one_layer_mlp(key, full):
     """SPEC.md section 6 (shaped-ReLU MLP block, n = 12, m = 3, c_plus = 0.5, c_minus = -2)."""
     config = SPEC6.replace(blocks=("mlp",))
-    samples = 20_000
+    samples = 20_000 if full else 10_000
     law, explicit = _both(config, 12, 1, V0_3, samples, key)
     result = compare_paths(law, explicit, layers=[1])
     assert result.ok, str(result)
@@ -149,7 +150,7 @@ CASES = {
     "layer-heads2-nk<m": (
         SPEC6.replace(heads=2, key_width=2, mlp_ratio=0.5, tau0=0.5, gamma=0.6),
         8,
-        4,
+        3,
         V0_3,
     ),
     # out_proj (n/H = 8 value columns per head), causal, 4 heads, n_k = n >= m, m = 4.
@@ -158,7 +159,7 @@ CASES = {
             tau0=0.5, gamma=0.7, heads=4, out_proj=True, causal=True, blocks=("attention",)
         ),
         32,
-        3,
+        2,
         V0_4,
     ),
     # standard (unshaped) attention with heads and the shaped MLP, n_k = m.
@@ -167,7 +168,7 @@ CASES = {
             gamma=0.6, heads=2, key_width=3, c_minus=-2.0, blocks=("standard_attention", "mlp")
         ),
         32,
-        3,
+        2,
         V0_3,
     ),
 }
@@ -176,7 +177,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_chain_matches_explicit(case, key, full):
     config, n, depth, v0 = CASES[case]
-    samples = 16_000 if full else 4_000
+    samples = 16_000 if full else 3_000
     law, explicit = _both(config, n, depth, v0, samples, jr.fold_in(key, len(case)))
     result = compare_paths(law, explicit, layers=range(1, depth + 1))
     assert result.ok, f"{case}: {result}"
@@ -184,27 +185,21 @@ def test_chain_matches_explicit(case, key, full):
 
 @pytest.mark.slow
 def test_chain_matches_explicit_n128(key, full):
-    """Width 128, full shaped layers, causal, 2 heads with out_proj, n_k = 4 = m."""
+    """Width 128: full shaped layers (two at full size, one by default), causal, 2 heads with
+    out_proj, n_k = 4 = m."""
     config = ShapedConfig(
         tau0=0.5, gamma=0.6, heads=2, out_proj=True, causal=True, key_width=4, mlp_ratio=0.5
     )
+    depth = 2 if full else 1
     samples = 4_000 if full else 1_000
-    law, explicit = _both(config, 128, 2, V0_4, samples, key, law_samples=4 * samples)
-    result = compare_paths(law, explicit, layers=[1, 2])
+    law, explicit = _both(config, 128, depth, V0_4, samples, key, law_samples=4 * samples)
+    result = compare_paths(law, explicit, layers=range(1, depth + 1))
     assert result.ok, str(result)
 
 
-def test_sample_covariance_paths_switches_method(key):
-    config = ShapedConfig(blocks=("attention",))
-    law = sample_covariance_paths(config, 8, 2, V0_3, 3, key=key, method="law")
-    explicit = sample_covariance_paths(config, 8, 2, V0_3, 3, key=key, method="explicit")
-    assert law.shape == explicit.shape == (3, 3, 3, 3)
-    np.testing.assert_allclose(law[:, 0], np.broadcast_to(V0_3, (3, 3, 3)))
-    with pytest.raises(ValueError, match="method='bogus'.*'law', 'explicit'"):
-        sample_covariance_paths(config, 8, 2, V0_3, 3, key=key, method="bogus")
-
-
 def test_law_errors(key):
+    with pytest.raises(ValueError, match="method='bogus'.*'law', 'explicit'"):
+        sample_covariance_paths(ShapedConfig(), 8, 2, V0_3, 3, key=key, method="bogus")
     with pytest.raises(ValueError, match="n=2, m=3"):
         law_covariance_paths(ShapedConfig(), 2, 1, V0_3, 2, key=key)
     with pytest.raises(MissingFaceError, match="LayerNorm"):
@@ -220,8 +215,10 @@ def test_law_errors(key):
 
 
 def test_width_equal_to_tokens(key):
-    """n = m: the complement Wishart has zero degrees of freedom (the law must still hold)."""
+    """n = m: the complement Wishart has zero degrees of freedom (the law must still hold).
+
+    Also the one switch `sample_covariance_paths(method=...)` (used by `_both`)."""
     config = ShapedConfig(gamma=0.7, key_width=2, blocks=("attention", "mlp"))
-    law, explicit = _both(config, 3, 2, V0_3, 4_000, key)
+    law, explicit = _both(config, 3, 2, V0_3, 3_000, key)
     result = compare_paths(law, explicit, layers=[1, 2])
     assert result.ok, str(result)
