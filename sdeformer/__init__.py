@@ -13,6 +13,8 @@ from .blocks import ShapedAttention as ShapedAttention
 from .blocks import ShapedMLP as ShapedMLP
 from .blocks import StandardAttention as StandardAttention
 from .config import ShapedConfig as ShapedConfig
+from .laws import law_covariance_paths as law_covariance_paths
+from .laws import sample_covariance_paths as sample_covariance_paths
 from .model import ShapedTransformer as ShapedTransformer
 from .model import explicit_covariance_paths as explicit_covariance_paths
 from .model import input_from_covariance as input_from_covariance
@@ -25,5 +27,7 @@ from .sde import EXIT_REASONS as EXIT_REASONS
 from .sde import CovarianceSDE as CovarianceSDE
 from .sde import SDESolution as SDESolution
 from .sde import solve_sde as solve_sde
+from .wishart import bartlett_factor as bartlett_factor
+from .wishart import wishart as wishart
 
 __version__ = "0.1.0"

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._linalg import psd_sqrt, symmetrize
 from ..config import ShapedConfig, check_width
+from ..wishart import bartlett_from_normals, bartlett_size, complement_dof, normals
 from ._base import Block, normal
 
 
@@ -93,3 +95,71 @@ class AbstractAttention(Block):
         if self.wo is None:
             return mixed.sum(axis=0) / math.sqrt(self.config.heads)
         return jnp.transpose(mixed, (1, 0, 2)).reshape(m, n) @ self.wo / math.sqrt(n)
+
+    @classmethod
+    def law_step(
+        cls, config: ShapedConfig, n: int, v: Float[Array, "m m"], *, key: PRNGKeyArray
+    ) -> Float[Array, "m m"]:
+        """Exact draw of V_Z = Z Z^T / n given V = X X^T / n at width n (no n x n matrix).
+
+        With L L^T = V (any factor; `psd_sqrt`), per head h the logits are
+        `G_h = L E_h R_h^T L^T / sqrt(n_k)` with `E_h` (m x min(m, n_k)) iid N(0, 1) and
+        `R_h R_h^T ~ Wish_m(n_k)` (Bartlett), and `A_h` comes from `attention_from_logits`.
+        The value branch enters only through the m x m matrix
+
+            Sigma = (1/H) sum_h A_h V A_h^T                            (no output projection)
+            Sigma = (1/n) sum_h (A_h L T_h)(A_h L T_h)^T,  T_h T_h^T ~ Wish_m(n/H)   (with Wo)
+
+        and with `M M^T = Sigma`, `E` (m x m) iid N(0, 1), `W ~ Wish_m(n - m)`:
+
+            V_Z = lam^2 V + (lam gam / sqrt(n)) (L E^T M^T + M E L^T)
+                  + (gam^2 / n) M (E E^T + W) M^T
+
+        See docs/theory_laws.md for the derivation (SPEC.md section 4, extended to H heads and Wo).
+        Cost: O(H m^3) flops and O(H m^2) random numbers, whatever n and n_k.
+        """
+        m = v.shape[-1]
+        n = check_width(n, name="n")
+        dof = complement_dof(n, m)
+        heads, nk = config.heads, config.n_k(n)
+        if config.out_proj and n % heads:
+            raise ValueError(
+                f"width n={n} is not divisible by heads={heads}; with out_proj=True each head has "
+                "n / heads value columns: pick n a multiple of heads or set out_proj=False"
+            )
+        dtype = v.dtype
+        lam, gam = config.lam, config.gamma
+        p = n // heads if config.out_proj else n
+        # One PRNG call for the whole step (each jax.random call site costs compile time).
+        e_q, z_k, z_o, e, z_w = normals(
+            key,
+            [
+                (heads, m, min(m, nk)),
+                (heads, bartlett_size(m, nk)),
+                (heads, bartlett_size(m, p) if config.out_proj else 0),
+                (m, m),
+                (bartlett_size(m, dof),),
+            ],
+            dtype,
+        )
+        l = psd_sqrt(v)
+        # Logits: q_h k_h^T = L N_q N_k^T L^T, and N_q N_k^T = E_q R^T in law (LQ of N_k).
+        r_k = jax.vmap(lambda z: bartlett_from_normals(z, m, nk))(z_k)
+        g = l @ e_q @ jnp.swapaxes(r_k, -1, -2) @ l.T / math.sqrt(nk)
+        al = cls.attention_from_logits(config, g, n) @ l  # (H, m, m): A_h L
+        if config.out_proj:
+            t_h = jax.vmap(lambda z: bartlett_from_normals(z, m, p))(z_o)
+            mixed = al @ t_h  # the heads' A_h L O Wv_h, up to a rotation of their columns
+            sigma = jnp.einsum("hij,hkj->ik", mixed, mixed) / n
+        else:
+            sigma = jnp.einsum("hij,hkj->ik", al, al) / heads
+        factor = psd_sqrt(sigma)
+        p_mat = factor @ e  # M E
+        t_w = factor @ bartlett_from_normals(z_w, m, dof)  # M W^(1/2)
+        cross = l @ p_mat.T
+        out = (
+            lam**2 * v
+            + (lam * gam / math.sqrt(n)) * (cross + cross.T)
+            + (gam**2 / n) * (p_mat @ p_mat.T + t_w @ t_w.T)
+        )
+        return symmetrize(out)

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._linalg import psd_sqrt
+from .._linalg import psd_sqrt, symmetrize
 from ..config import ShapedConfig, check_width
+from ..wishart import bartlett_from_normals, bartlett_size, complement_dof, normals
 from . import _limit
 from ._base import Block, normal
 
@@ -80,3 +81,41 @@ class ShapedMLP(Block):
     def noise_factor(cls, config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m k"]:
         """F (m, m, m(m+1)/2) with F F^T = Sigma_mlp (see `_limit`), for PSD V."""
         return math.sqrt(_limit.mlp_coefficient(config)) * _limit.lin_factor(psd_sqrt(v))
+
+    @classmethod
+    def law_step(
+        cls, config: ShapedConfig, n: int, v: Float[Array, "m m"], *, key: PRNGKeyArray
+    ) -> Float[Array, "m m"]:
+        """Exact draw of V_next = X_next X_next^T / n given V_Z = Z Z^T / n = `v` at width n.
+
+        SPEC.md section 4: pre-activations `H = L_Z N` (N: m x n_h iid N(0, 1), L_Z L_Z^T = V_Z),
+        `S = sigma(H) sigma(H)^T`, `L_S L_S^T = S`, `P = L_S E''` (E'': m x m iid N(0, 1)) and
+        `W ~ Wish_m(n - m)` (Bartlett):
+
+            V_next = lam^2 V_Z + lam gam sqrt(c / (n n_h)) (L_Z P^T + P L_Z^T)
+                     + gam^2 (c / (n n_h)) (P P^T + L_S W L_S^T)
+
+        Cost: m n_h Gaussian draws (the nonlinearity needs them) and O(m^2 n_h + m^3) flops.
+        """
+        m = v.shape[-1]
+        n = check_width(n, name="n")
+        dof = complement_dof(n, m)
+        nh = config.n_h(n)
+        s_plus, s_minus, c = relu_slopes(config, n)
+        dtype = v.dtype
+        lam, gam = config.lam, config.gamma
+        # One PRNG call for the whole step (each jax.random call site costs compile time).
+        z_h, e, z_w = normals(key, [(m, nh), (m, m), (bartlett_size(m, dof),)], dtype)
+        l_z = psd_sqrt(v)
+        act = shaped_relu(l_z @ z_h, s_plus, s_minus)
+        l_s = psd_sqrt(act @ act.T)
+        p_mat = l_s @ e
+        t_w = l_s @ bartlett_from_normals(z_w, m, dof)
+        coef = c / (n * nh)
+        cross = l_z @ p_mat.T
+        out = (
+            lam**2 * v
+            + (lam * gam * math.sqrt(coef)) * (cross + cross.T)
+            + (gam**2 * coef) * (p_mat @ p_mat.T + t_w @ t_w.T)
+        )
+        return symmetrize(out)

@@ -1,0 +1,137 @@
+"""The exact covariance chain of a stack at initialisation, at finite width, without n x n matrices.
+
+At initialisation the weights' law is invariant under rotations of the width, so the covariance
+V_l = X_l X_l^T / n of a stack of shaped (or standard-attention) blocks is a Markov chain on
+m x m PSD matrices whose one-step law is given by each block's `law_step` (SPEC.md section 4,
+docs/theory_laws.md). Sampling it costs O(m^3) per attention block and O(m n_h) per MLP block,
+against O(n^2) random numbers per block for the explicit network.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .blocks import MissingFaceError, block_types
+from .config import ShapedConfig, check_width
+from .model import check_covariance, explicit_covariance_paths
+from .wishart import complement_dof
+
+METHODS = ("law", "explicit")
+"""The samplers `sample_covariance_paths` can use."""
+
+
+def check_law(config: ShapedConfig, n: int = 2, m: int = 2) -> None:
+    """Raise `MissingFaceError` naming the blocks when a block of `config.blocks` has no law.
+
+    Each block's law face is traced abstractly (`jax.eval_shape`, no computation), so a block
+    type that gains a law needs no change here.
+    """
+    for cls in block_types(config.blocks):
+        try:
+            jax.eval_shape(
+                lambda v, k, cls=cls: cls.law_step(config, n, v, key=k),
+                jax.ShapeDtypeStruct((m, m), jnp.float32),
+                jr.key(0),
+            )
+        except MissingFaceError as error:
+            raise MissingFaceError(
+                f"config.blocks={config.blocks!r} has no exact law chain: {error}"
+            ) from None
+
+
+def law_batch_size(config: ShapedConfig, n: int, m: int, budget_bytes: float = 2**28) -> int:
+    """Samples run at once by the law chain so that one layer's draws stay within budget_bytes.
+
+    The MLP law draws an m x n_h Gaussian matrix (and its activation) per sample; attention
+    needs O(H m^2) numbers. The count assumes 8-byte numbers and a few temporaries per entry.
+    """
+    per_sample = 64 * m * m * config.heads
+    if "mlp" in config.blocks:
+        per_sample += 4 * m * config.n_h(n)
+    return max(1, int(budget_bytes // (8 * per_sample)))
+
+
+@partial(jax.jit, static_argnames=("config", "n", "depth", "num_samples", "batch_size"))
+def _law_paths(config, n, depth, v0, num_samples, key, batch_size):
+    types = block_types(config.blocks)
+
+    def one_path(sample_key):
+        def layer(v, layer_key):
+            for cls, block_key in zip(types, jr.split(layer_key, len(types)), strict=True):
+                v = cls.law_step(config, n, v, key=block_key)
+            return v, v
+
+        _, covs = jax.lax.scan(layer, v0, jr.split(sample_key, depth))
+        return jnp.concatenate([v0[None], covs])
+
+    return jax.lax.map(one_path, jr.split(key, num_samples), batch_size=batch_size)
+
+
+def law_covariance_paths(
+    config: ShapedConfig,
+    n: int,
+    depth: int,
+    v0: Float[Array, "m m"],
+    num_samples: int,
+    *,
+    key: PRNGKeyArray,
+    batch_size: int | None = None,
+) -> Float[Array, "samples layers m m"]:
+    """Covariance paths V_0..V_d sampled from the exact finite-width law (no n x n matrix).
+
+    Same signature, shapes and law as `explicit_covariance_paths`: `config` fixes the blocks of
+    a layer, `n` the width (n >= m), `depth` the number of layers d, `v0` the m x m input
+    covariance and `num_samples` the number of independent networks. The chain runs under
+    `lax.scan` over depth (memory flat in depth) and is vmapped over `batch_size` samples at a
+    time (default: as many as fit 256 MiB of draws). Returns (num_samples, d + 1, m, m).
+
+    Raises `MissingFaceError` for blocks without an exact law (Pre-LN) and `ValueError` for
+    n < m or invalid sizes.
+    """
+    n = check_width(n, name="n")
+    depth = check_width(depth, name="depth")
+    num_samples = check_width(num_samples, name="num_samples")
+    v0 = check_covariance(v0)
+    m = v0.shape[-1]
+    complement_dof(n, m)  # raises for n < m
+    check_law(config, n, m)
+    if config.out_proj and n % config.heads:
+        raise ValueError(
+            f"width n={n} is not divisible by heads={config.heads}; with out_proj=True each head "
+            "has n / heads value columns: pick n a multiple of heads or set out_proj=False"
+        )
+    if batch_size is None:
+        batch_size = law_batch_size(config, n, m)
+    batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
+    return _law_paths(config, n, depth, v0, num_samples, key, batch_size)
+
+
+def sample_covariance_paths(
+    config: ShapedConfig,
+    n: int,
+    depth: int,
+    v0: Float[Array, "m m"],
+    num_samples: int,
+    *,
+    key: PRNGKeyArray,
+    method: str = "law",
+    batch_size: int | None = None,
+) -> Float[Array, "samples layers m m"]:
+    """Covariance paths at initialisation, by the exact law chain or the explicit network.
+
+    `method="law"` uses `law_covariance_paths` (fast, exact in law, no n x n matrices);
+    `method="explicit"` draws the networks' weights (`explicit_covariance_paths`, the ground
+    truth, also for Pre-LN blocks). Both return (num_samples, depth + 1, m, m).
+    """
+    if method == "law":
+        sampler = law_covariance_paths
+    elif method == "explicit":
+        sampler = explicit_covariance_paths
+    else:
+        raise ValueError(f"method={method!r} is invalid; choose one of {METHODS}")
+    return sampler(config, n, depth, v0, num_samples, key=key, batch_size=batch_size)

@@ -1,0 +1,224 @@
+"""The exact finite-width law chain against explicit networks: equality in law at small widths.
+
+Every comparison draws independent samples from `law_covariance_paths` and from
+`explicit_covariance_paths` (fixed keys) and checks, for every entry of V_l at several depths,
+the means and variances (z-scores) and, at the last layer, the correlations' distributions
+(two-sample KS), with thresholds fixed in advance by a Bonferroni bound (`compare_paths`).
+A negative control checks that the same comparison rejects a wrong law.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from scipy import stats
+
+from sdeformer import (
+    MissingFaceError,
+    ShapedConfig,
+    law_covariance_paths,
+    sample_covariance_paths,
+)
+
+FAMILY_ALPHA = 1e-3
+"""Family-wise false-alarm rate of one comparison (Bonferroni over all its entries and tests)."""
+
+
+@dataclasses.dataclass
+class LawComparison:
+    mean_z: np.ndarray  # (layers, entries) z-scores of the difference of means
+    var_z: np.ndarray  # (layers, entries) z-scores of the difference of variances
+    ks_p: np.ndarray  # (pairs,) two-sample KS p-values of the correlations at the last layer
+    z_crit: float
+    p_crit: float
+
+    @property
+    def ok(self) -> bool:
+        return (
+            np.abs(self.mean_z).max() < self.z_crit
+            and np.abs(self.var_z).max() < self.z_crit
+            and self.ks_p.min() > self.p_crit
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"max |z| of means {np.abs(self.mean_z).max():.2f}, of variances "
+            f"{np.abs(self.var_z).max():.2f} (critical {self.z_crit:.2f}); min KS p "
+            f"{self.ks_p.min():.3g} (critical {self.p_crit:.3g})"
+        )
+
+
+def _mean_var_se(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sample mean and variance with their standard errors (delta method for the variance:
+    Var(s^2) ~ (mu4 - sigma^4) / S with the fourth central moment estimated from the sample)."""
+    s = x.shape[0]
+    mean = x.mean(0)
+    centred = x - mean
+    var = (centred**2).mean(0)
+    mu4 = (centred**4).mean(0)
+    return mean, np.sqrt(var / s), var, np.sqrt(np.maximum(mu4 - var**2, 0.0) / s)
+
+
+def correlations(v: np.ndarray) -> np.ndarray:
+    """rho_ab for a < b of covariance samples (S, m, m) -> (S, pairs)."""
+    a, b = np.triu_indices(v.shape[-1], k=1)
+    return v[:, a, b] / np.sqrt(v[:, a, a] * v[:, b, b])
+
+
+def compare_paths(law, explicit, layers) -> LawComparison:
+    """Equality-in-law checks of two sets of covariance paths (S, d+1, m, m).
+
+    For each layer in `layers` and each entry a <= b of V_l: z-scores of the difference of the
+    two samples' means and variances (independent samples, standard errors added in quadrature).
+    At the last layer: two-sample KS p-values of every correlation rho_ab. Under equality in law
+    each |z| is asymptotically N(0, 1) and each p-value uniform, so with Bonferroni over the
+    2 K z-tests (two-sided) and the P KS tests, the comparison raises a false alarm with
+    probability at most FAMILY_ALPHA; thresholds are fixed here, before seeing any data.
+    """
+    law = np.asarray(law, np.float64)
+    explicit = np.asarray(explicit, np.float64)
+    m = law.shape[-1]
+    iu = np.triu_indices(m)
+    mean_z, var_z = [], []
+    for layer in layers:
+        m1, se_m1, v1, se_v1 = _mean_var_se(law[:, layer][:, iu[0], iu[1]])
+        m2, se_m2, v2, se_v2 = _mean_var_se(explicit[:, layer][:, iu[0], iu[1]])
+        mean_z.append((m1 - m2) / np.hypot(se_m1, se_m2))
+        var_z.append((v1 - v2) / np.hypot(se_v1, se_v2))
+    mean_z, var_z = np.array(mean_z), np.array(var_z)
+    ks_p = np.array(
+        [
+            stats.ks_2samp(x, y).pvalue
+            for x, y in zip(
+                correlations(law[:, -1]).T, correlations(explicit[:, -1]).T, strict=True
+            )
+        ]
+    )
+    # Split FAMILY_ALPHA in half between the z-tests and the KS tests.
+    z_crit = float(stats.norm.isf(FAMILY_ALPHA / 2 / (2 * mean_z.size + 2 * var_z.size)))
+    p_crit = FAMILY_ALPHA / 2 / ks_p.size
+    return LawComparison(mean_z, var_z, ks_p, z_crit, p_crit)
+
+
+V0_3 = jnp.array([[1.0, 0.3, 0.1], [0.3, 1.2, -0.2], [0.1, -0.2, 0.8]])
+V0_4 = jnp.array(
+    [[1.0, 0.5, 0.2, 0.0], [0.5, 1.0, 0.4, 0.1], [0.2, 0.4, 0.9, -0.3], [0.0, 0.1, -0.3, 1.1]]
+)
+# SPEC.md section 6: the one-layer check "far from the limit on purpose".
+SPEC6 = ShapedConfig(tau0=0.3, gamma=0.8, key_width=5, c_plus=0.5, c_minus=-2.0)
+
+
+def _both(config, n, depth, v0, samples, key, law_samples=None):
+    lkey, ekey = jr.split(key)
+    law = sample_covariance_paths(
+        config, n, depth, v0, law_samples or samples, key=lkey, method="law"
+    )
+    explicit = sample_covariance_paths(config, n, depth, v0, samples, key=ekey, method="explicit")
+    assert law.shape == (law_samples or samples, depth + 1, *v0.shape)
+    assert explicit.shape == (samples, depth + 1, *v0.shape)
+    assert np.isfinite(np.asarray(law)).all()
+    return law, explicit
+
+
+def test_spec6_one_layer_attention(key, full):
+    """SPEC.md section 6 (attention block, n = 12, m = 3, n_k = 5 > m), and a negative control:
+    the law of the same block WITH an output projection must be rejected by the same test."""
+    config = SPEC6.replace(blocks=("attention",))
+    samples = 80_000 if full else 12_000
+    law, explicit = _both(config, 12, 1, V0_3, samples, key)
+    result = compare_paths(law, explicit, layers=[1])
+    assert result.ok, str(result)
+    wrong = law_covariance_paths(config.replace(out_proj=True), 12, 1, V0_3, samples, key=key)
+    assert not compare_paths(wrong, explicit, layers=[1]).ok
+
+
+def test_spec6_one_layer_mlp(key, full):
+    """SPEC.md section 6 (shaped-ReLU MLP block, n = 12, m = 3, c_plus = 0.5, c_minus = -2)."""
+    config = SPEC6.replace(blocks=("mlp",))
+    samples = 20_000 if full else 10_000
+    law, explicit = _both(config, 12, 1, V0_3, samples, key)
+    result = compare_paths(law, explicit, layers=[1])
+    assert result.ok, str(result)
+
+
+CASES = {
+    # n_k = 2 < m = 3, two heads, n_h = 4: full layer at a tiny width.
+    "layer-heads2-nk<m": (
+        SPEC6.replace(heads=2, key_width=2, mlp_ratio=0.5, tau0=0.5, gamma=0.6),
+        8,
+        3,
+        V0_3,
+    ),
+    # out_proj (n/H = 8 value columns per head), causal, 4 heads, n_k = n >= m, m = 4.
+    "outproj-causal-heads4": (
+        ShapedConfig(
+            tau0=0.5, gamma=0.7, heads=4, out_proj=True, causal=True, blocks=("attention",)
+        ),
+        32,
+        2,
+        V0_4,
+    ),
+    # standard (unshaped) attention with heads and the shaped MLP, n_k = m.
+    "standard-attention": (
+        ShapedConfig(
+            gamma=0.6, heads=2, key_width=3, c_minus=-2.0, blocks=("standard_attention", "mlp")
+        ),
+        32,
+        2,
+        V0_3,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_chain_matches_explicit(case, key, full):
+    config, n, depth, v0 = CASES[case]
+    samples = 16_000 if full else 3_000
+    law, explicit = _both(config, n, depth, v0, samples, jr.fold_in(key, len(case)))
+    result = compare_paths(law, explicit, layers=range(1, depth + 1))
+    assert result.ok, f"{case}: {result}"
+
+
+@pytest.mark.slow
+def test_chain_matches_explicit_n128(key, full):
+    """Width 128: full shaped layers (two at full size, one by default), causal, 2 heads with
+    out_proj, n_k = 4 = m."""
+    config = ShapedConfig(
+        tau0=0.5, gamma=0.6, heads=2, out_proj=True, causal=True, key_width=4, mlp_ratio=0.5
+    )
+    depth = 2 if full else 1
+    samples = 4_000 if full else 1_000
+    law, explicit = _both(config, 128, depth, V0_4, samples, key, law_samples=4 * samples)
+    result = compare_paths(law, explicit, layers=range(1, depth + 1))
+    assert result.ok, str(result)
+
+
+def test_law_errors(key):
+    with pytest.raises(ValueError, match="method='bogus'.*'law', 'explicit'"):
+        sample_covariance_paths(ShapedConfig(), 8, 2, V0_3, 3, key=key, method="bogus")
+    with pytest.raises(ValueError, match="n=2, m=3"):
+        law_covariance_paths(ShapedConfig(), 2, 1, V0_3, 2, key=key)
+    with pytest.raises(MissingFaceError, match="LayerNorm"):
+        law_covariance_paths(ShapedConfig(blocks=("preln_attention",)), 8, 1, V0_3, 2, key=key)
+    with pytest.raises(MissingFaceError, match="LayerNorm"):
+        sample_covariance_paths(
+            ShapedConfig(blocks=("attention", "preln_mlp")), 8, 1, V0_3, 2, key=key
+        )
+    with pytest.raises(ValueError, match="n=10 is not divisible by heads=4"):
+        law_covariance_paths(ShapedConfig(heads=4, out_proj=True), 10, 1, V0_3, 2, key=key)
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        law_covariance_paths(ShapedConfig(), 8, 1, -V0_3, 2, key=key)
+
+
+def test_width_equal_to_tokens(key):
+    """n = m: the complement Wishart has zero degrees of freedom (the law must still hold).
+
+    Also the one switch `sample_covariance_paths(method=...)` (used by `_both`)."""
+    config = ShapedConfig(gamma=0.7, key_width=2, blocks=("attention", "mlp"))
+    law, explicit = _both(config, 3, 2, V0_3, 3_000, key)
+    result = compare_paths(law, explicit, layers=[1, 2])
+    assert result.ok, str(result)
