@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -531,3 +532,39 @@ def fit_width_sweep(widths, rows: list[dict]) -> dict[str, PowerLawFit | None]:
         except ValueError:
             fits[name] = None
     return fits
+
+
+def coefficient_table(config, n: int, v, samples: int, *, key) -> list[dict]:
+    """One-step drift and noise of finite networks at V = `v` and width n beside the SDE's.
+
+    Rows for every upper-triangular entry (a, b): the Monte Carlo estimates of n E[dV_ab] and
+    n Var[dV_ab] with standard errors (`sdeformer.one_step_moments`, explicit networks of one
+    layer) and the SDE's drift b_ab(V) and Sigma_{ab,ab}(V), with the z-scores of the gaps.
+    """
+    from .moments import one_step_moments
+    from .sde import CovarianceSDE
+
+    sde = CovarianceSDE(config)
+    est = one_step_moments(config, n, v, samples, key=key)
+    v = jnp.asarray(v, dtype=est.drift.dtype)
+    drift, noise = np.asarray(sde.drift(v)), np.asarray(sde.noise_covariance(v))
+    rows = []
+    m = drift.shape[-1]
+    for a in range(m):
+        for b in range(a, m):
+            d_est, d_se = float(est.drift[a, b]), float(est.drift_se[a, b])
+            s_est, s_se = float(est.noise[a, b, a, b]), float(est.noise_se[a, b, a, b])
+            rows.append(
+                {
+                    "entry": f"{a}{b}",
+                    "drift_finite": d_est,
+                    "drift_finite_se": d_se,
+                    "drift_sde": float(drift[a, b]),
+                    "drift_z": (d_est - float(drift[a, b])) / d_se if d_se > 0 else 0.0,
+                    "noise_finite": s_est,
+                    "noise_finite_se": s_se,
+                    "noise_sde": float(noise[a, b, a, b]),
+                    "noise_z": (s_est - float(noise[a, b, a, b])) / s_se if s_se > 0 else 0.0,
+                }
+            )
+    return rows

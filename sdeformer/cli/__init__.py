@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..results import ResultsError
+from .compare import _add_compare, _add_sweep_width
 from .ntk import _add_ntk
 from .rank_collapse import _add_rank_collapse
 from .train import _add_train, _add_train_sweep
@@ -17,14 +18,17 @@ def _add_run(sub) -> None:
     parser = sub.add_parser(
         "run",
         help="the main job with its defaults (what `make run` does)",
-        description="Run the main job (currently: rank-collapse) with its default settings.",
+        description=(
+            "Run the main job with its default settings: `sdeformer compare` (finite shaped "
+            "Transformers against the covariance SDE)."
+        ),
     )
-    parser.add_argument("--out", default="results/rank_collapse", help="output directory")
+    parser.add_argument("--out", default="results/compare", help="output directory")
     parser.set_defaults(func=_run_main_job)
 
 
 def _run_main_job(args: argparse.Namespace) -> int:
-    return main(["rank-collapse", "--out", args.out])
+    return main(["compare", "--out", args.out])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_compare(sub)
+    _add_sweep_width(sub)
     _add_rank_collapse(sub)
     _add_ntk(sub)
     _add_train(sub)
