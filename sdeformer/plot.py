@@ -299,6 +299,8 @@ def distance_vs_width_figure(widths, distances: Mapping[str, tuple], fits: Mappi
     ax.set_title("finite width vs SDE (dotted: 95 % noise level)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
 
 
 def train_sweep_figure(rows, *, title: str = "Final validation loss against learning rate"):
