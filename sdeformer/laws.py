@@ -14,7 +14,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .blocks import MissingFaceError, block_types
 from .config import ShapedConfig, check_width
@@ -76,7 +76,7 @@ def law_covariance_paths(
     config: ShapedConfig,
     n: int,
     depth: int,
-    v0: Float[Array, "m m"],
+    v0: ArrayLike,
     num_samples: int,
     *,
     key: PRNGKeyArray,
@@ -115,7 +115,7 @@ def sample_covariance_paths(
     config: ShapedConfig,
     n: int,
     depth: int,
-    v0: Float[Array, "m m"],
+    v0: ArrayLike,
     num_samples: int,
     *,
     key: PRNGKeyArray,

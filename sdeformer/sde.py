@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ._linalg import symmetrize
 from .blocks import MissingFaceError, block_types
@@ -209,12 +209,12 @@ def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array
 
 def solve_sde(
     config: ShapedConfig,
-    v0: Float[Array, "m m"],
+    v0: ArrayLike,
     T: float,
     num_paths: int,
     *,
     key: PRNGKeyArray,
-    save_times: int | Float[Array, " k"] | None = None,
+    save_times: int | ArrayLike | None = None,
     num_steps: int | None = 1000,
     dt0: float | None = None,
     solver: str = "euler",

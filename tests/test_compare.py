@@ -1,5 +1,6 @@
 """The comparison layer: distances, their noise levels, stopping, rate fits."""
 
+import json
 import math
 
 import numpy as np
@@ -90,3 +91,91 @@ def test_power_law_fit_recovers_slope():
     assert noisy.used == (True, True, True, True, False)
     with pytest.raises(ValueError, match="fewer than two widths"):
         compare.fit_power_law(widths, truth, errors, noise=np.ones(5))
+
+
+# ------------------------------------------------------------- finite networks against the SDE
+
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+
+from sdeformer import ShapedConfig  # noqa: E402
+from sdeformer.cli import main  # noqa: E402
+
+SPEC_CONFIG = ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
+SPEC_V0 = jnp.array([[1.0, 0.3], [0.3, 1.0]])
+SAMPLES = 12000  # one sample size everywhere below, so the compiled samplers are shared
+
+
+@pytest.fixture(scope="module")
+def spec_sde():
+    """SDE paths of the SPEC section 6 setting at the layer times l / 8 of a width-8 network."""
+    return compare.sde_source(
+        SPEC_CONFIG, SPEC_V0, np.arange(9) / 8, SAMPLES, key=jr.key(7), num_steps=200
+    )
+
+
+def test_distances_shrink_with_width(spec_sde):
+    """The exact law at width 2 is far from the SDE; at width 64 it is within noise.
+
+    12000 samples on each side: the KS noise level is 1.36 sqrt(2 / 12000) = 0.018. At n = 2
+    (depth 2) the law of rho_01 at t = 1 differs from the SDE's by several noise levels; at
+    n = 64 both KS and W1 fall below their 95 % noise levels, and the distances decrease.
+    """
+    sde, _ = spec_sde
+    rows = []
+    for n in (2, 8, 64):
+        finite = compare.finite_source(SPEC_CONFIG, n, 1.0, SPEC_V0, SAMPLES, key=jr.key(n))
+        rows.append(compare.width_distances(finite, sde, time=1.0, rounds=20))
+    small, middle, large = rows
+    assert small["ks"] > 3 * small["ks_noise"] and small["w1"] > 3 * small["w1_noise"]
+    assert small["ks"] > middle["ks"] > large["ks"] or small["w1"] > middle["w1"] > large["w1"]
+    assert large["ks"] < large["ks_noise"] and large["w1"] < large["w1_noise"]
+
+
+def test_a_source_against_itself_is_within_noise():
+    """Two independent law-chain samples at n = 8: every feature's KS p-value is above
+    0.001 (Bonferroni for 3 features at a family-wise 0.3 %) with fixed keys."""
+    a = compare.finite_source(SPEC_CONFIG, 8, 1.0, SPEC_V0, SAMPLES, key=jr.key(1), label="a")
+    b = compare.finite_source(SPEC_CONFIG, 8, 1.0, SPEC_V0, SAMPLES, key=jr.key(2), label="b")
+    result = compare.compare_sources(a, b, w1_rounds=50)
+    assert all(r.ks_pvalue > 1e-3 for r in result.rows), result.table()
+    assert all(abs(r.mean_z) < 3.5 for r in result.rows), result.table()
+
+
+def test_sde_exits_are_reported_beside_finite_survival(spec_sde):
+    sde, solution = spec_sde
+    summary = solution.summary()
+    assert summary["paths"] == SAMPLES
+    assert np.isclose(sde.stopped_fraction[-1], 1 - summary["survival_fraction"])
+    assert np.all(np.isfinite(sde.vs))
+
+
+def test_coefficient_table_matches_the_sde():
+    """One-step drift and noise of explicit networks at n = 64 against the SDE coefficients:
+    every z-score within 4.5 (the estimator's own tests check it tightly; this checks wiring)."""
+    rows = compare.coefficient_table(SPEC_CONFIG, 64, SPEC_V0, 400, key=jr.key(3))
+    assert [r["entry"] for r in rows] == ["00", "01", "11"]
+    assert all(abs(r["drift_z"]) < 4.5 and abs(r["noise_z"]) < 4.5 for r in rows), rows
+
+
+def test_compare_and_sweep_commands(spec_sde, tmp_path, capsys):
+    # Same sizes as above (n = 8, T = 1, 12000 samples and paths, 200 steps): the compiled
+    # samplers are reused.
+    small = ["--T", "1", "--steps", "200", "--no-progress", "--paths", str(SAMPLES)]
+    out = tmp_path / "cmp"
+    args = ["compare", "--n", "8", "--samples", "20", "--law-samples", str(SAMPLES)]
+    assert main([*args, "--moment-samples", "0", *small, "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["comparisons"]) == {"law", "explicit"}
+    assert report["sde_exits"]["paths"] == SAMPLES
+    assert (out / "compare.json").exists() and (out / "rho_density.png").exists()
+    sweep = tmp_path / "sweep"
+    args = ["sweep-width", "--widths", "2,8", "--samples", str(SAMPLES), *small]
+    assert main([*args, "--out", str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "| n | depth | KS |" in printed and "ks: distance ~ n^" in printed
+    first = json.loads((sweep / "sweep_width.json").read_text())["rows"]
+    assert main([*args, "--out", str(sweep), "--json"]) == 0  # resumes from the two units
+    assert json.loads(capsys.readouterr().out)["rows"] == first
+    assert main([*args[:2], "8", *args[3:], "--out", str(tmp_path / "bad")]) == 2
+    assert "need at least two widths" in capsys.readouterr().err

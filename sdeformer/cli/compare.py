@@ -274,8 +274,8 @@ def _add_sweep_width(sub) -> None:
     group = parser.add_argument_group("experiment")
     group.add_argument(
         "--widths",
-        default="4,8,16,32,64,128",
-        help="comma-separated widths (default: 4,8,16,32,64,128)",
+        default="2,3,4,6,8,12,16,32",
+        help="comma-separated widths (default: 2,3,4,6,8,12,16,32)",
     )
     _add_input_arguments(group)
     group.add_argument(
