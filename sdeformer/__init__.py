@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import metrics as metrics
 from . import ntk as ntk
+from . import sharding as sharding
 from . import train as train
 from .blocks import Block as Block
 from .blocks import MissingFaceError as MissingFaceError
@@ -27,6 +28,10 @@ from .sde import EXIT_REASONS as EXIT_REASONS
 from .sde import CovarianceSDE as CovarianceSDE
 from .sde import SDESolution as SDESolution
 from .sde import solve_sde as solve_sde
+from .sharding import initialize_multihost as initialize_multihost
+from .sharding import sample_mesh as sample_mesh
+from .sharding import sharded_covariance_paths as sharded_covariance_paths
+from .sharding import sharded_solve_sde as sharded_solve_sde
 from .wishart import bartlett_factor as bartlett_factor
 from .wishart import wishart as wishart
 

@@ -153,7 +153,13 @@ def check_covariance(v0, *, name: str = "v0", tol: float = 1e-6) -> Array:
     """Validate an input covariance (host-side): square m x m with m >= 2, finite, symmetric, PSD.
 
     Returns it as a JAX array (float32 unless it already is float64 under x64).
+
+    Under `jax.jit` (a traced `v0`) the shape checks still run at trace time and the value
+    checks (finite, symmetric, PSD) run on the device with `eqx.error_if`: a bad matrix raises
+    an `EquinoxRuntimeError` with the same message when the jitted function runs, never NaNs.
     """
+    if isinstance(v0, jax.core.Tracer):
+        return _check_traced_covariance(v0, name=name, tol=tol)
     arr = np.asarray(v0)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name} has shape {arr.shape}; pass a square (m, m) covariance matrix")
@@ -176,3 +182,28 @@ def check_covariance(v0, *, name: str = "v0", tol: float = 1e-6) -> Array:
             "pass a covariance matrix X X^T / n"
         )
     return jnp.asarray(arr)
+
+
+def _check_traced_covariance(v0, *, name: str, tol: float) -> Array:
+    """`check_covariance` for a traced matrix: static shape checks, value checks on device."""
+    if v0.ndim != 2 or v0.shape[0] != v0.shape[1]:
+        raise ValueError(f"{name} has shape {v0.shape}; pass a square (m, m) covariance matrix")
+    if v0.shape[0] < 2:
+        raise ValueError(f"{name} is {v0.shape[0]} x {v0.shape[0]}; need m >= 2 tokens")
+    if not jnp.issubdtype(v0.dtype, jnp.floating):
+        v0 = v0.astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(v0))
+    v0 = eqx.error_if(
+        v0, ~finite, f"{name} has non-finite entries (NaN or Inf); pass a finite matrix"
+    )
+    safe = jnp.where(finite, v0, 0.0)
+    scale = jnp.maximum(jnp.max(jnp.abs(safe)), 1e-30)
+    asym = jnp.max(jnp.abs(safe - safe.T))
+    v0 = eqx.error_if(v0, asym > tol * scale * 10, f"{name} is not symmetric; pass (V + V^T) / 2")
+    smallest = jnp.linalg.eigvalsh(0.5 * (safe + safe.T))[0]
+    return eqx.error_if(
+        v0,
+        smallest < -tol * scale * 10,
+        f"{name} is not positive semi-definite (negative eigenvalue); pass a covariance "
+        "matrix X X^T / n",
+    )

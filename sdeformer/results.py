@@ -96,6 +96,12 @@ class ResultStore:
         self.kind = kind
         self.config = json.loads(json.dumps(config, default=_to_jsonable))
         manifest = self.directory / MANIFEST
+        units = self.directory / "units"
+        if not manifest.exists() and not overwrite and units.is_dir() and any(units.iterdir()):
+            raise ResultsError(
+                f"{self.directory} has result units but no {MANIFEST}, so their configuration "
+                "is unknown; choose another output directory or pass --overwrite to discard them"
+            )
         if manifest.exists() and not overwrite:
             found = read_json(manifest)
             if not isinstance(found, dict) or found.get("kind") != kind:
@@ -111,13 +117,31 @@ class ResultStore:
                     f"  on disk: {found.get('config')}\n  now:     {self.config}"
                 )
         else:
-            if overwrite and (self.directory / "units").exists():
-                for old in (self.directory / "units").glob("*.json"):
-                    old.unlink()
+            if overwrite and units.exists():
+                for old in units.iterdir():
+                    if old.is_file() and old.suffix in (".json", ".npz", ".tmp"):
+                        old.unlink()
             write_json(
                 manifest,
                 {"kind": kind, "config": self.config, "version": package_version()},
             )
+
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files a killed run left behind (`atomic_path` temporaries).
+
+        A run killed by SIGKILL (or a power cut) can leave `.<name>.*.tmp` beside the files it
+        was writing; they are never read (only finished, renamed files count), and are removed
+        when the directory is opened again. One writer per directory at a time.
+        """
+        removed = []
+        for folder in (self.directory, self.directory / "units"):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
 
     def _unit_path(self, name: str) -> Path:
         if not _UNIT_NAME.match(name):
@@ -132,6 +156,40 @@ class ResultStore:
 
     def save(self, name: str, data: Any) -> Path:
         return write_json(self._unit_path(name), data)
+
+    def _array_path(self, name: str) -> Path:
+        return self._unit_path(name).with_suffix(".npz")
+
+    def has_arrays(self, name: str) -> bool:
+        """Whether the array unit `name` (an .npz file, see `save_arrays`) is finished."""
+        return self._array_path(name).exists()
+
+    def save_arrays(self, name: str, arrays: dict[str, Any]) -> Path:
+        """Write a dict of arrays as one unit `units/<name>.npz`, atomically."""
+        import numpy as np
+
+        path = self._array_path(name)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+        return path
+
+    def load_arrays(self, name: str) -> dict[str, Any]:
+        """Read an array unit; a corrupted file raises ResultsError naming it and the fix."""
+        import zipfile
+
+        import numpy as np
+
+        path = self._array_path(name)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise ResultsError(
+                f"{path} is not a readable .npz file ({err}); delete it to recompute that unit"
+            ) from err
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in (self.directory / "units").glob("*.json"))

@@ -284,6 +284,10 @@ def solve_sde(
             raise ValueError("solve_sde: save_times must be non-decreasing times in [0, T]")
     if psd_tol is None:
         psd_tol = 100 * float(jnp.finfo(dtype).eps)
+    if not float(bound) > 0:  # also refuses NaN, which would never stop a path
+        raise ValueError(f"solve_sde: bound={bound!r} is invalid; pass a bound > 0 (inf: none)")
+    if not (math.isfinite(float(psd_tol)) and float(psd_tol) >= 0):
+        raise ValueError(f"solve_sde: psd_tol={psd_tol!r} is invalid; pass a finite value >= 0")
     if max_steps is None:
         max_steps = int(math.ceil(T / dt0)) + 2 if not adaptive else 64 * int(math.ceil(T / dt0))
     return _solve(

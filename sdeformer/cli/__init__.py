@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
+import threading
 
 from ..results import ResultsError
 from .compare import _add_compare, _add_sweep_width
@@ -50,20 +53,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM (a scheduler ending the job) stops like Ctrl-C: the file being written is
+    # discarded (its temporary removed), finished units stay, a rerun resumes.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (ValueError, ResultsError) as err:
         print(f"sdeformer {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        reason = "the disk is full" if err.errno == errno.ENOSPC else "a file could not be written"
+        print(
+            f"sdeformer {args.command}: error: {reason} ({err}); finished units are saved and "
+            "no file was left half-written: free space (or fix the path) and rerun to resume",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(
             f"sdeformer {args.command}: interrupted; finished units are saved, rerun to resume",
             file=sys.stderr,
         )
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def _input_covariance(args: argparse.Namespace, dtype):
     from ..model import check_covariance
     from ..rank_collapse import equicorrelated
 
+    if not args.bound > 0:  # also refuses NaN
+        raise ValueError(f"--bound {args.bound}: pass a bound > 0 (inf for none)")
     if args.v0 is not None:
         try:
             rows = [[float(x) for x in row.split(",")] for row in args.v0.split(";")]
@@ -130,10 +132,12 @@ def _add_compare(sub) -> None:
 
 
 def compare_command(args: argparse.Namespace) -> int:
+    import jax.numpy as jnp
     import jax.random as jr
 
     from .. import compare, plot
-    from ..results import write_json
+    from ..results import ResultStore, write_json
+    from ..sde import SDESolution
 
     dtype = setup_precision(args)
     config = config_from_args(args)
@@ -145,40 +149,85 @@ def compare_command(args: argparse.Namespace) -> int:
     sizes = {"law": args.law_samples, "explicit": args.samples}
     key = jr.key(args.seed)
     out = Path(args.out)
+    # One unit per source (arrays, .npz) and one for the moments table: a killed run resumes.
+    store = ResultStore(
+        out,
+        "compare",
+        {
+            "config": config.to_dict(),
+            "n": n,
+            "T": args.T,
+            "v0": np.asarray(v0).tolist(),
+            "method": args.method,
+            "samples": {m: sizes[m] for m in methods},
+            "paths": args.paths,
+            "steps": args.steps,
+            "bound": args.bound,
+            "moment_samples": args.moment_samples,
+            "seed": args.seed,
+            "float64": args.float64,
+        },
+        overwrite=args.overwrite,
+    )
     started = time.perf_counter()
     steps = len(methods) + 1 + (args.moment_samples > 0)
     finite = {}
     with progress(steps, "compare", args.no_progress) as bar:
         for i, method in enumerate(methods):
-            finite[method] = compare.finite_source(
-                config,
-                n,
-                depth / n,
-                v0,
-                sizes[method],
-                key=jr.fold_in(key, i),
-                method=method,
-                bound=args.bound,
-                every=every,
-                label=f"{method} n={n}",
-            )
+            label = f"{method} n={n}"
+            if store.has_arrays(method):
+                saved = store.load_arrays(method)
+                finite[method] = compare.CovarianceSamples(
+                    label, saved["ts"], saved["vs"], saved["alive"]
+                )
+            else:
+                finite[method] = compare.finite_source(
+                    config,
+                    n,
+                    depth / n,
+                    v0,
+                    sizes[method],
+                    key=jr.fold_in(key, i),
+                    method=method,
+                    bound=args.bound,
+                    every=every,
+                    label=label,
+                )
+                src = finite[method]
+                store.save_arrays(method, {"ts": src.ts, "vs": src.vs, "alive": src.alive})
             bar.update(1)
         times = finite[methods[0]].ts
-        sde, solution = compare.sde_source(
-            config,
-            v0,
-            times,
-            args.paths,
-            key=jr.fold_in(key, 10),
-            num_steps=args.steps,
-            bound=args.bound,
-        )
+        if store.has_arrays("sde"):
+            saved = store.load_arrays("sde")
+            solution = SDESolution(**{k: jnp.asarray(v) for k, v in saved.items()})
+            sde = compare.CovarianceSamples("SDE", saved["ts"], saved["vs"], saved["alive"])
+        else:
+            sde, solution = compare.sde_source(
+                config,
+                v0,
+                times,
+                args.paths,
+                key=jr.fold_in(key, 10),
+                num_steps=args.steps,
+                bound=args.bound,
+            )
+            store.save_arrays(
+                "sde",
+                {
+                    name: getattr(solution, name)
+                    for name in ("ts", "vs", "alive", "exit_time", "exit_reason")
+                },
+            )
         bar.update(1)
         moments = []
         if args.moment_samples > 0:
-            moments = compare.coefficient_table(
-                config, n, v0, args.moment_samples, key=jr.fold_in(key, 20)
-            )
+            if store.has("moments"):
+                moments = store.load("moments")
+            else:
+                moments = compare.coefficient_table(
+                    config, n, v0, args.moment_samples, key=jr.fold_in(key, 20)
+                )
+                store.save("moments", moments)
             bar.update(1)
     T = float(times[-1])
     compare_times = sorted({float(times[np.argmin(np.abs(times - T / 2))]), T})

@@ -1,0 +1,145 @@
+"""Sharded Monte Carlo: the same samples for a given key on 1 or 4 devices, padding, errors.
+
+The equality check runs in one subprocess with 4 fake CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=4 must be set before JAX starts), which also
+recomputes the samples on one device and runs the multi-host
+example single-process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+from sdeformer import ShapedConfig
+from sdeformer.sharding import (
+    initialize_multihost,
+    sample_mesh,
+    sharded_covariance_paths,
+    sharded_solve_sde,
+)
+
+ROOT = Path(__file__).parents[1]
+
+SCRIPT = r"""
+import json, sys
+import jax, jax.random as jr, numpy as np
+from sdeformer import ShapedConfig, law_covariance_paths
+from sdeformer.rank_collapse import equicorrelated
+from sdeformer.sharding import sharded_covariance_paths, sharded_solve_sde
+
+out = {"devices": jax.device_count()}
+config = ShapedConfig(gamma=0.4)
+v0 = equicorrelated(2, 0.3)
+key = jr.key(7)
+# 7 samples on 4 devices: padded to 8, trimmed back to 7.
+paths = sharded_covariance_paths(config, 8, 4, v0, 7, key=key, devices=4)
+out["law_shape"] = list(paths.shape)
+out["law_devices"] = len(paths.sharding.device_set)
+ref = np.stack([np.asarray(law_covariance_paths(config, 8, 4, v0, 1, key=k)[0])
+                for k in jr.split(key, 7)])
+out["law_max_diff"] = float(np.abs(np.asarray(paths) - ref).max())
+out["law_distinct"] = int(len({float(x) for x in np.asarray(paths)[:, -1, 0, 1]}))
+# 6 paths on 4 devices, again with padding.
+options = dict(num_steps=20, save_times=3, bound=50.0)
+sol = sharded_solve_sde(config, v0, 0.5, 6, key=key, devices=4, **options)
+one = sharded_solve_sde(config, v0, 0.5, 6, key=key, devices=1, **options)
+out["sde_shape"] = list(sol.vs.shape)
+out["sde_ts"] = np.asarray(sol.ts).tolist()
+out["sde_reasons"] = np.asarray(sol.exit_reason).tolist()
+diff = 0.0
+for name in ("vs", "alive", "exit_time", "exit_reason"):
+    a, b = np.asarray(getattr(sol, name)), np.asarray(getattr(one, name))
+    diff = max(diff, 0.0 if np.array_equal(a, b) else float(np.nanmax(np.abs(a * 1.0 - b))))
+out["sde_max_diff"] = diff
+# The multi-host example, single-process (no coordinator): same config and shapes as above.
+sys.path.insert(0, "examples")
+import multihost
+out["example"] = multihost.main(["--samples", "7", "--n", "8", "--T", "0.5", "--seed", "7"])
+final = ref[:, -1]
+out["example_rho_mean"] = float(np.mean(final[:, 0, 1] / np.sqrt(final[:, 0, 0] * final[:, 1, 1])))
+print("RESULT", json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_four_devices_equal_one_device(four_devices):
+    """Bit for bit, with sample counts not divisible by 4: the 4-device law chain equals the
+    unsharded sampler called key by key on one device; the 4-device SDE paths equal the
+    1-device sharded run (see docs/scaling.md on why not the unbatched solve_sde call)."""
+    out = four_devices
+    assert out["devices"] == 4
+    assert out["law_shape"] == [7, 5, 2, 2]
+    assert out["law_devices"] == 4
+    assert out["law_max_diff"] == 0.0
+    assert out["law_distinct"] == 7  # the padding did not duplicate samples
+    assert out["sde_shape"] == [6, 3, 2, 2]
+    assert out["sde_ts"] == [0.0, 0.25, 0.5]
+    assert out["sde_max_diff"] == 0.0
+    assert out["sde_reasons"] == [0] * 6  # all paths ran to T (a stop would hide a difference)
+
+
+def test_multihost_example_runs_single_process(four_devices):
+    example = four_devices["example"]
+    assert example["devices"] == "4 cpu device(s) over 1 process(es)"
+    assert example["samples"] == 7 and example["depth"] == 4
+    # Same seed, config and sizes as the law check: the example's statistic is that sample's.
+    assert example["rho_mean"] == pytest.approx(four_devices["example_rho_mean"], rel=1e-6)
+
+
+def test_bad_arguments():
+    config = ShapedConfig()
+    v0 = jnp.eye(2)
+    with pytest.raises(ValueError, match=f"devices={jax.device_count() + 1} is invalid"):
+        sample_mesh(jax.device_count() + 1)
+    with pytest.raises(ValueError, match="devices=\\[\\] is invalid"):
+        sample_mesh([])
+    with pytest.raises(ValueError, match="method='bogus'"):
+        sharded_covariance_paths(config, 8, 2, v0, 4, key=jr.key(0), method="bogus")
+    with pytest.raises(ValueError, match="num_samples=0"):
+        sharded_covariance_paths(config, 8, 2, v0, 0, key=jr.key(0))
+    with pytest.raises(ValueError, match="n=2, m=3"):
+        sharded_covariance_paths(config, 2, 2, jnp.eye(3), 4, key=jr.key(0))
+    with pytest.raises(ValueError, match="not symmetric"):
+        sharded_covariance_paths(
+            config, 8, 2, jnp.array([[1.0, 0.5], [0.0, 1.0]]), 4, key=jr.key(0)
+        )
+    with pytest.raises(ValueError, match="solver"):
+        sharded_solve_sde(config, v0, 1.0, 4, key=jr.key(0), solver="rk4")
+    with pytest.raises(ValueError, match="bound"):
+        sharded_solve_sde(config, v0, 1.0, 4, key=jr.key(0), bound=float("nan"))
+    mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
+    with pytest.raises(ValueError, match="one-axis mesh"):
+        sharded_covariance_paths(config, 8, 2, v0, 4, key=jr.key(0), devices=mesh)
+
+
+def test_multihost_entry_without_coordinator_is_single_process():
+    assert initialize_multihost() is False
+    with pytest.raises(ValueError, match="num_processes"):
+        initialize_multihost("localhost:1234")
+    with pytest.raises(ValueError, match="process_id=2 is invalid"):
+        initialize_multihost("localhost:1234", 2, 2)
