@@ -115,15 +115,15 @@ def spec_sde():
 
 
 def test_distances_shrink_with_width(spec_sde):
-    """The exact law at width 2 is far from the SDE; at width 64 it is within noise.
+    """The exact law at width 2 is far from the SDE; at width 32 it is within noise.
 
     12000 samples on each side: the KS noise level is 1.36 sqrt(2 / 12000) = 0.018. At n = 2
     (depth 2) the law of rho_01 at t = 1 differs from the SDE's by several noise levels; at
-    n = 64 both KS and W1 fall below their 95 % noise levels, and the distances decrease.
+    n = 32 both KS and W1 fall below their 95 % noise levels, and the distances decrease.
     """
     sde, _ = spec_sde
     rows = []
-    for n in (2, 8, 64):
+    for n in (2, 8, 32):
         finite = compare.finite_source(SPEC_CONFIG, n, 1.0, SPEC_V0, SAMPLES, key=jr.key(n))
         rows.append(compare.width_distances(finite, sde, time=1.0, rounds=20))
     small, middle, large = rows
