@@ -133,9 +133,13 @@ def summary_markdown(run_record: dict | None) -> str:
     out.append(
         f"Machine: {_cpu_model()}, {m.get('cpu_count')} CPU cores, "
         f"{m.get('platform')}, jax {m.get('jax') or m.get('jax_version')} "
-        f"(backend {m.get('backend') or m.get('jax_backend')}). No GPU was available for these "
-        "runs; `python -m benchmarks.run_all --profile gpu` runs the same scripts at GPU sizes."
+        f"(backend {m.get('backend') or m.get('jax_backend')})."
     )
+    if (m.get("backend") or m.get("jax_backend")) == "cpu":
+        out[-1] += (
+            " No GPU was used for these numbers; `python -m benchmarks.run_all --profile gpu` "
+            "runs the same scripts at GPU sizes."
+        )
     if run_record is not None:
         out.append(
             f"\nProfile `{run_record['profile']}`; load average (1, 5, 15 min) before the run "
