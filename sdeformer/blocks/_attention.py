@@ -115,7 +115,8 @@ class AbstractAttention(Block):
             V_Z = lam^2 V + (lam gam / sqrt(n)) (L E^T M^T + M E L^T)
                   + (gam^2 / n) M (E E^T + W) M^T
 
-        See docs/theory_laws.md for the derivation (SPEC.md section 4, extended to H heads and Wo).
+        See docs/theory.md, section 5, for the derivation (SPEC.md section 4, extended to H heads
+        and Wo).
         Cost: O(H m^3) flops and O(H m^2) random numbers, whatever n and n_k.
         """
         m = v.shape[-1]

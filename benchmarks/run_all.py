@@ -1,0 +1,294 @@
+"""Run every benchmark and summarise the JSON they write in one markdown table (`make bench`).
+
+    python -m benchmarks.run_all                 # CPU-friendly sizes (a few minutes on 2 cores)
+    python -m benchmarks.run_all --profile gpu   # larger sizes for an accelerator
+    python -m benchmarks.run_all --only laws sde # a subset; the summary uses every JSON present
+    python -m benchmarks.run_all --summary-only  # rebuild the summary from the JSON files
+
+Each benchmark script's `main(argv)` runs with the sizes of the profile and writes
+`benchmarks/results/<name>.json` with the machine it ran on. This script then writes
+`benchmarks/results/README.md` (the machine, the load during the run, the measured ceilings and
+one table per benchmark) and copies the same summary into the top-level README between the
+markers `<!-- bench:start -->` and `<!-- bench:end -->`. Every number in the summary is read
+from the JSON files; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import jax
+
+from . import bench_init, bench_laws, bench_sde, bench_train
+from ._common import RESULTS, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = RESULTS / "README.md"
+README = ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+PROFILES: dict[str, dict[str, list[str]]] = {
+    # CPU: small enough for a laptop or a 2-core CI machine.
+    "cpu": {
+        "init": ["--widths", "128", "512", "1024", "--samples", "4", "--depth", "16"],
+        "laws": ["--widths", "128", "512", "1024", "--law-samples", "500", "--depth", "8"],
+        "sde": ["--tokens", "2", "4", "8", "--paths", "1000", "--steps", "200"],
+        "train": ["--quick"],
+    },
+    # GPU: the same scripts at sizes where an accelerator is busy.
+    "gpu": {
+        "init": ["--widths", "1024", "4096", "16384", "--samples", "16", "--depth", "64"],
+        "laws": ["--widths", "1024", "4096", "16384", "65536", "--law-samples", "20000"],
+        "sde": ["--tokens", "2", "4", "8", "16", "--paths", "100000", "--steps", "1000"],
+        "train": ["--steps", "50", "--batch-size", "64"],
+    },
+}
+SCRIPTS = {"init": bench_init, "laws": bench_laws, "sde": bench_sde, "train": bench_train}
+
+
+def _out_flag(name: str) -> list[str]:
+    """Absolute output path for the scripts that take --out (they default to a cwd path)."""
+    return [] if name == "init" else ["--out", str(RESULTS / f"{name}.json")]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run(names: list[str], profile: str) -> dict:
+    """Run the benchmarks `names` with the sizes of `profile`; returns the run's record."""
+    record = {"profile": profile, "load_before": _load(), "benchmarks": {}}
+    for name in names:
+        argv = PROFILES[profile][name] + _out_flag(name)
+        print(f"\n=== bench_{name} {' '.join(argv)}", flush=True)
+        started = time.perf_counter()
+        try:
+            SCRIPTS[name].main(argv)
+            status = "ok"
+        except Exception:  # one failing benchmark must not hide the others' results
+            traceback.print_exc()
+            status = "failed"
+        record["benchmarks"][name] = {
+            "argv": argv,
+            "status": status,
+            "seconds": round(time.perf_counter() - started, 1),
+            "load_after": _load(),
+        }
+    record["load_after"] = _load()
+    return record
+
+
+# ------------------------------------------------------------------------------- the summary
+
+
+def _read(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-2):
+            return f"{x:.{digits}g}"
+        return f"{x:.{digits}g}" if abs(x) < 10 else f"{x:,.0f}"
+    return str(x)
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def summary_markdown(run_record: dict | None) -> str:
+    """The markdown summary of every benchmark JSON present in benchmarks/results."""
+    init, laws, sde, train = (_read(n) for n in ("init", "laws", "sde", "train"))
+    out: list[str] = []
+    ref = next((d for d in (init, laws, sde, train) if d is not None), None)
+    if ref is None:
+        return "No benchmark results yet: run `make bench`."
+    m = ref.get("machine", {})
+    out.append(
+        f"Machine: {_cpu_model()}, {m.get('cpu_count')} CPU cores, "
+        f"{m.get('platform')}, jax {m.get('jax') or m.get('jax_version')} "
+        f"(backend {m.get('backend') or m.get('jax_backend')})."
+    )
+    if (m.get("backend") or m.get("jax_backend")) == "cpu":
+        out[-1] += (
+            " No GPU was used for these numbers; `python -m benchmarks.run_all --profile gpu` "
+            "runs the same scripts at GPU sizes."
+        )
+    if run_record is not None:
+        out.append(
+            f"\nProfile `{run_record['profile']}`; load average (1, 5, 15 min) before the run "
+            f"{run_record['load_before']}, after {run_record['load_after']} (other jobs shared "
+            "the machine when the load exceeds the core count)."
+        )
+    ceilings = (init or {}).get("ceilings")
+    if ceilings:
+        out.append("\n**Measured ceilings** (`benchmarks._common.ceilings`, float32):\n")
+        out += _table(
+            ["matmul GFLOP/s (1024^2)", "normal draws / s"],
+            [[ceilings["matmul_gflops"], ceilings["normals_per_s"]]],
+        )
+    if init:
+        out.append(
+            "\n**Explicit networks at initialisation** (`bench_init`: shaped attention + MLP, "
+            f"m = {init['settings']['tokens']}, depth {init['settings']['depth']}, "
+            f"{init['settings']['samples']} samples):\n"
+        )
+        out += _table(
+            ["n", "samples x layers / s", "normal draws / s", "fraction of normal ceiling"],
+            [
+                [
+                    r["n"],
+                    r["sample_layers_per_s"],
+                    r["normals_per_s"],
+                    r["fraction_of_normal_ceiling"],
+                ]
+                for r in init["throughput"]
+            ],
+        )
+        if any(r["fraction_of_normal_ceiling"] > 1 for r in init["throughput"]):
+            out.append(
+                "\nFractions above 1: the networks draw normals faster than the ceiling kernel "
+                "(one jitted call writing 2^24 normals to a 64 MiB buffer), so that kernel is a "
+                "reference rate, not an upper bound, on this machine."
+            )
+        out.append(
+            f"\nCompile time depth 1024 / depth 16: {init['compile_ratio']:.2f}; "
+            f"memory depth 1024 / depth 16: {init['memory_ratio']:.2f} (flat in depth)."
+        )
+    if laws:
+        from sdeformer.config import ShapedConfig
+        from sdeformer.model import weights_per_layer
+
+        cfg = ShapedConfig.from_dict(laws["config"])
+        normals = (ceilings or {}).get("normals_per_s")
+        rows = []
+        for r in laws["throughput"]:
+            draws = r["explicit_rate"] * weights_per_layer(cfg, r["n"])
+            rows.append(
+                [
+                    r["n"],
+                    r["law_rate"],
+                    r["explicit_rate"],
+                    r["speedup"],
+                    draws / normals if normals else None,
+                ]
+            )
+        out.append(
+            f"\n**Exact law chain vs explicit networks** (`bench_laws`, m = {laws['m']}, "
+            "samples x layers per second):\n"
+        )
+        out += _table(
+            ["n", "law chain", "explicit", "speedup", "explicit: fraction of normal ceiling"],
+            rows,
+        )
+    if sde:
+        out.append("\n**Covariance SDE** (`bench_sde`: diffrax Euler vs a hand-written scan):\n")
+        out += _table(
+            ["m", "paths", "steps", "diffrax paths/s", "scan paths/s", "time ratio", "compile s"],
+            [
+                [
+                    r["m"],
+                    r["paths"],
+                    r["steps"],
+                    r["diffrax_paths_per_s"],
+                    r["baseline_paths_per_s"],
+                    r["ratio_diffrax_over_baseline_time"],
+                    r["diffrax_compile_s"],
+                ]
+                for r in sde["rows"]
+            ],
+        )
+    if train:
+        out.append("\n**Training step** (`bench_train`, AdamW, byte-level LM):\n")
+        out += _table(
+            ["size", "kind", "width", "depth", "seq", "batch", "compile s", "step ms", "tokens/s"],
+            [
+                [
+                    r["size"],
+                    r["kind"],
+                    r["width"],
+                    r["depth"],
+                    r["seq_len"],
+                    r["batch_size"],
+                    r["compile_and_first_step_s"],
+                    r["step_ms"],
+                    r["tokens_per_second"],
+                ]
+                for r in train["rows"]
+            ],
+        )
+    if run_record is not None:
+        failed = [n for n, b in run_record["benchmarks"].items() if b["status"] != "ok"]
+        if failed:
+            out.append(f"\nFailed in this run (older JSON shown if present): {', '.join(failed)}")
+    return "\n".join(out)
+
+
+def write_summary(run_record: dict | None, *, save_record: bool = True) -> str:
+    body = summary_markdown(run_record)
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    SUMMARY.write_text(
+        "# Benchmark results\n\nWritten by `python -m benchmarks.run_all` from the JSON files in "
+        "this directory.\n\n" + body + "\n"
+    )
+    if run_record is not None and save_record:
+        (RESULTS / "run_all.json").write_text(json.dumps(run_record, indent=2) + "\n")
+    if README.exists():
+        text = README.read_text()
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            _, tail = rest.split(END, 1)
+            README.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="cpu")
+    parser.add_argument("--only", nargs="+", choices=tuple(SCRIPTS), default=list(SCRIPTS))
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rebuild the summary from the JSON files"
+    )
+    args = parser.parse_args(argv)
+    jax.config.update("jax_numpy_dtype_promotion", "standard")
+    if args.summary_only:
+        previous = RESULTS / "run_all.json"
+        record = json.loads(previous.read_text()) if previous.exists() else None
+        print("\n" + write_summary(record, save_record=False))
+        print(f"\nwrote {SUMMARY}")
+        return 0
+    record = run(args.only, args.profile)
+    record["machine"] = {**machine(), "cpu_model": _cpu_model()}
+    print("\n" + write_summary(record))
+    print(f"\nwrote {SUMMARY}")
+    return 1 if any(b["status"] != "ok" for b in record["benchmarks"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
