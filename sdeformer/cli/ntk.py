@@ -222,3 +222,4 @@ def ntk_command(args: argparse.Namespace) -> int:
             print(f"  {name}: slope {fit['slope']:.3f} +- {fit['slope_se']:.3f}")
     print(f"\n{len(plan)} units, N={args.samples} {args.data} inputs: {elapsed:.1f} s")
     print(f"results written to {report_path} and {out}/ntk_*.png")
+    return 0
