@@ -18,7 +18,6 @@ only on request.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import jax
@@ -104,17 +103,6 @@ def bartlett_factor(key: PRNGKeyArray, m: int, dof: int, dtype=jnp.float32) -> F
     (dof = 0 gives an (m, 0) factor, i.e. the zero matrix). Costs O(m min(m, dof)) draws.
     """
     return bartlett_from_normals(jr.normal(key, (bartlett_size(m, dof),), dtype), m, dof)
-
-
-def normals(key: PRNGKeyArray, shapes: list[tuple[int, ...]], dtype) -> list[Array]:
-    """Independent N(0, 1) arrays of the given shapes from ONE call to the PRNG (see above)."""
-    sizes = [math.prod(shape) for shape in shapes]
-    flat = jr.normal(key, (sum(sizes),), dtype)
-    out, start = [], 0
-    for shape, size in zip(shapes, sizes, strict=True):
-        out.append(flat[start : start + size].reshape(shape))
-        start += size
-    return out
 
 
 def wishart(key: PRNGKeyArray, m: int, dof: int, dtype=jnp.float32) -> Float[Array, "m m"]:

@@ -69,7 +69,7 @@ def test_shaped_attention_rows_sum_to_one(causal, key):
 def test_shaped_attention_tends_to_identity(key):
     """A - I = softmax(G / (tau0 sqrt n)) - 11^T/m with G of a law that does not depend on n
     (q, k rows are N(0, V) for every n), so sqrt(n) ||A - I|| tends to a limit in law: the mean
-    over 40 networks of ||A - I||_F must shrink by sqrt(4096 / 64) = 8 up to O(n^{-1/2}) effects
+    over 40 networks of ||A - I||_F must shrink by sqrt(1024 / 64) = 4 up to O(n^{-1/2}) effects
     and the Monte Carlo error (relative standard error of the ratio of two 40-sample means ~ 0.1).
     """
     cfg = ShapedConfig(key_width=8, tau0=0.5)
@@ -84,8 +84,8 @@ def test_shaped_attention_tends_to_identity(key):
 
         return float(jax.vmap(one)(jr.split(jr.fold_in(key, n), 40)).mean())
 
-    ratio = mean_distance(64) / mean_distance(4096)
-    assert 8 * 0.7 < ratio < 8 * 1.3, ratio
+    ratio = mean_distance(64) / mean_distance(1024)
+    assert 4 * 0.7 < ratio < 4 * 1.3, ratio
 
 
 def test_relu_slopes_normalisation():

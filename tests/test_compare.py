@@ -118,8 +118,10 @@ def test_distances_shrink_with_width(spec_sde):
     """The exact law at width 2 is far from the SDE; at width 32 it is within noise.
 
     12000 samples on each side: the KS noise level is 1.36 sqrt(2 / 12000) = 0.018. At n = 2
-    (depth 2) the law of rho_01 at t = 1 differs from the SDE's by several noise levels; at
-    n = 32 both KS and W1 fall below their 95 % noise levels, and the distances decrease.
+    (depth 2) the law of rho_01 at t = 1 differs from the SDE's by several noise levels (KS
+    about 0.06 in a 50000-sample sweep), at n = 8 by less (about 0.013), and at n = 32 both KS
+    and W1 fall below their 95 % noise levels. (Between n = 8 and n = 32 both distances are
+    below noise, so their order is not tested.)
     """
     sde, _ = spec_sde
     rows = []
@@ -128,7 +130,8 @@ def test_distances_shrink_with_width(spec_sde):
         rows.append(compare.width_distances(finite, sde, time=1.0, rounds=20))
     small, middle, large = rows
     assert small["ks"] > 3 * small["ks_noise"] and small["w1"] > 3 * small["w1_noise"]
-    assert small["ks"] > middle["ks"] > large["ks"] or small["w1"] > middle["w1"] > large["w1"]
+    assert small["ks"] > middle["ks"] + 2 * math.hypot(small["ks_se"], middle["ks_se"])
+    assert small["w1"] > middle["w1"] + 2 * math.hypot(small["w1_se"], middle["w1_se"])
     assert large["ks"] < large["ks_noise"] and large["w1"] < large["w1_noise"]
 
 
@@ -163,10 +166,10 @@ def test_compare_and_sweep_commands(spec_sde, tmp_path, capsys):
     # samplers are reused.
     small = ["--T", "1", "--steps", "200", "--no-progress", "--paths", str(SAMPLES)]
     out = tmp_path / "cmp"
-    args = ["compare", "--n", "8", "--samples", "20", "--law-samples", str(SAMPLES)]
+    args = ["compare", "--n", "8", "--method", "law", "--law-samples", str(SAMPLES)]
     assert main([*args, "--moment-samples", "0", *small, "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["comparisons"]) == {"law", "explicit"}
+    assert set(report["comparisons"]) == {"law"}
     assert report["sde_exits"]["paths"] == SAMPLES
     assert (out / "compare.json").exists() and (out / "rho_density.png").exists()
     sweep = tmp_path / "sweep"

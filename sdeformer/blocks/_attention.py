@@ -7,13 +7,12 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._linalg import psd_sqrt, symmetrize
 from ..config import ShapedConfig, check_width
-from ..wishart import bartlett_from_normals, bartlett_size, complement_dof, normals
-from ._base import Block, normal
+from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
+from ._base import Block, normals
 
 
 def causal_mask(m: int) -> Array:
@@ -61,12 +60,11 @@ class AbstractAttention(Block):
                 "n / heads value columns: pick n a multiple of heads or set out_proj=False"
             )
         p = n // heads if config.out_proj else n
-        qkey, kkey, vkey, okey = jr.split(key, 4)
         self.config = config
-        self.wq = normal(qkey, (heads, n, nk), dtype)
-        self.wk = normal(kkey, (heads, n, nk), dtype)
-        self.wv = normal(vkey, (heads, n, p), dtype)
-        self.wo = normal(okey, (n, n), dtype) if config.out_proj else None
+        shapes = [(heads, n, nk), (heads, n, nk), (heads, n, p)]
+        weights = normals(key, shapes + [(n, n)] if config.out_proj else shapes, dtype)
+        self.wq, self.wk, self.wv = weights[:3]
+        self.wo = weights[3] if config.out_proj else None
 
     def logits(self, x: Float[Array, "m n"]) -> Float[Array, "heads m m"]:
         """G_h = q_h k_h^T / sqrt(n_k) for every head."""

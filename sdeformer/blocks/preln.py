@@ -7,12 +7,11 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..config import ShapedConfig, check_width
 from ._attention import AbstractAttention, row_softmax
-from ._base import Block, MissingFaceError, normal
+from ._base import Block, MissingFaceError, normals
 
 LAYER_NORM_EPS = 1e-5
 
@@ -78,10 +77,8 @@ class PreLNMLP(Block):
     def __init__(self, config: ShapedConfig, n: int, *, key: PRNGKeyArray, dtype=jnp.float32):
         n = check_width(n, name="n")
         nh = config.n_h(n)
-        prekey, postkey = jr.split(key)
         self.config = config
-        self.wpre = normal(prekey, (n, nh), dtype)
-        self.wpost = normal(postkey, (nh, n), dtype)
+        self.wpre, self.wpost = normals(key, [(n, nh), (nh, n)], dtype)
         self.ln_gain = jnp.ones((n,), dtype)
         self.ln_bias = jnp.zeros((n,), dtype)
 

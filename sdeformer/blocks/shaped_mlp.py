@@ -6,14 +6,13 @@ import math
 
 import equinox as eqx
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._linalg import psd_sqrt, symmetrize
 from ..config import ShapedConfig, check_width
-from ..wishart import bartlett_from_normals, bartlett_size, complement_dof, normals
+from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
 from . import _limit
-from ._base import Block, normal
+from ._base import Block, normals
 
 
 def relu_slopes(config: ShapedConfig, n: int) -> tuple[float, float, float]:
@@ -54,10 +53,8 @@ class ShapedMLP(Block):
     def __init__(self, config: ShapedConfig, n: int, *, key: PRNGKeyArray, dtype=jnp.float32):
         n = check_width(n, name="n")
         nh = config.n_h(n)
-        prekey, postkey = jr.split(key)
         self.config = config
-        self.wpre = normal(prekey, (n, nh), dtype)
-        self.wpost = normal(postkey, (nh, n), dtype)
+        self.wpre, self.wpost = normals(key, [(n, nh), (nh, n)], dtype)
 
     def __call__(self, z: Float[Array, "m n"]) -> Float[Array, "m n"]:
         n, nh = self.wpre.shape
