@@ -370,10 +370,10 @@ def fit_power_law(widths, distances, errors, noise=None) -> PowerLawFit:
     used = np.isfinite(d) & (d > 0) & (e > 0)
     if noise is not None:
         used &= d > np.asarray(noise, dtype=np.float64)
-    if used.sum() < 2:
+    if used.sum() < 3:
         raise ValueError(
-            "fewer than two widths have a distance above its noise level: increase the "
-            "samples or include smaller widths to see the convergence rate"
+            f"only {int(used.sum())} width(s) have a distance above its noise level; a rate "
+            "needs at least three: increase the samples or include smaller widths"
         )
     x, y, sigma = np.log(n[used]), np.log(d[used]), e[used] / d[used]
     w = 1.0 / sigma**2

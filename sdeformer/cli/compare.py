@@ -473,7 +473,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
     print()
     for name, fit in fits.items():
         if fit is None:
-            print(f"{name}: fewer than two widths above noise, no rate fitted")
+            print(f"{name}: fewer than three widths above noise, no rate fitted")
         else:
             used = [w for w, u in zip(fit.widths, fit.used, strict=True) if u]
             print(f"{name}: distance ~ n^({fit.slope:.3f} +- {fit.slope_se:.3f}) over n in {used}")
