@@ -174,7 +174,7 @@ def summary_markdown(run_record: dict | None) -> str:
         if any(r["fraction_of_normal_ceiling"] > 1 for r in init["throughput"]):
             out.append(
                 "\nFractions above 1: the networks draw normals faster than the ceiling kernel "
-                "(one jitted call writing 2^24 normals to a 64 MiB buffer), so that kernel is a "
+                "(one jitted call drawing 2^22 normals and summing them), so that kernel is a "
                 "reference rate, not an upper bound, on this machine."
             )
         out.append(
