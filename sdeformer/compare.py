@@ -375,22 +375,35 @@ def fit_power_law(widths, distances, errors, noise=None) -> PowerLawFit:
             f"only {int(used.sum())} width(s) have a distance above its noise level; a rate "
             "needs at least three: increase the samples or include smaller widths"
         )
-    x, y, sigma = np.log(n[used]), np.log(d[used]), e[used] / d[used]
+    slope, slope_se, intercept, _ = loglog_fit(n[used], d[used], e[used])
+    return PowerLawFit(
+        slope=slope,
+        slope_se=slope_se,
+        intercept=intercept,
+        widths=tuple(int(v) for v in n),
+        used=tuple(bool(u) for u in used),
+    )
+
+
+def loglog_fit(widths, values, errors) -> tuple[float, float, float, float | None]:
+    """Weighted least squares of log value = intercept + slope log width.
+
+    The standard error of log value is error / value (delta method). Returns (slope, slope_se,
+    intercept, chi2 per degree of freedom or None); slope_se is inflated by sqrt(chi2 / dof)
+    when the points scatter more than their error bars (never deflated).
+    """
+    x = np.log(np.asarray(widths, dtype=np.float64))
+    values = np.asarray(values, dtype=np.float64)
+    y, sigma = np.log(values), np.asarray(errors, dtype=np.float64) / values
     w = 1.0 / sigma**2
     design = np.stack([np.ones_like(x), x], axis=1)
     cov = np.linalg.inv(design.T @ (design * w[:, None]))
     coef = cov @ design.T @ (w * y)
-    dof = used.sum() - 2
-    if dof > 0:
-        chi2 = float(np.sum(w * (y - design @ coef) ** 2)) / dof
+    dof = x.size - 2
+    chi2 = float(np.sum(w * (y - design @ coef) ** 2)) / dof if dof > 0 else None
+    if chi2 is not None:
         cov = cov * max(1.0, chi2)
-    return PowerLawFit(
-        slope=float(coef[1]),
-        slope_se=float(math.sqrt(cov[1, 1])),
-        intercept=float(coef[0]),
-        widths=tuple(int(v) for v in n),
-        used=tuple(bool(u) for u in used),
-    )
+    return float(coef[1]), float(math.sqrt(cov[1, 1])), float(coef[0]), chi2
 
 
 def bootstrap_se(statistic, x: np.ndarray, y: np.ndarray, *, rounds: int = 100, seed: int = 0):

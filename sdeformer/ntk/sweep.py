@@ -10,6 +10,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ..compare import loglog_fit
 from .analytic import analytic_ntk, ntk_scale
 from .empirical import empirical_ntk, min_eigenvalue
 from .encoder import ShallowEncoder
@@ -61,21 +62,8 @@ def fit_loglog(widths, samples) -> dict[str, float | None]:
         return {"slope": None, "slope_se": None, "intercept": None, "chi2_dof": None}
     means = np.array([np.mean(s) for s in samples])
     ses = np.array([np.std(s, ddof=1) / math.sqrt(len(s)) for s in samples])
-    sigma = np.maximum(ses / means, 1e-12)
-    x, y, w = np.log(widths), np.log(means), 1.0 / sigma**2
-    design = np.stack([np.ones_like(x), x], axis=1)
-    info = design.T @ (w[:, None] * design)
-    coef = np.linalg.solve(info, design.T @ (w * y))
-    cov = np.linalg.inv(info)
-    dof = widths.size - 2
-    chi2 = float(np.sum(w * (y - design @ coef) ** 2))
-    inflate = math.sqrt(max(chi2 / dof, 1.0)) if dof > 0 else 1.0
-    return {
-        "slope": float(coef[1]),
-        "slope_se": float(math.sqrt(cov[1, 1]) * inflate),
-        "intercept": float(coef[0]),
-        "chi2_dof": chi2 / dof if dof > 0 else None,
-    }
+    slope, slope_se, intercept, chi2_dof = loglog_fit(widths, means, np.maximum(ses, 1e-12 * means))
+    return {"slope": slope, "slope_se": slope_se, "intercept": intercept, "chi2_dof": chi2_dof}
 
 
 def run_unit(
