@@ -41,7 +41,7 @@ def _drift_z(est, want):
 WIDTHS = [
     (32, 10000),
     (128, 1000),
-    pytest.param(512, 2000 if FULL else 400, marks=pytest.mark.slow),
+    pytest.param(512, 2000 if FULL else 200, marks=pytest.mark.slow),
 ]
 
 
