@@ -37,8 +37,9 @@ def causal_structure(m):
 
 
 def naive_terms(v, cs=None, ks=None):
-    """The SPEC formulas by entrywise loops (numpy, float64, O(m^6)), for any per-row centrings
-    `cs` (C^(a), zero outside row a's positions) and counts `ks` (default: causal)."""
+    """The causal formulas of docs/theory.md (section 4) by entrywise loops (numpy, float64,
+    O(m^6)), for any per-row centrings `cs` (C^(a), zero outside row a's positions) and counts
+    `ks` (default: causal)."""
     v = np.asarray(v, np.float64)
     m = v.shape[0]
     if cs is None:
@@ -123,7 +124,7 @@ def test_terms_from_the_causal_softmax_expansion(key):
 
 
 def test_non_causal_special_case(key):
-    """SPEC formulas with every k_a = m and C^(a) = C are the non-causal section-4 terms of
+    """The causal formulas with every k_a = m and C^(a) = C are the non-causal terms of
     docs/theory.md (`_limit.attention_drift`, `_limit.mix_tensor / m^2`), and the O(m^3) noise
     construction with C^(a) = C is (L E M^T + M E^T L^T) / m, M = V C L."""
     with jax.enable_x64(True):
