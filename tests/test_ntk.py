@@ -265,7 +265,7 @@ def test_bad_arguments_raise_clear_errors(key):
         empirical_ntk(model, xs, strategy="fast")
     with pytest.raises(ValueError, match="lr_factor=3.0"):
         train_gd(model, xs, jnp.zeros(3), lr_factor=3.0)
-    with pytest.raises(ValueError, match="n <= 1797"):
+    with pytest.raises(ValueError, match="num_inputs <= 1797"):
         digits_data(5000, key=key)
     with pytest.raises(ValueError, match="data='mnist'"):
         load_data("mnist", 4, key=key)
