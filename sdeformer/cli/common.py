@@ -142,27 +142,26 @@ def read_config_file(path: str) -> dict:
     if not file.is_file():
         raise ValueError(f"--config {path}: no such file")
     suffix = file.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(f"--config {path}: unknown suffix {suffix!r}; use .toml, .yaml, .json")
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ValueError(
+                f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); "
+                "or write the file as TOML"
+            ) from err
     try:
         if suffix == ".toml":
             import tomllib
 
             data = tomllib.loads(file.read_text())
-        elif suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError as err:
-                raise ValueError(
-                    f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); "
-                    "or write the file as TOML"
-                ) from err
-            data = yaml.safe_load(file.read_text())
         elif suffix == ".json":
             data = json.loads(file.read_text())
         else:
-            raise ValueError(f"--config {path}: unknown suffix {suffix!r}; use .toml, .yaml, .json")
-    except ValueError:
-        raise
-    except Exception as err:  # tomllib.TOMLDecodeError, yaml.YAMLError, ...
+            data = yaml.safe_load(file.read_text())
+    except Exception as err:  # tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError
         raise ValueError(f"--config {path}: cannot parse it ({err})") from err
     if data is None:
         data = {}
@@ -173,13 +172,26 @@ def read_config_file(path: str) -> dict:
     return data
 
 
+def _key(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The options a config file may set, by destination name (`samples`, `key_width`, ...)."""
-    return {
-        action.dest: action
-        for action in parser._actions  # argparse has no public accessor
-        if action.option_strings and action.dest not in _NOT_OPTIONS
-    }
+    """The options a config file may set, by name: each flag without dashes, `-` as `_`
+    (`samples`, `key_width`, `width` and its alias `n`), and each destination name."""
+    actions = {}
+    for action in parser._actions:  # argparse has no public accessor
+        if action.option_strings and action.dest not in _NOT_OPTIONS:
+            for flag in action.option_strings:
+                if flag.startswith("--") and not flag.startswith("--no-"):
+                    actions.setdefault(_key(flag), action)
+            actions.setdefault(action.dest, action)
+    return actions
+
+
+def _primary(action: argparse.Action) -> str:
+    """The name under which a resolved config records an option (its first long flag)."""
+    return _key(next(f for f in action.option_strings if f.startswith("--")))
 
 
 def config_defaults(parser: argparse.ArgumentParser, data: dict, path: str) -> dict:
@@ -190,18 +202,20 @@ def config_defaults(parser: argparse.ArgumentParser, data: dict, path: str) -> d
     boolean passes through the option's `type=` converter, so a file is checked like flags are.
     """
     actions = option_actions(parser)
+    names = sorted({_primary(a) for a in actions.values()})
     defaults = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
         if key not in actions:
-            valid = ", ".join(sorted(actions))
+            valid = ", ".join(names)
             command = parser.prog.split()[-1]
             raise ValueError(
                 f"--config {path}: unknown option {raw_key!r} for `sdeformer {command}`; "
                 f"valid options: {valid}"
             )
         action = actions[key]
-        flag = action.option_strings[-1]
+        flag = action.option_strings[0]
+        key = action.dest
         if action.nargs == 0:  # store_true / BooleanOptionalAction
             if not isinstance(value, bool):
                 raise ValueError(f"--config {path}: {raw_key} = {value!r} must be true or false")
@@ -228,8 +242,9 @@ def config_defaults(parser: argparse.ArgumentParser, data: dict, path: str) -> d
 
 def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """Every option of the parsed command with its final value (what `--config` reads back)."""
+    actions = {a.dest: a for a in option_actions(parser).values()}
     return {
-        dest: getattr(args, dest)
-        for dest in option_actions(parser)
+        _primary(action): getattr(args, dest)
+        for dest, action in actions.items()
         if hasattr(args, dest) and dest not in ("overwrite", "accept_changed")
     }
