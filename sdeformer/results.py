@@ -566,6 +566,22 @@ def load_arrays_module(cls: type, path: str | os.PathLike, *, classes: tuple[typ
 
 # ------------------------------------------------------------------- xarray and pandas views
 
+SOLUTION_DIMS: dict[str, tuple[str, ...]] = {
+    "ts": ("time",),
+    "vs": ("sample", "time", "token_a", "token_b"),
+    "alive": ("sample", "time"),
+    "exit_time": ("sample",),
+    "exit_reason": ("sample",),
+}
+"""Labelled dimensions of `sde.SDESolution` (with coords={"time": "ts"})."""
+
+SAMPLES_DIMS: dict[str, tuple[str, ...]] = {
+    "ts": ("time",),
+    "vs": ("sample", "time", "token_a", "token_b"),
+    "alive": ("sample", "time"),
+}
+"""Labelled dimensions of `compare.CovarianceSamples` (with coords={"time": "ts"})."""
+
 
 def _labelled(obj: Any, dims: dict[str, tuple[str, ...]], coords: dict[str, Any] | None):
     import numpy as np

@@ -419,3 +419,34 @@ def test_to_xarray_and_to_dataframe_label_dims():
         "time": [0.5, 1.0],
         "quantiles": [(0.1,), (0.3,)],
     }
+
+
+def test_helpers_on_the_real_result_classes(tmp_path):
+    """What SDESolution / CovarianceSamples / Comparison `save`, `load`, `to_xarray` and
+    `to_dataframe` will call: round trips and labelled views on the real classes."""
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    from sdeformer import SDESolution, ShapedConfig, solve_sde
+    from sdeformer.compare import Comparison, CovarianceSamples, compare_sources
+    from sdeformer.results import SAMPLES_DIMS, SOLUTION_DIMS
+
+    v0 = jnp.array([[1.0, 0.3], [0.3, 1.0]])
+    sol = solve_sde(ShapedConfig(gamma=0.4), v0, 0.2, 6, key=jr.key(0), num_steps=4, save_times=3)
+    back = load_arrays_module(SDESolution, save_arrays_module(tmp_path / "sol.npz", sol))
+    for name in SOLUTION_DIMS:
+        np.testing.assert_array_equal(np.asarray(getattr(back, name)), getattr(sol, name))
+    ds = to_xarray(sol, SOLUTION_DIMS, coords={"time": "ts"})
+    assert dict(ds.sizes) == {"time": 3, "sample": 6, "token_a": 2, "token_b": 2}
+
+    a = CovarianceSamples("sde", np.asarray(sol.ts), np.asarray(sol.vs), np.asarray(sol.alive))
+    b = CovarianceSamples("other", a.ts, a.vs * 1.1, a.alive)
+    again = load_arrays_module(CovarianceSamples, save_arrays_module(tmp_path / "a.npz", a))
+    assert again.label == "sde" and np.array_equal(again.vs, a.vs)
+    assert to_xarray(a, SAMPLES_DIMS, coords={"time": "ts"}).attrs["label"] == "sde"
+
+    comparison = compare_sources(a, b, feature_names=["rho_01"])
+    loaded = load_arrays_module(Comparison, save_arrays_module(tmp_path / "c.npz", comparison))
+    assert loaded == comparison
+    table = to_dataframe(comparison, records="rows")
+    assert len(table) == len(comparison.rows) and "ks" in table.columns
