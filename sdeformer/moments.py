@@ -1,7 +1,7 @@
 """One-step moments of finite networks: n E[dV] and n Cov[dV] of one layer at a fixed V.
 
 These estimate, from explicit Equinox blocks at width n, the drift and the noise covariance that
-the covariance SDE (SPEC.md section 3) predicts as n -> infinity. Variance reduction:
+the covariance SDE (docs/theory.md section 4) predicts as n -> infinity. Variance reduction:
 
 - drift: the value / output-projection weights are integrated out exactly,
   `E[V_Z | A, X] = lam^2 V_X + gam^2 (1/H) sum_h A_h V_X A_h^T` (also with W^O), and the MLP's

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sdeformer",
         description=(
             "Shaped Transformers, their covariance SDE limit and exact finite-width laws. "
-            "Each command prints a table, writes JSON and figures, and resumes interrupted runs."
+            "Each command prints a table, writes a JSON report (and figures), records the "
+            "resolved options and the provenance of the run, reads options from --config FILE, "
+            "and resumes interrupted runs."
         ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,8 +105,8 @@ def _write_run_files(command_parser, args: argparse.Namespace) -> None:
     from ..results import provenance, write_json
 
     out = getattr(args, "out", None)
-    if out is None or not Path(out).is_dir():
-        return
+    if args.command == "run" or out is None or not Path(out).is_dir():
+        return  # `run` is `compare`, which wrote its own files
     write_json(Path(out) / "config.json", resolved_options(command_parser, args))
     write_json(
         Path(out) / "provenance.json",
