@@ -37,7 +37,7 @@ def _add_rank_collapse(sub) -> None:
             "Writes a JSON report and a PNG figure; resumes model kinds already computed. "
             "Seeds: model kind k draws from fold_in(key(seed), crc32(k)), so its numbers do not "
             "depend on which other kinds are run or in what order; networks come in chunks of "
-            f"{CHUNK}, chunk c of kind k uses fold_in(kind key, c), split into one key per "
+            "--chunk, chunk c of kind k uses fold_in(kind key, c), split into one key per "
             "network, whatever --devices is."
         ),
     )
@@ -66,6 +66,14 @@ def _add_rank_collapse(sub) -> None:
         help="shard the networks of each chunk over this many devices (jax.devices(); on CPU "
         "XLA_FLAGS=--xla_force_host_platform_device_count=K makes K). The numbers for a --seed "
         "do not depend on --devices (default: 1)",
+    )
+    group.add_argument(
+        "--chunk",
+        type=positive_int,
+        default=CHUNK,
+        help="networks per call (and progress step); chunk c of a kind draws from "
+        "fold_in(kind key, c), so the numbers depend on --chunk but not on --devices; raise it "
+        f"to a multiple of --devices on accelerators (default: {CHUNK})",
     )
     add_run_arguments(parser, "results/rank_collapse")
     parser.set_defaults(func=rank_collapse_command)
@@ -100,11 +108,11 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
         "samples": args.samples,
         "seed": args.seed,
         "float64": args.float64,
-        "chunk": CHUNK,
+        "chunk": args.chunk,
     }
     out = Path(args.out)
     store = ResultStore(out, "rank-collapse", settings, overwrite=args.overwrite)
-    chunk = CHUNK
+    chunk = args.chunk
     chunks = -(-args.samples // chunk)
     started = time.perf_counter()
     curves = {}
