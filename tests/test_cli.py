@@ -242,3 +242,17 @@ def test_library_keeps_the_users_backend_and_the_cli_picks_agg(tmp_path, monkeyp
     finally:
         matplotlib.use(previous)
     capsys.readouterr()
+
+
+def test_config_file_missing_or_of_unknown_kind(tmp_path, capsys):
+    for path, fragment in (
+        (tmp_path / "absent.toml", "no such file"),
+        (tmp_path / "sweep.ini", "unknown suffix '.ini'"),
+        (tmp_path / "list.json", "expected a mapping of options, got list"),
+    ):
+        if path.suffix != ".toml":
+            path.write_text("[1, 2]" if path.suffix == ".json" else "samples = 2")
+        with pytest.raises(SystemExit) as info:
+            main(["ntk", "--config", str(path)])
+        assert info.value.code == 2
+        assert fragment in capsys.readouterr().err
