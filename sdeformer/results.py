@@ -200,11 +200,6 @@ def accepting_changed(accept: bool = True) -> Iterator[None]:
         _ACCEPT_CHANGED.reset(token)
 
 
-def _differs(old: Any, new: dict[str, Any]) -> bool:
-    """Whether two provenances differ in anything but the process (device counts included)."""
-    return not isinstance(old, dict) or old != new
-
-
 class ResultStore:
     """A directory of results for one run configuration, resumable unit by unit.
 
@@ -263,7 +258,9 @@ class ResultStore:
                     "or --accept-changed (accept_changed=True) to resume with them anyway"
                 )
             self.manifest = found
-            if _differs(found.get("provenance"), self.provenance):
+            # Record a resume by different code or on a different machine, once per change.
+            latest = ([found.get("provenance")] + found.get("resumes", []))[-1]
+            if latest != self.provenance:
                 found = dict(found)
                 found["resumes"] = [*found.get("resumes", []), self.provenance]
                 write_json(manifest, found)

@@ -227,7 +227,9 @@ def test_resume_refuses_another_version_unless_accepted(tmp_path):
     assert store.load("a") == {"x": 1}
     manifest = read_json(d / "manifest.json")
     assert manifest["version"] == "0.0.1"  # the run that created the units
-    assert manifest["resumes"][-1] == provenance()  # and who resumed them
+    assert manifest["resumes"] == [provenance()]  # and who resumed them
+    ResultStore(d, "demo", {"n": 4}, accept_changed=True)  # the same code again: not re-recorded
+    assert read_json(d / "manifest.json")["resumes"] == [provenance()]
     # A different configuration is refused even with accept_changed: units would mix configs.
     with pytest.raises(ResultsError, match="another configuration.*--overwrite"):
         ResultStore(d, "demo", {"n": 5}, accept_changed=True)
