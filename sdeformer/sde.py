@@ -36,7 +36,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ._linalg import symmetrize
-from .blocks import MissingFaceError, _limit, block_types
+from .blocks import MissingFaceError, ShapedAttention, _limit, block_types
 from .config import ShapedConfig, check_width
 
 EXIT_REASONS: dict[int, str] = {
@@ -107,7 +107,9 @@ def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array | None = None):
 @functools.lru_cache(maxsize=256)
 def _check_limit_faces(config: ShapedConfig, width: int | None) -> None:
     """Raise ValueError unless every block of the pattern has the limit faces the solver uses
-    (abstract evaluation, cached: it costs a trace)."""
+    (`Block.drift`, `noise_covariance`, `noise_terms`, and `mix_noise` with an attention term;
+    abstract evaluation, cached: it costs a trace). The solver merges the attention terms of
+    several blocks into one, so they must all use the shaped attention's `mix_noise`."""
     probe = jnp.eye(2, dtype=jnp.float32)
     for cls in block_types(config.blocks):
         try:
@@ -119,9 +121,14 @@ def _check_limit_faces(config: ShapedConfig, width: int | None) -> None:
         except MissingFaceError as err:
             raise ValueError(
                 f"CovarianceSDE: config.blocks={config.blocks!r} contains {cls.name!r}, which "
-                f"has no covariance SDE limit ({err}); only stacks of shaped 'attention' "
-                "and 'mlp' blocks have one"
+                f"has no covariance SDE limit ({err})"
             ) from err
+        if terms.mix and cls.mix_noise.__func__ is not ShapedAttention.mix_noise.__func__:
+            raise ValueError(
+                f"CovarianceSDE: block {cls.name!r} has an attention noise term (noise_terms "
+                f"mix={terms.mix}) with its own mix_noise; the solver supports the shaped "
+                "attention's term only (subclass ShapedAttention, or put the noise in `lin`)"
+            )
 
 
 class CovarianceSDE(eqx.Module):
