@@ -104,6 +104,16 @@ def test_registration_errors(example):
     with pytest.raises(ValueError, match="no block named 'nope'"):
         sdf.unregister_block("nope")
     assert "no_call" not in sdf.registered_blocks()
+    # a freed name can be registered again, to another class (re-running a notebook cell)
+    first = _finite_only("again")
+    sdf.unregister_block("again")
+    with pytest.raises(ValueError, match="unknown block 'again'"):
+        sdf.ShapedConfig(blocks=("again",))
+    second = _finite_only("again")
+    try:
+        assert second is not first and sdf.registered_blocks()["again"] is second
+    finally:
+        sdf.unregister_block("again")
 
 
 def test_missing_faces_are_reported_at_construction():

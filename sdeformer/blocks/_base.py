@@ -59,6 +59,7 @@ class Block(eqx.Module):
     law_factor_step: ClassVar[Callable | None] = None
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """Finite face: the block applied to one sequence `x` (m, n) at the module's width."""
         raise MissingFaceError(
             f"block {self.name!r} ({type(self).__name__}) has no finite face: define "
             "__init__(config, n, *, key, dtype) and __call__(x)"
@@ -68,6 +69,7 @@ class Block(eqx.Module):
     def law_step(
         cls, config: ShapedConfig, n: int, v: Float[Array, "m m"], *, key: PRNGKeyArray
     ) -> Float[Array, "m m"]:
+        """Law face: one exact draw of V_next (m, m) given V = `v` at width `n`."""
         raise MissingFaceError(
             f"block {cls.name!r} has no exact finite-width law yet ({cls.__name__} does not "
             "define the law face law_step(config, n, v, *, key))"
@@ -95,16 +97,20 @@ class Block(eqx.Module):
     def drift(
         cls, config: ShapedConfig, v: Float[Array, "m m"], *, width: int | None = None
     ) -> Float[Array, "m m"]:
+        """Limit face: the drift b(V) (m, m); with `width=n` the exact finite-width drift where
+        one is known in closed form."""
         raise cls._no_limit("drift")
 
     @classmethod
     def noise_covariance(
         cls, config: ShapedConfig, v: Float[Array, "m m"]
     ) -> Float[Array, "m m m m"]:
+        """Limit face: Sigma(V)_{ab,cd} = Cov(dV_ab, dV_cd) / dt, dense (tests and small m)."""
         raise cls._no_limit("noise_covariance")
 
     @classmethod
     def noise_terms(cls, config: ShapedConfig) -> NoiseTerms:
+        """Limit face: the noise as `lin Lin + mix <attention term>` (what the solver uses)."""
         raise cls._no_limit("noise_terms")
 
     @classmethod
@@ -115,11 +121,14 @@ class Block(eqx.Module):
         factor: Float[Array, "m m"],
         e: Float[Array, "m m"],
     ) -> Float[Array, "m m"]:
+        """Limit face (blocks with an attention term): the unit attention noise applied to the
+        iid N(0, 1) matrix `e`, given `factor` with factor factor^T = V, in O(m^3)."""
         raise MissingFaceError(f"block {cls.name!r} has no attention term in its noise")
 
 
 _REGISTRY: dict[str, type[Block]] = {}
 _BUILTIN: set[str] = set()
+_RETIRED: set[str] = set()  # names unregistered in this process
 
 
 def register_block(cls: type) -> type:
@@ -157,6 +166,9 @@ def register_block(cls: type) -> type:
             f"{_REGISTRY[name].__module__}.{_REGISTRY[name].__qualname__}; pick another name "
             f"for {cls.__name__}, or call sdeformer.unregister_block({name!r}) first"
         )
+    if name in _RETIRED:  # jitted code cached for configs naming it used the old class
+        jax.clear_caches()
+        _RETIRED.discard(name)
     _REGISTRY[name] = cls
     return cls
 
@@ -164,9 +176,8 @@ def register_block(cls: type) -> type:
 def unregister_block(name: str) -> None:
     """Remove a block type registered by `register_block` (the built-in ones stay).
 
-    Jitted functions cached for a config that names this block keep the old class: the config
-    is their static key. `jax.clear_caches()` is called here so that a block registered again
-    under the same name is traced afresh.
+    Jitted functions are cached per config, whose key holds the block *names*: registering
+    another class under a removed name calls `jax.clear_caches()`, so it is traced afresh.
     """
     if name in _BUILTIN:
         raise ValueError(f"unregister_block: {name!r} is a built-in block and cannot be removed")
@@ -176,7 +187,7 @@ def unregister_block(name: str) -> None:
             f"are {tuple(_REGISTRY)}"
         )
     del _REGISTRY[name]
-    jax.clear_caches()
+    _RETIRED.add(name)
 
 
 def registered_blocks() -> dict[str, type[Block]]:
