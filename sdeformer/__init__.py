@@ -13,6 +13,9 @@ from .blocks import PreLNMLP as PreLNMLP
 from .blocks import ShapedAttention as ShapedAttention
 from .blocks import ShapedMLP as ShapedMLP
 from .blocks import StandardAttention as StandardAttention
+from .blocks import register_block as register_block
+from .blocks import registered_blocks as registered_blocks
+from .blocks import unregister_block as unregister_block
 from .config import ShapedConfig as ShapedConfig
 from .laws import law_covariance_paths as law_covariance_paths
 from .laws import sample_covariance_paths as sample_covariance_paths

@@ -14,7 +14,14 @@ BLOCK_NAMES = (
     "preln_attention",
     "preln_mlp",
 )
-"""Block types a layer may be built from (see `sdeformer.blocks`)."""
+"""The built-in block types; `sdeformer.register_block` adds more (see `sdeformer.blocks`)."""
+
+
+def _block_names() -> tuple[str, ...]:
+    """The names of the registered block types (built-in and the user's), at call time."""
+    from .blocks import registered_blocks  # blocks import this module: import when called
+
+    return tuple(registered_blocks())
 
 
 def _fail(name: str, value: object, fix: str) -> None:
@@ -28,7 +35,7 @@ def _is_int(value: object) -> bool:
 @typing.no_type_check  # it validates its own fields, with messages that name the fix
 @dataclasses.dataclass(frozen=True)
 class ShapedConfig:
-    """Parameters of a shaped Transformer (SPEC.md sections 1-3).
+    """Parameters of a shaped Transformer (docs/theory.md sections 1-3).
 
     One immutable, hashable object (it can be a static argument of `jax.jit`) shared by the three
     faces of every block: the finite Equinox module, the exact finite-width law and the limiting
@@ -50,7 +57,10 @@ class ShapedConfig:
 
     Block names in `blocks`: "attention" (shaped attention), "mlp" (shaped-ReLU MLP),
     "standard_attention" (unshaped Softmax attention with the same residual), "preln_attention"
-    and "preln_mlp" (a standard Pre-LN Transformer block).
+    and "preln_mlp" (a standard Pre-LN Transformer block), and any name registered with
+    `sdeformer.register_block` (docs/usage.md, "Your own block type"); an unknown name raises
+    `ValueError` listing the registered ones. The names are validated when the config is built:
+    register a block type before building a config that uses it.
     """
 
     tau0: float = 1.0
@@ -108,12 +118,17 @@ class ShapedConfig:
         try:
             blocks = tuple(blocks)
         except TypeError:
-            _fail("blocks", self.blocks, f"pass a sequence of block names from {BLOCK_NAMES}")
+            _fail("blocks", self.blocks, f"pass a sequence of block names from {_block_names()}")
         if not blocks:
-            _fail("blocks", self.blocks, f"a layer needs at least one block from {BLOCK_NAMES}")
+            _fail("blocks", self.blocks, f"a layer needs at least one block from {_block_names()}")
         for name in blocks:
-            if name not in BLOCK_NAMES:
-                _fail("blocks", self.blocks, f"unknown block {name!r}; choose from {BLOCK_NAMES}")
+            if not isinstance(name, str) or name not in _block_names():
+                _fail(
+                    "blocks",
+                    self.blocks,
+                    f"unknown block {name!r}; the registered blocks are {_block_names()} (a "
+                    "block type of your own must be registered first: sdeformer.register_block)",
+                )
         object.__setattr__(self, "blocks", blocks)
 
     @property
@@ -138,8 +153,12 @@ class ShapedConfig:
 
     @property
     def is_shaped(self) -> bool:
-        """True when every block has a covariance SDE limit (shaped attention and shaped MLP)."""
-        return all(name in ("attention", "mlp") for name in self.blocks)
+        """True when every block defines the limit faces of the covariance SDE (among the
+        built-in blocks: shaped attention and shaped MLP)."""
+        from .blocks import _base, registered_blocks
+
+        types = registered_blocks()
+        return all(all(types[b].has_face(f) for f in _base.LIMIT_FACES) for b in self.blocks)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dictionary of the fields."""

@@ -38,6 +38,12 @@ def check_law(config: ShapedConfig, n: int = 2, m: int = 2) -> None:
                 jax.ShapeDtypeStruct((m, m), jnp.float32),
                 jr.key(0),
             )
+            if cls.law_factor_step is not None:  # the optional factor form of the law face
+                jax.eval_shape(
+                    lambda f, k, cls=cls: cls.law_factor_step(config, n, f, key=k),
+                    jax.ShapeDtypeStruct((m, m), jnp.float32),
+                    jr.key(0),
+                )
         except MissingFaceError as error:
             raise MissingFaceError(
                 f"config.blocks={config.blocks!r} has no exact law chain: {error}"
