@@ -1,0 +1,246 @@
+"""A step of the covariance SDE that keeps V positive definite by construction (docs/theory.md,
+section "A scheme that stays in the cone").
+
+The SDE (docs/theory.md, "The limiting covariance SDE") is `dV = b(V) dt + dN`, with the noise
+applied in O(m^3) from matrix Brownian increments `dw = {"lin": Z, "mix": E}` (iid N(0, dt)
+entries, m x m each): with `L L^T = V`, `S = (Z + Z^T)/sqrt(2)`, `P = L^T C L`,
+
+    dN = sqrt(kappa) L S L^T + (sqrt(alpha)/m) (L E P L^T + L P E^T L^T)
+
+(`L E P L^T = L E M^T` with `M = V C L`, the form of `CovarianceSDE.noise`). Euler-Maruyama
+`V + b dt + dN` can leave the PSD cone near singular V. The exponential (affine-invariant) step
+
+    X      = L^-1 (b(V) - c(V)) L^-T dt + X_N,       X_N = L^-1 dN L^-T
+           = L^-1 (b - c) L^-T dt + sqrt(kappa) S + (sqrt(alpha)/m) (E P + P E^T),
+    V_next = L expm(X) L^T
+
+does not. Paper symbols -> code: kappa `kappa` (`CovarianceSDE.lin_coefficient`, the Lin
+coefficients of all blocks summed), alpha `alpha` (`mix_coefficient`: gam^4 / (tau0^2 H) summed
+over the attention blocks), C `centring`, c(V) `ito_correction`, X `log_increment`.
+
+Ito correction (weak order 1). `expm(X) = I + X + X^2/2 + O(|X|^3)` and `X = O(dt^1/2)`, so
+`V_next - V = (b - c) dt + dN + L X_N^2 L^T / 2 + R` with `E[R] = O(dt^2)` (its dt^{3/2} part is
+odd in the Gaussian increments). Choosing `c = L E[X_N^2] L^T / (2 dt)` makes the conditional mean
+of the increment that of Euler up to O(dt^2); its second and third conditional moments agree with
+Euler's up to O(dt^2) as well (the extra terms are odd, or O(dt^2)), and all moments are bounded,
+so by the Milstein-Talay local-to-global theorem the step has weak order 1, like Euler. Moments of
+the Gaussian blocks (E iid N(0, dt), S as above): `E[S^2] = (m + 1) I dt`, `E[E A E] = A^T dt`,
+`E[E A E^T] = E[E^T A E] = tr(A) I dt`, the cross terms vanish, hence
+
+    E[X_N^2] = dt [ kappa (m + 1) I + (alpha/m^2) ((m + 2) P^2 + tr(P^2) I) ],
+    c(V)     = (1/2) [ (kappa (m + 1) + alpha s / m^2) V + alpha (m + 2) / m^2 K ],
+
+with `L P^2 L^T = V C V C V = K` and `tr(P^2) = tr(V C V C) = s` (docs/theory.md, section 3
+notation): O(m^3) and independent of the choice of factor. In general
+`c_ad = (1/2) sum_bc Sigma_{ab,cd} (V^-1)_bc` (`ito_correction_dense`, O(m^4), any noise, e.g. the
+causal mix). Since `log det V_next = log det V + tr X`, the step discretises `log det V` exactly by
+Euler-Maruyama for its own SDE (docs/theory.md, "The PSD cone").
+
+Positive definiteness. X is real symmetric, `X = U diag(lam) U^T`, so for every x != 0
+`x^T V_next x = |diag(exp(lam/2)) U^T L^T x|^2 > 0` because L is nonsingular. The step carries the
+factor `G = L U diag(exp(lam/2))` and re-triangularises it by a QR decomposition of G^T
+(`G^T = Q R`, `L_next = R^T` with a positive diagonal, the Cholesky factor of `V_next`), so no
+Cholesky factorisation of a nearly singular V is ever attempted and `V_next = L_next L_next^T` is
+exactly symmetric. In floating point the only failure is `exp(lam/2)` overflowing (an explosion,
+reported as non-finite) or underflowing (an eigenvalue of X below about -170 in float32, which
+needs a step of absurd size); V0 must be positive definite (a singular V0 has no nonsingular
+factor: start from V0 + eps I or take one Euler step).
+
+Law invariance: replacing L by L Q (Q orthogonal) maps S, E, P to Q^T S Q, Q^T E Q, Q^T P Q,
+which leaves the laws of S and E unchanged, and `L Q expm(Q^T X Q) Q^T L^T = L expm(X) L^T`: the
+step does not depend on which factor of V is carried. With the Cholesky factor it uses the same
+`dw` as `CovarianceSDE.noise(V, cholesky(V), dw)`, so Euler and this step driven by one Brownian
+path converge to the same strong solution (both have strong order 1/2: the difference per step
+is `L (X_N^2 - E X_N^2) L^T / 2`, of mean zero and size O(dt)).
+
+Cost per step: one drift, two triangular solves, one symmetric eigendecomposition, one QR and a
+few m x m products: O(m^3), like the O(m^3) Euler step (measured in benchmarks/bench_schemes.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jaxtyping import Array, Float
+
+from ._linalg import psd_sqrt, symmetrize
+from .blocks import _limit
+from .config import ShapedConfig
+
+__all__ = [
+    "MatrixNoiseSDE",
+    "exponential_step",
+    "euler_step",
+    "ito_correction",
+    "ito_correction_dense",
+    "lin_coefficient",
+    "matrix_sde",
+    "mix_coefficient",
+    "whitened_noise",
+]
+
+
+def lin_coefficient(config: ShapedConfig) -> float:
+    """kappa: the Lin coefficients of all blocks of `config.blocks` summed."""
+    total = 0.0
+    for name in config.blocks:
+        if name == "attention":
+            total += _limit.attention_coefficients(config)[0]
+        elif name == "mlp":
+            total += _limit.mlp_coefficient(config)
+        else:
+            raise ValueError(
+                f"psd_scheme: config.blocks={config.blocks!r} contains {name!r}, which has no "
+                "covariance SDE limit; use shaped 'attention' and 'mlp' blocks"
+            )
+    return total
+
+
+def mix_coefficient(config: ShapedConfig) -> float:
+    """alpha: gam^4 / (tau0^2 H) summed over the attention blocks (the mix noise is
+    (sqrt(alpha)/m) (L E M^T + M E^T L^T))."""
+    return sum(_limit.attention_coefficients(config)[1] for n in config.blocks if n == "attention")
+
+
+class MatrixNoiseSDE(eqx.Module):
+    """O(m^3) drift and noise of the non-causal covariance SDE, built from `blocks._limit`.
+
+    The same face as `CovarianceSDE` of the contract (`drift`, `factor`, `noise`,
+    `noise_covariance`, `lin_coefficient`, `brownian_shape`); `matrix_sde(config)` returns the
+    library's `CovarianceSDE` instead as soon as it has these methods.
+    """
+
+    config: ShapedConfig = eqx.field(static=True)
+
+    def __init__(self, config: ShapedConfig):
+        if config.causal:
+            raise ValueError(
+                "MatrixNoiseSDE: causal=True is not covered by this stand-in; use "
+                "sdeformer.sde.CovarianceSDE (the causal limit) with ito_correction_dense"
+            )
+        lin_coefficient(config)  # validates the blocks
+        self.config = config
+
+    @property
+    def lin_coefficient(self) -> float:
+        return lin_coefficient(self.config)
+
+    def brownian_shape(self, m: int, dtype) -> dict[str, jax.ShapeDtypeStruct]:
+        return {k: jax.ShapeDtypeStruct((m, m), dtype) for k in ("lin", "mix")}
+
+    def drift(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
+        out = jnp.zeros_like(v)
+        for name in self.config.blocks:
+            if name == "attention":
+                out = out + _limit.attention_drift(self.config, v)
+            else:
+                out = out + _limit.mlp_drift(self.config, v)
+        return out
+
+    def factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
+        """Cholesky factor; the clipped eigendecomposition root where Cholesky fails."""
+        chol = jnp.linalg.cholesky(symmetrize(v))
+        return jnp.where(jnp.all(jnp.isfinite(chol)), chol, psd_sqrt(v))
+
+    def noise(
+        self, v: Float[Array, "m m"], factor: Float[Array, "m m"], dw: dict[str, Array]
+    ) -> Float[Array, "m m"]:
+        m = v.shape[-1]
+        z = dw["lin"]
+        s = (z + z.T) / math.sqrt(2.0)
+        lin = math.sqrt(self.lin_coefficient) * (factor @ s @ factor.T)
+        mm = v @ _limit.centring(m, v.dtype) @ factor
+        half = factor @ dw["mix"] @ mm.T
+        return lin + (math.sqrt(mix_coefficient(self.config)) / m) * (half + half.T)
+
+    def noise_covariance(self, v: Float[Array, "m m"]) -> Float[Array, "m m m m"]:
+        m = v.shape[-1]
+        k = _limit.attention_k(v)
+        return self.lin_coefficient * _limit.lin_tensor(v) + (
+            mix_coefficient(self.config) / m**2
+        ) * _limit.mix_tensor(v, k)
+
+
+def matrix_sde(config: ShapedConfig):
+    """The library's `CovarianceSDE(config)` if it applies noise in O(m^3) (`noise`, `factor`,
+    `lin_coefficient`), else the stand-in `MatrixNoiseSDE(config)`."""
+    from .sde import CovarianceSDE
+
+    if all(hasattr(CovarianceSDE, a) for a in ("noise", "factor", "lin_coefficient")):
+        return CovarianceSDE(config)
+    return MatrixNoiseSDE(config)
+
+
+def ito_correction(v: Float[Array, "m m"], kappa: float, alpha: float) -> Float[Array, "m m"]:
+    """c(V) = L E[X_N^2] L^T / (2 dt) for the non-causal noise, in closed form (O(m^3)):
+    (1/2) [(kappa (m+1) + alpha s/m^2) V + alpha (m+2)/m^2 K], s = tr(V C V C), K = V C V C V."""
+    m = v.shape[-1]
+    cv = _limit.centring(m, v.dtype) @ v
+    s = jnp.trace(cv @ cv)
+    k = v @ cv @ cv
+    return 0.5 * ((kappa * (m + 1) + alpha * s / m**2) * v + (alpha * (m + 2) / m**2) * k)
+
+
+def ito_correction_dense(
+    sigma: Float[Array, "m m m m"], factor: Float[Array, "m m"]
+) -> Float[Array, "m m"]:
+    """c_ad = (1/2) sum_bc Sigma_{ab,cd} (V^-1)_bc for any noise covariance Sigma (O(m^4)),
+    given a nonsingular lower-triangular `factor` L of V."""
+    vinv = jsl.cho_solve((factor, True), jnp.eye(factor.shape[-1], dtype=factor.dtype))
+    return 0.5 * symmetrize(jnp.einsum("abcd,bc->ad", sigma, vinv))
+
+
+def whitened_noise(
+    factor: Float[Array, "m m"], dw: dict[str, Array], kappa: float, alpha: float
+) -> Float[Array, "m m"]:
+    """X_N = L^-1 dN L^-T = sqrt(kappa) S + (sqrt(alpha)/m) (E P + P E^T), P = L^T C L."""
+    m = factor.shape[-1]
+    z = dw["lin"]
+    s = (z + z.T) / math.sqrt(2.0)
+    p = factor.T @ _limit.centring(m, factor.dtype) @ factor
+    half = dw["mix"] @ p
+    return math.sqrt(kappa) * s + (math.sqrt(alpha) / m) * (half + half.T)
+
+
+def _whiten(factor: Float[Array, "m m"], a: Float[Array, "m m"]) -> Float[Array, "m m"]:
+    """L^-1 A L^-T for lower-triangular L and symmetric A (two triangular solves)."""
+    y = jsl.solve_triangular(factor, a, lower=True)
+    return symmetrize(jsl.solve_triangular(factor, y.T, lower=True))
+
+
+def log_increment(
+    sde, factor: Float[Array, "m m"], dt, dw: dict[str, Array]
+) -> Float[Array, "m m"]:
+    """X = L^-1 (b - c) L^-T dt + X_N (symmetric): V_next = L expm(X) L^T."""
+    v = factor @ factor.T
+    config = sde.config
+    kappa = lin_coefficient(config)
+    alpha = mix_coefficient(config)
+    if config.causal:  # no closed form here: the general contraction and L^-1 dN L^-T
+        corr = ito_correction_dense(sde.noise_covariance(v), factor)
+        x_noise = _whiten(factor, sde.noise(v, factor, dw))
+    else:
+        corr = ito_correction(v, kappa, alpha)
+        x_noise = whitened_noise(factor, dw, kappa, alpha)
+    return symmetrize(_whiten(factor, sde.drift(v) - corr) * dt + x_noise)
+
+
+def exponential_step(
+    sde, factor: Float[Array, "m m"], dt, dw: dict[str, Array]
+) -> Float[Array, "m m"]:
+    """One exponential step: the Cholesky factor of V_next = L expm(X) L^T, given the
+    nonsingular lower-triangular factor L of V (see the module docstring). O(m^3)."""
+    lam, u = jnp.linalg.eigh(log_increment(sde, factor, dt, dw))
+    g = (factor @ u) * jnp.exp(0.5 * lam)  # G G^T = V_next
+    r = jnp.linalg.qr(g.T, mode="r")  # G^T = Q R  =>  V_next = R^T R
+    sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(r.dtype)
+    return r.T * sign  # lower triangular with a positive diagonal
+
+
+def euler_step(sde, v: Float[Array, "m m"], dt, dw: dict[str, Array]) -> Float[Array, "m m"]:
+    """One Euler-Maruyama step V + b(V) dt + dN(V, dw) (the reference scheme), symmetrised."""
+    return symmetrize(v + sde.drift(v) * dt + sde.noise(v, sde.factor(v), dw))
