@@ -1,0 +1,102 @@
+"""Strong order of the covariance-SDE schemes: runs at several step sizes tied to ONE Brownian path
+per sample (`sdeformer.coupled_paths`: the coarse increments are sums of the fine ones).
+
+Euler-Maruyama and the exponential step (`sdeformer.psd_scheme`) both have strong order 1/2 for
+this non-commutative noise; both converge to the same strong solution. The Stratonovich solvers of
+`solve_sde` ("heun", ...) have a skeleton below that the lead enables once branch `sde` has landed
+(see its docstring).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from sdeformer.config import ShapedConfig
+from sdeformer.coupled_paths import coupled_run
+from sdeformer.psd_scheme import matrix_sde
+
+CONFIG = ShapedConfig(tau0=1.0, gamma=0.4, c_plus=0.0, c_minus=-1.0)
+COARSE = (4, 8, 16, 32)
+FINE = 256
+T = 0.5
+
+
+def _fit(errors):
+    """Least-squares slope of log E|V_h - V_ref| in log h, and its bootstrap standard error."""
+    hs = np.log(T / np.asarray(COARSE))
+    slope = np.polyfit(hs, np.log(errors.mean(0)), 1)[0]
+    rng = np.random.default_rng(0)
+    boots = []
+    for _ in range(200):
+        idx = rng.integers(0, errors.shape[0], errors.shape[0])
+        boots.append(np.polyfit(hs, np.log(errors[idx].mean(0)), 1)[0])
+    return float(slope), float(np.std(boots))
+
+
+@pytest.fixture(scope="module")
+def coupled():
+    m = 3
+    v0 = 0.5 * jnp.eye(m) + 0.5 * jnp.ones((m, m))
+    sde = matrix_sde(CONFIG)
+    kw = dict(num_paths=256, schemes=("euler", "exponential"))
+    run = coupled_run(sde, v0, T, (*COARSE, FINE), key=jr.key(7), **kw)
+    other = coupled_run(sde, v0, T, (*COARSE, FINE), key=jr.key(8), **kw)
+    return run, other
+
+
+def _errors(run_a, scheme_a, run_b, scheme_b):
+    """(paths, levels) Frobenius distances of the coarse runs of a to the finest run of b, on the
+    paths where no run crossed the bound or went non-finite."""
+    coarse = np.asarray(run_a.vs[scheme_a][:-1], np.float64)
+    ref = np.asarray(run_b.vs[scheme_b][-1], np.float64)
+    ok = np.all(np.asarray(run_a.exit_code[scheme_a]) < 2, 0) & np.all(
+        np.asarray(run_b.exit_code[scheme_b]) < 2, 0
+    )
+    err = np.sqrt(((coarse - ref[None]) ** 2).sum((-1, -2))).T
+    return err[ok]
+
+
+@pytest.mark.parametrize("scheme", ["euler", "exponential"])
+def test_strong_order_one_half(coupled, scheme):
+    """Slope of E|V_h - V_{T/256}| in h over h = T/4 .. T/32 (256 samples, one Brownian path each)
+    is 1/2: the window [0.35, 0.70] is about +-3 bootstrap standard errors (measured: about 0.05)
+    plus the bias of the reference (at h = T/32 the reference error adds about sqrt(1 - 1/8):
+    expected slope about 0.53)."""
+    run, _ = coupled
+    slope, se = _fit(_errors(run, scheme, run, scheme))
+    assert 0.35 < slope < 0.70, (scheme, slope, se)
+    assert se < 0.1, se
+
+
+def test_both_schemes_converge_to_the_same_strong_solution(coupled):
+    """The exponential step's coarse runs approach Euler's finest run at order 1/2 (same Brownian
+    path, same noise application), while against Euler runs driven by OTHER Brownian paths the
+    distance does not shrink (power check: the coupling is what makes the errors small)."""
+    run, other = coupled
+    slope, se = _fit(_errors(run, "exponential", run, "euler"))
+    assert 0.35 < slope < 0.70, (slope, se)
+    uncoupled, _ = _fit(_errors(run, "exponential", other, "euler"))
+    assert abs(uncoupled) < 0.15, uncoupled
+
+
+@pytest.mark.skip(
+    reason="ENABLE AFTER MERGING BRANCH sde: needs solve_sde's Stratonovich solvers driven by a "
+    "given Brownian path (see the docstring)"
+)
+@pytest.mark.parametrize("solver", ["heun", "spark", "general_shark"])
+def test_stratonovich_solvers_strong_order(solver):
+    """Skeleton for the lead. Strong order of solve_sde(solver=...) with V0 = I (the case that
+    stopped as non-finite on step 1 before branch sde fixed the Stratonovich correction).
+
+    To enable: build the diffrax terms of solve_sde for `solver` on ONE
+    `diffrax.VirtualBrownianTree(t0=0, t1=T, tol=T / 2**12, shape=sde.brownian_shape(m, dtype),
+    key=jr.fold_in(key, path))` per path (the same tree object for every step size, with
+    `levy_area=diffrax.SpaceTimeLevyArea` for spark / general_shark), solve with
+    `diffrax.ConstantStepSize()` and dt0 = T/4, T/8, T/16, T/32, T/256, and assert as in
+    `test_strong_order_one_half` that the fitted slope lies in [0.35, 0.70] (these solvers are
+    strong order 1/2 for non-commutative noise; diffrax's docs). Also assert
+    `summary()["non_finite"] == 0` for V0 = I."""
+    raise NotImplementedError
