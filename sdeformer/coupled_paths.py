@@ -2,7 +2,7 @@
 
 For strong and weak convergence checks: every path draws the Brownian increments of the finest
 grid (`max(steps)` steps on [0, T], iid N(0, T/fine) entries of the matrix increments
-`{"lin", "mix"}` of `psd_scheme`), and a run with `n` steps uses their sums over blocks of
+`sde.brownian_shape`, {"lin", "mix"}), and a run with `n` steps uses their sums over blocks of
 `fine / n` fine steps, so all step sizes and all schemes see the same Brownian path. Increments are
 generated block by block (one block per step of the coarsest grid), so memory stays O(fine /
 min(steps)) per path whatever the number of steps.
@@ -108,6 +108,7 @@ def _run(sde, v0, T, steps, key, idx, schemes, psd_tol, bound):
     per_block = fine // n0
     scale = math.sqrt(T / fine)
     fns = {name: _scheme(name, sde) for name in schemes}
+    names = list(sde.brownian_shape(m, dtype))
 
     def one_path(i):
         path_key = jr.fold_in(key, i)
@@ -118,20 +119,20 @@ def _run(sde, v0, T, steps, key, idx, schemes, psd_tol, bound):
         }
 
         def block(carry, j):
-            dw = jr.normal(jr.fold_in(path_key, j), (per_block, 2, m, m), dtype) * scale
+            dw = jr.normal(jr.fold_in(path_key, j), (per_block, len(names), m, m), dtype) * scale
             new = {}
             for name in schemes:
                 _, step, value = fns[name]
                 new[name] = []
                 for level, n in enumerate(steps):
                     sub = n // n0
-                    inc = dw.reshape(sub, per_block // sub, 2, m, m).sum(1)
+                    inc = dw.reshape(sub, per_block // sub, len(names), m, m).sum(1)
                     dt = jnp.asarray(T / n, dtype)
 
                     def inner(state, x, step=step, value=value, sub=sub, dt=dt):
                         s, ex, code, stopped = state
                         k, d = x
-                        nxt = step(s, dt, {"lin": d[0], "mix": d[1]})
+                        nxt = step(s, dt, dict(zip(names, d, strict=True)))
                         c = jnp.where(stopped, 0, _code(value(nxt), psd_tol, bound))
                         # a path that crossed the bound stops; a non-finite step is not taken
                         ok = (c != 3) & ~stopped

@@ -22,8 +22,9 @@ pushes a nearly singular V outwards: an eigenvalue eps pushed by delta dt become
 eps exp(delta dt / eps) instead of eps + delta dt, and overflows for eps = 1e-6.)
 
 Paper symbols -> code: kappa `kappa` (`CovarianceSDE.lin_coefficient`, the Lin coefficients of
-all blocks summed), alpha `alpha` (`mix_coefficient`: gam^4 / (tau0^2 H) summed over the
-attention blocks), C `_limit.centring`, c(V) `ito_correction`, X_N `whitened_noise`.
+all blocks summed), alpha `alpha` (`CovarianceSDE.mix_coefficient`: gam^4 / (tau0^2 H) summed
+over the attention blocks), C `_limit.centre_rows`, c(V) `ito_correction`, X_N
+`whitened_noise`. `solve_sde(solver="exponential")` takes this step (`exponential_increment`).
 
 Ito correction (weak order 1). `expm(X) = I + X + X^2/2 + O(|X|^3)` and X_N = O(dt^1/2),
 Y_+-, c_w dt = O(dt), so `V_next - V = (b - c) dt + dN + L X_N^2 L^T / 2 + R` with `E[R] = O(dt^2)`
@@ -74,125 +75,28 @@ from __future__ import annotations
 
 import math
 
-import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
-from ._linalg import psd_sqrt, symmetrize
+from ._linalg import symmetrize
 from .blocks import _limit
-from .config import ShapedConfig
 
 __all__ = [
-    "MatrixNoiseSDE",
-    "exponential_step",
     "euler_step",
+    "exponential_increment",
+    "exponential_step",
     "ito_correction",
     "ito_correction_dense",
-    "lin_coefficient",
-    "matrix_sde",
-    "mix_coefficient",
     "whitened_noise",
 ]
-
-
-def lin_coefficient(config: ShapedConfig) -> float:
-    """kappa: the Lin coefficients of all blocks of `config.blocks` summed."""
-    total = 0.0
-    for name in config.blocks:
-        if name == "attention":
-            total += _limit.attention_coefficients(config)[0]
-        elif name == "mlp":
-            total += _limit.mlp_coefficient(config)
-        else:
-            raise ValueError(
-                f"psd_scheme: config.blocks={config.blocks!r} contains {name!r}, which has no "
-                "covariance SDE limit; use shaped 'attention' and 'mlp' blocks"
-            )
-    return total
-
-
-def mix_coefficient(config: ShapedConfig) -> float:
-    """alpha: gam^4 / (tau0^2 H) summed over the attention blocks (the mix noise is
-    (sqrt(alpha)/m) (L E M^T + M E^T L^T))."""
-    return sum(_limit.attention_coefficients(config)[1] for n in config.blocks if n == "attention")
-
-
-class MatrixNoiseSDE(eqx.Module):
-    """O(m^3) drift and noise of the non-causal covariance SDE, built from `blocks._limit`.
-
-    The same face as `CovarianceSDE` of the contract (`drift`, `factor`, `noise`,
-    `noise_covariance`, `lin_coefficient`, `brownian_shape`); `matrix_sde(config)` returns the
-    library's `CovarianceSDE` instead as soon as it has these methods.
-    """
-
-    config: ShapedConfig = eqx.field(static=True)
-
-    def __init__(self, config: ShapedConfig):
-        if config.causal:
-            raise ValueError(
-                "MatrixNoiseSDE: causal=True is not covered by this stand-in; use "
-                "sdeformer.sde.CovarianceSDE (the causal limit) with ito_correction_dense"
-            )
-        lin_coefficient(config)  # validates the blocks
-        self.config = config
-
-    @property
-    def lin_coefficient(self) -> float:
-        return lin_coefficient(self.config)
-
-    def brownian_shape(self, m: int, dtype) -> dict[str, jax.ShapeDtypeStruct]:
-        return {k: jax.ShapeDtypeStruct((m, m), dtype) for k in ("lin", "mix")}
-
-    def drift(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        out = jnp.zeros_like(v)
-        for name in self.config.blocks:
-            if name == "attention":
-                out = out + _limit.attention_drift(self.config, v)
-            else:
-                out = out + _limit.mlp_drift(self.config, v)
-        return out
-
-    def factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        """Cholesky factor; the clipped eigendecomposition root where Cholesky fails."""
-        chol = jnp.linalg.cholesky(symmetrize(v))
-        return jnp.where(jnp.all(jnp.isfinite(chol)), chol, psd_sqrt(v))
-
-    def noise(
-        self, v: Float[Array, "m m"], factor: Float[Array, "m m"], dw: dict[str, Array]
-    ) -> Float[Array, "m m"]:
-        m = v.shape[-1]
-        z = dw["lin"]
-        s = (z + z.T) / math.sqrt(2.0)
-        lin = math.sqrt(self.lin_coefficient) * (factor @ s @ factor.T)
-        mm = v @ _limit.centring(m, v.dtype) @ factor
-        half = factor @ dw["mix"] @ mm.T
-        return lin + (math.sqrt(mix_coefficient(self.config)) / m) * (half + half.T)
-
-    def noise_covariance(self, v: Float[Array, "m m"]) -> Float[Array, "m m m m"]:
-        m = v.shape[-1]
-        k = _limit.attention_k(v)
-        return self.lin_coefficient * _limit.lin_tensor(v) + (
-            mix_coefficient(self.config) / m**2
-        ) * _limit.mix_tensor(v, k)
-
-
-def matrix_sde(config: ShapedConfig):
-    """The library's `CovarianceSDE(config)` if it applies noise in O(m^3) (`noise`, `factor`,
-    `lin_coefficient`), else the stand-in `MatrixNoiseSDE(config)`."""
-    from .sde import CovarianceSDE
-
-    if all(hasattr(CovarianceSDE, a) for a in ("noise", "factor", "lin_coefficient")):
-        return CovarianceSDE(config)
-    return MatrixNoiseSDE(config)
 
 
 def ito_correction(v: Float[Array, "m m"], kappa: float, alpha: float) -> Float[Array, "m m"]:
     """c(V) = L E[X_N^2] L^T / (2 dt) for the non-causal noise, in closed form (O(m^3)):
     (1/2) [(kappa (m+1) + alpha s/m^2) V + alpha (m+2)/m^2 K], s = tr(V C V C), K = V C V C V."""
     m = v.shape[-1]
-    cv = _limit.centring(m, v.dtype) @ v
+    cv = _limit.centre_rows(v)  # C V
     s = jnp.trace(cv @ cv)
     k = v @ cv @ cv
     return 0.5 * ((kappa * (m + 1) + alpha * s / m**2) * v + (alpha * (m + 2) / m**2) * k)
@@ -213,9 +117,12 @@ def _whitened_parts(factor, dw, kappa, alpha):
     m = factor.shape[-1]
     z = dw["lin"]
     s = (z + z.T) / math.sqrt(2.0)
-    p = factor.T @ _limit.centring(m, factor.dtype) @ factor
-    half = dw["mix"] @ p
-    x_noise = math.sqrt(kappa) * s + (math.sqrt(alpha) / m) * (half + half.T)
+    cl = _limit.centre_rows(factor)
+    p = cl.T @ cl  # L^T C L (C is a projection)
+    x_noise = math.sqrt(kappa) * s
+    if alpha:  # without attention blocks the Brownian pytree has no "mix"
+        half = dw["mix"] @ p
+        x_noise = x_noise + (math.sqrt(alpha) / m) * (half + half.T)
     p2 = p @ p
     eye = jnp.eye(m, dtype=factor.dtype)
     corr = 0.5 * (
@@ -238,10 +145,8 @@ def _whiten(factor: Float[Array, "m m"], a: Float[Array, "m m"]) -> Float[Array,
 
 
 def _noise_and_correction(sde, factor, dw):
-    config = sde.config
-    kappa = lin_coefficient(config)
-    alpha = mix_coefficient(config)
-    if config.causal:  # no closed form here: the general contraction and L^-1 dN L^-T
+    kappa, alpha = sde.lin_coefficient, sde.mix_coefficient
+    if alpha and sde.config.causal:  # no closed form here: the general contraction and L^-1 dN L^-T
         v = factor @ factor.T
         corr = _whiten(factor, ito_correction_dense(sde.noise_covariance(v), factor))
         return _whiten(factor, sde.noise(v, factor, dw)), corr
@@ -273,6 +178,16 @@ def exponential_step(
     r = jnp.linalg.qr(g.T, mode="r")  # G^T = Q R  =>  V_next = R^T R, R (m, m)
     sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(r.dtype)
     return r.T * sign  # lower triangular with a positive diagonal
+
+
+def exponential_increment(
+    sde, v: Float[Array, "m m"], factor: Float[Array, "m m"], dt, dw: dict[str, Array]
+) -> Float[Array, "m m"]:
+    """V_next - V for `solve_sde(solver="exponential")`, whose state is V: `factor` is the
+    Cholesky factor of V computed by the solver's exit check. (In floating point V + (V_next - V)
+    is V_next up to rounding of order eps |V|, which the PSD check's tolerance covers.)"""
+    nxt = exponential_step(sde, factor, dt, dw)
+    return symmetrize(nxt @ nxt.T - v)
 
 
 def euler_step(sde, v: Float[Array, "m m"], dt, dw: dict[str, Array]) -> Float[Array, "m m"]:

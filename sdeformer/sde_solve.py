@@ -20,7 +20,10 @@ closed form for the Cholesky factor; with this non-commutative noise it is stron
 like Euler at twice the cost). SPaRK, GeneralShARK and adaptive steps were removed: with
 general noise they too are strong order 1/2 only, adaptive steps need a `VirtualBrownianTree`
 (10-100x slower per step, diffrax issues 489 and 517) and per-path step sizes, which a batched
-state does not have, and none of them was tested.
+state does not have, and none of them was tested. "exponential" (`sdeformer.psd_scheme`):
+V_next = L (expm(X) + Y_+) L^T from the Cholesky factor L of V, positive definite by
+construction (no "left_psd_cone" exits), weak order 1 and strong order 1/2 like Euler, about 2-4x
+Euler's cost per step (benchmarks/bench_schemes.py).
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 from ._linalg import symmetrize
 from .config import ShapedConfig, check_width
 
-SOLVERS = ("euler", "heun")
-"""Solvers of `solve_sde`: Ito Euler-Maruyama and Stratonovich Heun."""
+SOLVERS = ("euler", "heun", "exponential")
+"""Solvers of `solve_sde`: Ito Euler-Maruyama, Stratonovich Heun and the positive-definite
+exponential step (`sdeformer.psd_scheme`)."""
 
 _TRACES = [0]
 """How often the batch solver was traced (tests check that new T / bound / dt0 do not)."""
@@ -125,6 +129,7 @@ class _CovarianceTerm(diffrax.AbstractTerm):
     psd_tol: Array
     stratonovich: bool = eqx.field(static=True)
     weight: float = eqx.field(static=True)
+    exponential: bool = eqx.field(static=True, default=False)
 
     def vf(self, t, y, args):
         # diffrax inspects the shape of vf; the field itself is only used through vf_prod
@@ -149,8 +154,14 @@ class _CovarianceTerm(diffrax.AbstractTerm):
         drift = jax.vmap(sde.drift)(safe)
         if self.stratonovich:
             drift = drift + jax.vmap(sde.stratonovich_correction)(safe, factor)
-        noise = jax.vmap(sde.noise)(safe, factor, dw)
-        inc = jnp.where(alive[:, None, None], drift * dt + noise, 0.0)
+        if self.exponential:  # V_next - V of the PD step (psd_scheme), factor: Cholesky of V
+            from .psd_scheme import exponential_increment
+
+            step = jax.vmap(lambda v_, l_, dw_: exponential_increment(sde, v_, l_, dt, dw_))
+            inc = jnp.where(alive[:, None, None], step(safe, factor, dw), 0.0)
+        else:
+            noise = jax.vmap(sde.noise)(safe, factor, dw)
+            inc = jnp.where(alive[:, None, None], drift * dt + noise, 0.0)
         newly = (code == 0) & ~alive
         t = jnp.asarray(t, v.dtype)
         return {
@@ -170,7 +181,10 @@ def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, keys, solver, max_steps, 
     y0 = {"v": jnp.broadcast_to(v0, (batch, m, m)), "code": zeros, "exit": zeros}
     path = _PathBrownian(keys, sde.brownian_shape(m, dtype))
     stratonovich = solver == "heun"
-    term = _CovarianceTerm(sde, path, bound, psd_tol, stratonovich, 2.0 if stratonovich else 1.0)
+    weight = 2.0 if stratonovich else 1.0
+    term = _CovarianceTerm(
+        sde, path, bound, psd_tol, stratonovich, weight, exponential=solver == "exponential"
+    )
     method = diffrax.Heun() if stratonovich else diffrax.Euler()
     saveat = diffrax.SaveAt(
         subs=[
@@ -244,7 +258,7 @@ def sde_memory_estimate(
     m = check_width(m, minimum=2, name="m")
     k = check_width(num_save_times, minimum=1, name="num_save_times")
     batch = check_width(batch_size, name="batch_size")
-    work = 36 if solver == "heun" else 24
+    work = {"heun": 36, "exponential": 48}.get(solver, 24)
     itemsize = jnp.dtype(dtype).itemsize
     per_path = itemsize * ((3 * k + work) * m * m + 8 * (k + m))
     return int(batch * per_path + 2**20)
@@ -299,8 +313,9 @@ def solve_sde(
     - `save_times`: None (11 equally spaced times), an int k (k equally spaced times in [0, T]),
       or an array of times in [0, T].
     - `num_steps` or `dt0`: fixed step size T / num_steps (or dt0).
-    - `solver`: "euler" (Ito Euler-Maruyama) or "heun" (Stratonovich Heun on the converted
-      SDE); see `sdeformer.sde_solve`.
+    - `solver`: "euler" (Ito Euler-Maruyama), "heun" (Stratonovich Heun on the converted
+      SDE; see `sdeformer.sde_solve`) or "exponential" (`sdeformer.psd_scheme`: positive
+      definite by construction, weak order 1, strong order 1/2; V0 must be positive definite).
     - `bound`: a path stops when some |V_ab| exceeds it; it also stops when V leaves the PSD
       cone (Cholesky fails and the smallest eigenvalue is below -psd_tol tr(V)/m, default
       100 eps of the dtype) or is non-finite. See `SDESolution` (`v_exit` is the state at exit).
@@ -359,6 +374,14 @@ def solve_sde(
         )
     v0 = check_covariance(v0).astype(dtype)
     m = v0.shape[-1]
+    if solver == "exponential" and not isinstance(v0, jax.core.Tracer):
+        try:
+            np.linalg.cholesky(np.asarray(v0, np.float64))
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "solve_sde: solver='exponential' needs a positive definite v0 (it steps the "
+                "Cholesky factor); v0 is singular: pass v0 + eps * I or use solver='euler'"
+            ) from None
     if save_times is None:
         save_times = 11
     if isinstance(save_times, int | np.integer):

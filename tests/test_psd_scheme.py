@@ -16,11 +16,9 @@ from sdeformer.psd_scheme import (
     exponential_step,
     ito_correction,
     ito_correction_dense,
-    lin_coefficient,
-    matrix_sde,
-    mix_coefficient,
     whitened_noise,
 )
+from sdeformer.sde import CovarianceSDE
 
 CONFIGS = [
     ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0),
@@ -35,16 +33,11 @@ def _random_pd(key, m, smallest=0.1):
     return a @ a.T / m + smallest * jnp.eye(m)
 
 
-def _dw_shape(m):
-    return {"lin": jnp.zeros((m, m)), "mix": jnp.zeros((m, m))}
-
-
 def _jacobian(fn, m):
-    """d fn(dw) / d dw as an (m*m, 2 m^2) matrix (fn is linear in dw: the exact covariance)."""
-    jac = jax.jacfwd(fn)(_dw_shape(m))
-    return jnp.concatenate(
-        [jac["lin"].reshape(m * m, m * m), jac["mix"].reshape(m * m, m * m)], axis=1
-    )
+    """d fn(dw) / d dw as an (m*m, k) matrix (fn is linear in dw: the exact covariance); dw has
+    an m x m "lin" and, with attention, "mix" increment, as `CovarianceSDE.brownian_shape`."""
+    jac = jax.jacfwd(fn)({"lin": jnp.zeros((m, m)), "mix": jnp.zeros((m, m))})
+    return jnp.concatenate([jac[k].reshape(m * m, m * m) for k in ("lin", "mix")], axis=1)
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -52,11 +45,10 @@ def _jacobian(fn, m):
 def test_noise_is_the_sde_noise_and_whitening_is_exact(config, m, key):
     """L X_N L^T = sde.noise(V, L, dw) for every dw, and Cov(noise) = Sigma(V) (exactly, via the
     Jacobian of the noise, which is linear in dw)."""
-    sde = matrix_sde(config)
+    sde = CovarianceSDE(config)
     v = _random_pd(jr.fold_in(key, m), m)
     factor = jnp.linalg.cholesky(v)
-    kappa, alpha = lin_coefficient(config), mix_coefficient(config)
-    assert kappa == pytest.approx(sde.lin_coefficient)
+    kappa, alpha = sde.lin_coefficient, sde.mix_coefficient
 
     def noise(dw):
         return sde.noise(v, factor, dw)
@@ -76,10 +68,10 @@ def test_noise_is_the_sde_noise_and_whitening_is_exact(config, m, key):
 def test_ito_correction_closed_form(config, m, key):
     """c(V) = L E[X_N^2] L^T / 2 (E[X_N^2] exact from the Jacobian) = the dense contraction
     (1/2) sum_bc Sigma_{ab,cd} (V^-1)_bc = the O(m^3) closed form."""
-    sde = matrix_sde(config)
+    sde = CovarianceSDE(config)
     v = _random_pd(jr.fold_in(key, 10 + m), m)
     factor = jnp.linalg.cholesky(v)
-    kappa, alpha = lin_coefficient(config), mix_coefficient(config)
+    kappa, alpha = sde.lin_coefficient, sde.mix_coefficient
     jac = _jacobian(lambda dw: whitened_noise(factor, dw, kappa, alpha), m).reshape(m, m, -1)
     ex2 = jnp.einsum("ijq,jkq->ik", jac, jac)  # E[X_N^2] per unit time
     from_moments = 0.5 * factor @ ex2 @ factor.T
@@ -96,7 +88,7 @@ def test_steps_stay_positive_definite_where_euler_leaves_the_cone(key):
     definite), while Euler from the same V and increments leaves the cone for dt >= 0.1 (power
     check). Before the drift split, the plain exponential step overflowed here (X ~ 1e5 dt)."""
     config = CONFIGS[0]
-    sde = matrix_sde(config)
+    sde = CovarianceSDE(config)
     m, paths = 4, 512
     q, _ = jnp.linalg.qr(jr.normal(jr.fold_in(key, 1), (m, m)))
     v = (q * jnp.array([1.0, 1e-2, 1e-4, 1e-6])) @ q.T
@@ -138,22 +130,24 @@ def test_one_step_moments_match_euler(key):
     V). Power check: the step without the Ito correction (drift b + c instead of b) is off by c(V),
     far beyond the tolerance."""
     config = ShapedConfig(tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.0)
-    sde = matrix_sde(config)
+    sde = CovarianceSDE(config)
     m, dt, pairs = 3, 1e-3, 20000
     v = _random_pd(jr.fold_in(key, 3), m, smallest=0.3)
     factor = jnp.linalg.cholesky(v)
     b = sde.drift(v)
-    corr = ito_correction(v, lin_coefficient(config), mix_coefficient(config))
+    corr = ito_correction(v, sde.lin_coefficient, sde.mix_coefficient)
 
     class Uncorrected:
         """The same SDE with drift b + c: the step then lacks its Ito correction."""
 
         def __init__(self, inner):
             self.config, self.inner = inner.config, inner
+            self.lin_coefficient = inner.lin_coefficient
+            self.mix_coefficient = inner.mix_coefficient
 
         def drift(self, vv):
             return self.inner.drift(vv) + ito_correction(
-                vv, lin_coefficient(config), mix_coefficient(config)
+                vv, self.lin_coefficient, self.mix_coefficient
             )
 
     def exp_step(dw, s=sde):
@@ -174,3 +168,25 @@ def test_one_step_moments_match_euler(key):
     )
     z = jnp.abs(jnp.mean(bad_mean, 0) - b) / tol
     assert float(z.max()) > 5, z  # the missing correction c(V) is rejected
+
+
+def test_solve_sde_exponential_never_leaves_the_cone(key):
+    """solve_sde(solver="exponential") from a nearly singular V0 (eigenvalues 1 .. 1e-6) with
+    5 steps of 0.2: no path leaves the PSD cone, while Euler with the same key loses many
+    (power check); from V0 = I no path is non-finite; a singular V0 is refused."""
+    from sdeformer.sde_solve import solve_sde
+
+    config = CONFIGS[0]
+    m = 4
+    q, _ = jnp.linalg.qr(jr.normal(jr.fold_in(key, 1), (m, m)))
+    v0 = (q * jnp.array([1.0, 1e-2, 1e-4, 1e-6])) @ q.T
+    v0 = np.asarray(0.5 * (v0 + v0.T), np.float64)
+    kw = dict(num_samples=256, key=key, num_steps=5, save_times=2)
+    expo = solve_sde(config, v0, 1.0, solver="exponential", **kw).summary()
+    euler = solve_sde(config, v0, 1.0, solver="euler", **kw).summary()
+    assert expo["left_psd_cone"] == 0 and expo["non_finite"] == 0, expo
+    assert euler["left_psd_cone"] > 10, euler
+    eye = solve_sde(config, np.eye(m), 1.0, solver="exponential", **kw).summary()
+    assert eye["left_psd_cone"] == 0 and eye["non_finite"] == 0, eye
+    with pytest.raises(ValueError, match="positive definite v0"):
+        solve_sde(config, np.ones((m, m)), 1.0, solver="exponential", **kw)

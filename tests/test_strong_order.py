@@ -16,7 +16,7 @@ import pytest
 
 from sdeformer.config import ShapedConfig
 from sdeformer.coupled_paths import coupled_run
-from sdeformer.psd_scheme import matrix_sde
+from sdeformer.sde import CovarianceSDE
 
 CONFIG = ShapedConfig(tau0=1.0, gamma=0.4, c_plus=0.0, c_minus=-1.0)
 COARSE = (4, 8, 16, 32)
@@ -40,7 +40,7 @@ def _fit(errors):
 def coupled():
     m = 3
     v0 = 0.5 * jnp.eye(m) + 0.5 * jnp.ones((m, m))
-    sde = matrix_sde(CONFIG)
+    sde = CovarianceSDE(CONFIG)
     kw = dict(num_paths=256, schemes=("euler", "exponential"))
     run = coupled_run(sde, v0, T, (*COARSE, FINE), key=jr.key(7), **kw)
     other = coupled_run(sde, v0, T, (*COARSE, FINE), key=jr.key(8), **kw)
