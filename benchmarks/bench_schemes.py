@@ -37,7 +37,7 @@ import numpy as np
 from benchmarks._common import markdown_table, write_results
 from sdeformer.config import ShapedConfig
 from sdeformer.coupled_paths import coupled_run
-from sdeformer.psd_scheme import matrix_sde
+from sdeformer.sde import CovarianceSDE
 
 STEPS = (25, 50, 100, 200, 400)
 FIT = (25, 50, 100)
@@ -69,7 +69,7 @@ def slope(hs, errs, ses):
 
 
 def run_case(name, config, v0, T, paths, key, batch):
-    sde = matrix_sde(config)
+    sde = CovarianceSDE(config)
     start = time.perf_counter()
     run = coupled_run(
         sde,
@@ -142,7 +142,7 @@ def run_case(name, config, v0, T, paths, key, batch):
 
 
 def cost(config, v0, paths, key):
-    sde = matrix_sde(config)
+    sde = CovarianceSDE(config)
     out = {}
     for s in SCHEMES:
         fn = lambda s=s: jax.block_until_ready(  # noqa: E731
