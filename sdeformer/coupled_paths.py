@@ -7,8 +7,9 @@ grid (`max(steps)` steps on [0, T], iid N(0, T/fine) entries of the matrix incre
 generated block by block (one block per step of the coarsest grid), so memory stays O(fine /
 min(steps)) per path whatever the number of steps.
 
-Schemes: "euler" (Euler-Maruyama, `psd_scheme.euler_step`) and "exponential"
-(`psd_scheme.exponential_step`). After every step the state is checked like `solve_sde` does:
+Schemes: "euler" (Euler-Maruyama, `psd_scheme.euler_step`), "exponential"
+(`psd_scheme.exponential_step`) and "heun" (`heun_step`, the Stratonovich Heun of `solve_sde`).
+After every step the state is checked like `solve_sde` does:
 non-finite (code 3), some |V_ab| above `bound` (code 2), smallest eigenvalue below
 `-psd_tol tr(V)/m` (code 1, left the PSD cone). The first exit is recorded. A path that left the
 cone continues (Euler's noise then uses the clipped eigendecomposition root, so E[f(V_T)] is that
@@ -29,7 +30,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._linalg import symmetrize
 from .psd_scheme import euler_step, exponential_step
 
-SCHEMES = ("euler", "exponential")
+SCHEMES = ("euler", "exponential", "heun")
 
 
 class CoupledRun(eqx.Module):
@@ -63,7 +64,23 @@ def _scheme(name, sde):
             (lambda s, dt, dw: exponential_step(sde, s, dt, dw)),
             (lambda s: s @ s.T),
         )
+    if name == "heun":
+        return (lambda v: v), (lambda s, dt, dw: heun_step(sde, s, dt, dw)), (lambda s: s)
     raise ValueError(f"coupled_paths: scheme {name!r} is unknown; choose from {SCHEMES}")
+
+
+def heun_step(sde, v: Float[Array, "m m"], dt, dw: dict[str, Array]) -> Float[Array, "m m"]:
+    """Heun on the Stratonovich form, as `solve_sde(solver="heun")` takes it (diffrax's Heun on
+    the increment `k(V) = (b + CovarianceSDE.stratonovich_correction)(V) dt + noise(V, L, dw)`):
+    `V + (k(V) + k(V + k(V))) / 2`."""
+
+    def k(u):
+        factor = sde.factor(u)
+        drift = sde.drift(u) + sde.stratonovich_correction(u, factor)
+        return symmetrize(drift * dt + sde.noise(u, factor, dw))
+
+    k1 = k(v)
+    return symmetrize(v + 0.5 * (k1 + k(v + k1)))
 
 
 def coupled_run(
@@ -74,7 +91,7 @@ def coupled_run(
     *,
     key: PRNGKeyArray,
     num_paths: int,
-    schemes: tuple[str, ...] = SCHEMES,
+    schemes: tuple[str, ...] = ("euler", "exponential"),
     psd_tol: float | None = None,
     bound: float = 1e3,
     batch_size: int | None = None,
