@@ -113,7 +113,8 @@ def coupled_run(
     outs = []
     for start in range(0, num_paths, batch_size):
         idx = jnp.arange(start, min(start + batch_size, num_paths))
-        outs.append(_run(sde, v0, float(T), steps, key, idx, schemes, float(psd_tol), float(bound)))
+        out = _run(sde, v0, float(T), steps, key, idx, schemes, float(psd_tol), float(bound))
+        outs.append(jax.block_until_ready(out))  # one batch at a time on the device
     vs, ex, codes = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *outs)
     return CoupledRun(steps=steps, vs=vs, exit_step=ex, exit_code=codes)
 
