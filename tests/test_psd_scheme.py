@@ -82,6 +82,25 @@ def test_ito_correction_closed_form(config, m, key):
     np.testing.assert_allclose(closed, dense, atol=2e-5 * scale)
 
 
+@pytest.mark.parametrize("m", [3, 4])
+def test_causal_correction_is_the_second_moment(m, key):
+    """Causal attention (no closed form here): the dense correction c(V) equals
+    L E[X_N^2] L^T / 2 with X_N = L^-1 noise L^-T (exact, from the Jacobian), and the step
+    returns a positive-diagonal factor."""
+    config = ShapedConfig(tau0=0.8, gamma=0.6, heads=2, causal=True)
+    sde = CovarianceSDE(config)
+    v = _random_pd(jr.fold_in(key, 20 + m), m)
+    factor = jnp.linalg.cholesky(v)
+    vinv_l = jnp.linalg.inv(factor)
+    jac = _jacobian(lambda dw: vinv_l @ sde.noise(v, factor, dw) @ vinv_l.T, m).reshape(m, m, -1)
+    from_moments = 0.5 * factor @ jnp.einsum("ijq,jkq->ik", jac, jac) @ factor.T
+    dense = ito_correction_dense(sde.noise_covariance(v), factor)
+    np.testing.assert_allclose(dense, from_moments, atol=1e-4 * float(jnp.abs(dense).max()))
+    dw = {"lin": jr.normal(key, (m, m)) * 0.1, "mix": jr.normal(jr.fold_in(key, 1), (m, m)) * 0.1}
+    nxt = exponential_step(sde, factor, 0.01, dw)
+    assert bool(jnp.all(jnp.isfinite(nxt))) and bool(jnp.all(jnp.diagonal(nxt) > 0))
+
+
 def test_steps_stay_positive_definite_where_euler_leaves_the_cone(key):
     """Near-singular V (eigenvalues 1, 1e-2, 1e-4, 1e-6) and large steps: every exponential step
     returns a lower-triangular factor with a positive finite diagonal (so V_next is positive
