@@ -23,8 +23,8 @@ general noise they too are strong order 1/2 only, adaptive steps need a `Virtual
 (10-100x slower per step, diffrax issues 489 and 517) and per-path step sizes, which a batched
 state does not have, and none of them was tested. "exponential" (`sdeformer.psd_scheme`):
 V_next = L (expm(X) + Y_+) L^T from the Cholesky factor L of V, positive definite by
-construction (no "left_psd_cone" exits), weak order 1 and strong order 1/2 like Euler, about 2-4x
-Euler's cost per step (benchmarks/bench_schemes.py).
+construction (no "left_psd_cone" exits), weak order 1 and strong order 1/2 like Euler, 1.8-2.6x
+Euler's cost per step at m = 2..8 (benchmarks/bench_schemes.py).
 """
 
 from __future__ import annotations
