@@ -21,7 +21,10 @@ closed form for the Cholesky factor; with this non-commutative noise it is stron
 like Euler at twice the cost). SPaRK, GeneralShARK and adaptive steps were removed: with
 general noise they too are strong order 1/2 only, adaptive steps need a `VirtualBrownianTree`
 (10-100x slower per step, diffrax issues 489 and 517) and per-path step sizes, which a batched
-state does not have, and none of them was tested.
+state does not have, and none of them was tested. "exponential" (`sdeformer.psd_scheme`):
+V_next = L (expm(X) + Y_+) L^T from the Cholesky factor L of V, positive definite by
+construction (no "left_psd_cone" exits), weak order 1 and strong order 1/2 like Euler, 1.8-2.6x
+Euler's cost per step at m = 2..8 (benchmarks/bench_schemes.py).
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .config import ShapedConfig, check_width
 
-SOLVERS = ("euler", "heun")
-"""Solvers of `solve_sde`: Ito Euler-Maruyama and Stratonovich Heun."""
+SOLVERS = ("euler", "heun", "exponential")
+"""Solvers of `solve_sde`: Ito Euler-Maruyama, Stratonovich Heun and the positive-definite
+exponential step (`sdeformer.psd_scheme`)."""
 
 _TRACES = [0]
 """How often the batch solver was traced (tests check that new T / bound / dt0 do not)."""
@@ -142,6 +146,7 @@ class _CovarianceTerm(diffrax.AbstractTerm):
     psd_tol: Array
     stratonovich: bool = eqx.field(static=True)
     weight: float = eqx.field(static=True)
+    exponential: bool = eqx.field(static=True, default=False)
 
     def vf(self, t, y, args):
         # diffrax inspects the shape of vf; the field itself is only used through vf_prod
@@ -166,8 +171,14 @@ class _CovarianceTerm(diffrax.AbstractTerm):
         drift = jax.vmap(sde.drift)(safe)
         if self.stratonovich:
             drift = drift + jax.vmap(sde.stratonovich_correction)(safe, factor)
-        noise = jax.vmap(sde.noise)(safe, factor, dw)
-        inc = jnp.where(alive[:, None, None], drift * dt + noise, 0.0)
+        if self.exponential:  # V_next - V of the PD step (psd_scheme), factor: Cholesky of V
+            from .psd_scheme import exponential_increment
+
+            step = jax.vmap(lambda v_, l_, dw_: exponential_increment(sde, v_, l_, dt, dw_))
+            inc = jnp.where(alive[:, None, None], step(safe, factor, dw), 0.0)
+        else:
+            noise = jax.vmap(sde.noise)(safe, factor, dw)
+            inc = jnp.where(alive[:, None, None], drift * dt + noise, 0.0)
         newly = (code == 0) & ~alive
         t = jnp.asarray(t, v.dtype)
         return {
@@ -187,7 +198,10 @@ def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_st
     y0 = {"v": jnp.broadcast_to(v0, (batch, m, m)), "code": zeros, "exit": zeros}
     path = _PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
     stratonovich = solver == "heun"
-    term = _CovarianceTerm(sde, path, bound, psd_tol, stratonovich, 2.0 if stratonovich else 1.0)
+    weight = 2.0 if stratonovich else 1.0
+    term = _CovarianceTerm(
+        sde, path, bound, psd_tol, stratonovich, weight, exponential=solver == "exponential"
+    )
     method = diffrax.Heun() if stratonovich else diffrax.Euler()
     saveat = diffrax.SaveAt(
         subs=[
@@ -253,18 +267,19 @@ def sde_memory_estimate(
     dtype=jnp.float32,
     solver: str = "euler",
 ) -> int:
-    """Bytes one batch of `solve_sde` allocates: about (3 k + w) m^2 numbers per path, k save
-    times (the save buffer, its mask-filled copy and the output) and w m x m work arrays
-    (state, step, factor, Brownian increments, products; w = 24 for Euler, 36 for Heun), plus
-    O(k + m) per path and 1 MiB for the program. Checked within 2x against XLA's memory
-    analysis in the tests."""
+    """Bytes one batch of `solve_sde` allocates: about (2 k + w) m^2 numbers per path, k save
+    times (the save buffer and the output) and w m x m work arrays (state, step, factor,
+    Brownian increments, products; w = 14 for Euler, 24 for Heun, 32 for the exponential step,
+    the last not calibrated), plus O(k + m) per path
+    and 64 KiB for the program. Calibrated on XLA's memory analysis of the compiled batch
+    solver (checked within 2x in the tests)."""
     m = check_width(m, minimum=2, name="m")
     k = check_width(num_save_times, minimum=1, name="num_save_times")
     batch = check_width(batch_size, name="batch_size")
-    work = 36 if solver == "heun" else 24
+    work = {"heun": 24, "exponential": 32}.get(solver, 14)
     itemsize = jnp.dtype(dtype).itemsize
-    per_path = itemsize * ((3 * k + work) * m * m + 8 * (k + m))
-    return int(batch * per_path + 2**20)
+    per_path = itemsize * ((2 * k + work) * m * m + 8 * (k + m))
+    return int(batch * per_path + 2**16)
 
 
 def default_memory_budget() -> int:
@@ -316,8 +331,9 @@ def solve_sde(
     - `save_times`: None (11 equally spaced times), an int k (k equally spaced times in [0, T]),
       or an array of times in [0, T].
     - `num_steps` or `dt0`: fixed step size T / num_steps (or dt0).
-    - `solver`: "euler" (Ito Euler-Maruyama) or "heun" (Stratonovich Heun on the converted
-      SDE); see `sdeformer.sde_solve`.
+    - `solver`: "euler" (Ito Euler-Maruyama), "heun" (Stratonovich Heun on the converted
+      SDE; see `sdeformer.sde_solve`) or "exponential" (`sdeformer.psd_scheme`: positive
+      definite by construction, weak order 1, strong order 1/2; V0 must be positive definite).
     - `bound`: a path stops when some |V_ab| exceeds it; it also stops when V leaves the PSD
       cone (neither V nor V + psd_tol tr(V)/m I has a Cholesky factor; default psd_tol
       100 m eps of the dtype, above the rounding of a Cholesky factorisation) or is
@@ -378,6 +394,14 @@ def solve_sde(
         )
     v0 = check_covariance(v0).astype(dtype)
     m = v0.shape[-1]
+    if solver == "exponential" and not isinstance(v0, jax.core.Tracer):
+        try:
+            np.linalg.cholesky(np.asarray(v0, np.float64))
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "solve_sde: solver='exponential' needs a positive definite v0 (it steps the "
+                "Cholesky factor); v0 is singular: pass v0 + eps * I or use solver='euler'"
+            ) from None
     if save_times is None:
         save_times = 11
     if isinstance(save_times, int | np.integer):
@@ -413,7 +437,7 @@ def solve_sde(
                 "raise memory_budget=..."
             )
         per_path = sde_memory_estimate(m, num_saves, 2, dtype=dtype, solver=solver) - one
-        batch_size = max(1, min(num_samples, (budget - 2**20) // max(per_path, 1)))
+        batch_size = max(1, min(num_samples, (budget - 2**16) // max(per_path, 1)))
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
     pair = jr.bits(key, (2,), jnp.uint32)
     num_batches = -(-num_samples // batch_size)

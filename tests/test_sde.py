@@ -1,8 +1,10 @@
-"""The covariance SDE solver and the one-step moments of finite networks (SPEC.md sections 3, 6)."""
+"""The covariance SDE solver and the one-step moments of finite networks (docs/theory.md
+sections 4, 7)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -172,6 +174,12 @@ def test_solver_is_reproducible_and_masks_exits(key):
     last = int(np.asarray(sol.alive[i]).sum()) - 1
     assert np.all(np.asarray(sol.vs[i, last:]) == np.asarray(sol.vs[i, last]))
     assert float(jnp.abs(sol.vs[i]).max()) <= 3.0
+    # the state at the exit is the one that crossed the bound, not the last saved one
+    crossed = np.asarray(sol.exit_reason) == 2
+    assert np.all(np.abs(np.asarray(sol.v_exit)[crossed]).max(axis=(1, 2)) > 3.0)
+    survived = ~stopped
+    assert np.all(np.abs(np.asarray(sol.v_exit)[survived]).max(axis=(1, 2)) <= 3.0)
+    assert int(sol.stats["num_steps"]) == 50 and sol.stats["num_batches"] == 1
 
 
 def test_psd_and_non_finite_exits_are_reported(key):
@@ -201,9 +209,138 @@ def test_float64_and_stratonovich_solvers(key):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="solver"):
         sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), solver="rk4")
-    with pytest.raises(ValueError, match="adaptive"):
-        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), adaptive=True)
+    with pytest.raises(ValueError, match="removed"):
+        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), solver="spark")
     with pytest.raises(ValueError, match="enable_x64"):
         sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), dtype=jnp.float64)
     with pytest.raises(ValueError, match="no covariance SDE limit"):
         sf.solve_sde(sf.ShapedConfig(blocks=("preln_mlp",)), V2, 1.0, 2, key=jr.key(0))
+
+
+# --- the O(m^3) solver against the dense formulation, batching, memory, recompilation --------
+
+
+def _dense_euler(sde, v0, T, steps, paths, key, noise_scale=1.0):
+    """Reference: Euler-Maruyama on the upper triangle with the dense symmetric root of the
+    pair covariance (the formulation the solver had before the O(m^3) noise)."""
+    m = v0.shape[-1]
+    i, j = np.triu_indices(m)
+    dt = T / steps
+
+    def root(v):
+        w, u = jnp.linalg.eigh(sde.pair_covariance(v))
+        return (u * jnp.sqrt(jnp.clip(w, 0.0))) @ u.T
+
+    def path(k):
+        def step(v, kk):
+            xi = jr.normal(kk, (len(i),)) * math.sqrt(dt) * noise_scale
+            y = v[i, j] + sde.drift(v)[i, j] * dt + root(v) @ xi
+            return sf.sde.triu_matrix(y, m), None
+
+        return jax.lax.scan(step, v0, jr.split(k, steps))[0]
+
+    return jax.jit(jax.vmap(path))(jr.split(key, paths))
+
+
+@pytest.mark.parametrize("m", [3, 4])
+def test_law_matches_the_dense_formulation(m, key):
+    """Mean and variance of every entry of V_T: O(m^3) solver vs the dense Euler reference,
+    two-sample z < 4.5 (<= 20 entries x 2 moments: family-wise false alarm < 1e-3); a reference
+    whose noise covariance is 30% too large is rejected by the same bound (power)."""
+    cfg = sf.ShapedConfig(tau0=1.2, gamma=0.4, heads=2)
+    sde = sf.CovarianceSDE(cfg)
+    v0 = 0.8 * jnp.eye(m) + 0.2 * jnp.ones((m, m)) / m
+    T, steps, paths = 0.2, 10, 6000
+    sol = sf.solve_sde(cfg, v0, T, paths, key=key, num_steps=steps, save_times=2, bound=np.inf)
+    # the reference never stops; a PSD exit here is rare enough (< 1 in 1000) not to matter
+    assert sol.summary()["survived"] >= paths - paths // 1000
+    i, j = np.triu_indices(m)
+    ours = np.asarray(sol.vs[:, -1], np.float64)[:, i, j]
+
+    def z_max(noise_scale):
+        ref = _dense_euler(sde, v0, T, steps, paths, jr.fold_in(key, 7), noise_scale)
+        ref = np.asarray(ref, np.float64)[:, i, j]
+        z_mean = np.abs(ours.mean(0) - ref.mean(0)) / np.sqrt((ours.var(0) + ref.var(0)) / paths)
+
+        # the variance of a sample variance: (mu_4 - sigma^4) / n
+        def var_se(x):
+            c = x - x.mean(0)
+            return ((c**4).mean(0) - x.var(0) ** 2) / paths
+
+        z_var = np.abs(ours.var(0) - ref.var(0)) / np.sqrt(var_se(ours) + var_se(ref))
+        return max(z_mean.max(), z_var.max())
+
+    assert z_max(1.0) < 4.5
+    assert z_max(math.sqrt(1.3)) > 4.5
+
+
+def test_batching_keeps_paths_and_no_recompilation(key):
+    """Batches of 4 (padded) give the same paths as one batch; new T, bound and dt0 reuse the
+    compiled solver (counted traces)."""
+    kwargs = dict(key=key, num_steps=4, save_times=3)
+    one = sf.solve_sde(LINEAR, V2, 0.2, 10, **kwargs)
+    batched = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, **kwargs)
+    assert batched.stats["num_batches"] == 3 and one.stats["num_batches"] == 1
+    np.testing.assert_array_equal(one.vs, batched.vs)
+    np.testing.assert_array_equal(one.exit_reason, batched.exit_reason)
+    traces = sf.sde_solve._TRACES[0]
+    later = sf.solve_sde(LINEAR, V2, 0.3, 10, **{**kwargs, "key": key}, bound=5.0)
+    sf.solve_sde(LINEAR, V2, 0.3, 10, key=key, dt0=0.075, save_times=3)
+    assert sf.sde_solve._TRACES[0] == traces
+    np.testing.assert_allclose(later.ts, [0.0, 0.15, 0.3], rtol=1e-6)
+
+
+def test_memory_estimate_and_too_large_paths():
+    """`sde_memory_estimate` within 2x of XLA's memory analysis of the compiled batch solver;
+    a path that cannot fit the budget is refused before anything is allocated."""
+    from sdeformer.sde_solve import _solve_batch, sde_memory_estimate
+
+    cfg = sf.ShapedConfig()
+    m, batch, k = 40, 4, 11
+    sde = sf.CovarianceSDE(cfg)
+    f32 = jnp.float32
+    args = (
+        sde,
+        jnp.eye(m),
+        jnp.linspace(0.0, 1.0, k),
+        f32(1.0),
+        f32(0.1),
+        f32(1e3),
+        f32(1e-4),
+        jnp.zeros(2, jnp.uint32),
+        jnp.arange(batch, dtype=jnp.uint32),
+        "euler",
+        16,
+        False,
+    )
+    stats = _solve_batch.lower(*args).compile().compiled.memory_analysis()
+    used = stats.temp_size_in_bytes + stats.output_size_in_bytes + stats.argument_size_in_bytes
+    estimate = sde_memory_estimate(m, k, batch)
+    assert used / 2 <= estimate <= 2 * used, (estimate, used)
+    with pytest.raises(ValueError, match=r"m = 40 tokens .* MiB .* memory_budget"):
+        sf.solve_sde(cfg, jnp.eye(m), 1.0, 4, key=jr.key(0), memory_budget=10_000)
+
+
+def test_heun_from_the_identity_and_causal_stack(key):
+    """Heun from V0 = I (repeated eigenvalues) takes finite steps (the Stratonovich correction
+    differentiates the Cholesky factor, not an eigendecomposition); the causal stack with heads,
+    Wo and an MLP ratio solves; the finite-width drift enters through `width`."""
+    cfg = sf.ShapedConfig(tau0=1.0, gamma=0.5, heads=2, out_proj=True, mlp_ratio=2.0, causal=True)
+    sol = sf.solve_sde(cfg, jnp.eye(3), 0.1, 200, key=key, num_steps=10, solver="heun")
+    summary = sol.summary()
+    assert summary["non_finite"] == 0 and summary["survived"] >= 190
+    assert bool(jnp.all(jnp.isfinite(sol.vs)))
+    v = jnp.array([[1.0, 0.3], [0.3, 0.8]])
+    plain = sf.ShapedConfig(c_plus=0.5, c_minus=-2.0)
+    c = sf.blocks.shaped_mlp.relu_slopes(plain, 64)[2]
+    want = sf.ShapedAttention.drift(plain, v) + c * sf.ShapedMLP.drift(plain, v)
+    np.testing.assert_allclose(sf.CovarianceSDE(plain, width=64).drift(v), want, rtol=1e-6)
+
+
+def test_many_tokens_smoke(key):
+    """m = 64: a few paths of the full layer run, stay finite and report their exits."""
+    m = 64
+    v0 = 0.5 * jnp.eye(m) + 0.5 * jnp.ones((m, m)) / m
+    sol = sf.solve_sde(sf.ShapedConfig(), v0, 0.01, 3, key=key, num_steps=5, save_times=2)
+    assert sol.vs.shape == (3, 2, m, m) and bool(jnp.all(jnp.isfinite(sol.vs)))
+    assert sol.summary()["survived"] == 3
