@@ -43,11 +43,11 @@ def rho_name(a: int, b: int) -> str:
 def canonical_name(name: str, m: int) -> str:
     """The canonical form of a feature name, or a ValueError naming the valid forms.
 
-    Accepts `rho_a_b` (either order), `logvar_a`, the summary features, and the two-digit legacy
-    form `rho_ab` for m <= 10 (where it is unambiguous)."""
+    Accepts `rho_a_b` (either order), `logvar_a`, the summary features, and the legacy form
+    `rho_ab` with exactly two single digits (unambiguous: tokens a, b < 10)."""
     if name in SUMMARY_FEATURES:
         return name
-    match = _RHO.match(name) or (_LEGACY_RHO.match(name) if m <= 10 else None)
+    match = _RHO.match(name) or _LEGACY_RHO.match(name)
     if match:
         a, b = sorted(int(g) for g in match.groups())
         if a != b and b < m:
@@ -151,12 +151,21 @@ class FeatureSet:
             "summaries": list(self.summaries),
         }
 
-    def values(self, vs) -> np.ndarray:
+    def values(self, vs, *, chunk_bytes: int = 2**27) -> np.ndarray:
         """Feature values (samples, features) of covariances `vs` (samples, m, m), in the order
-        of `names`. Non-finite where V is not positive on the diagonal."""
+        of `names`. Non-finite where V is not positive on the diagonal. Works through the samples
+        in chunks of about `chunk_bytes` of float64 matrices, so memory stays bounded at large m."""
+        if np.ndim(vs) != 3 or np.shape(vs)[-1] != self.m:
+            raise ValueError(f"vs has shape {np.shape(vs)}; need (samples, {self.m}, {self.m})")
+        size = np.shape(vs)[0]
+        step = max(1, chunk_bytes // (8 * self.m * self.m))
+        out = np.empty((size, len(self.names)))
+        for start in range(0, size, step):
+            out[start : start + step] = self._values(vs[start : start + step])
+        return out
+
+    def _values(self, vs) -> np.ndarray:
         vs = np.asarray(vs, dtype=np.float64)
-        if vs.ndim != 3 or vs.shape[-1] != self.m:
-            raise ValueError(f"vs has shape {vs.shape}; need (samples, {self.m}, {self.m})")
         diag = np.diagonal(vs, axis1=-2, axis2=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             scale = np.sqrt(diag)

@@ -76,7 +76,9 @@ class CovarianceSamples:
         non-finite, and holds its state at that layer afterwards (the last finite state if that
         one is non-finite). `every` keeps every `every`-th layer (the last layer is always kept).
         """
-        paths = np.asarray(paths, dtype=np.float64)
+        paths = np.asarray(paths)
+        if not np.issubdtype(paths.dtype, np.floating):
+            paths = paths.astype(np.float64)
         layers = np.arange(paths.shape[1])
         keep = np.unique(np.concatenate([layers[::every], layers[-1:]]))
         finite = np.all(np.isfinite(paths), axis=(-2, -1))
@@ -86,9 +88,9 @@ class CovarianceSamples:
         first_bad = np.where(alive.all(axis=1), paths.shape[1], np.argmin(alive, axis=1))
         exit_ok = np.take_along_axis(finite, np.minimum(first_bad, layers[-1])[:, None], 1)[:, 0]
         last = np.where(exit_ok, first_bad, np.maximum(first_bad - 1, 0))
-        index = np.minimum(layers[None, :], last[:, None])
+        index = np.minimum(keep[None, :], last[:, None])
         stopped = np.take_along_axis(paths, index[:, :, None, None], axis=1)
-        return cls(label, keep / n, stopped[:, keep], alive[:, keep])
+        return cls(label, keep / n, stopped, alive[:, keep])
 
     @classmethod
     def from_solution(
@@ -100,17 +102,28 @@ class CovarianceSamples:
         the solver records it and it is finite); paths whose exit reason is in `failure_reasons`
         are marked failed from their exit on."""
         ts = np.asarray(solution.ts, dtype=np.float64)
-        vs = np.array(solution.vs, dtype=np.float64)
+        vs = np.asarray(solution.vs)
         alive = np.asarray(solution.alive, bool)
         reason = np.asarray(solution.exit_reason)
         v_exit = getattr(solution, "v_exit", None)
         if v_exit is not None:
-            v_exit = np.asarray(v_exit, dtype=np.float64)
+            v_exit = np.asarray(v_exit, dtype=vs.dtype)
             use = (reason != 0) & np.all(np.isfinite(v_exit), axis=(-2, -1))
             replace = ~alive & use[:, None]
             vs = np.where(replace[:, :, None, None], v_exit[:, None], vs)
         failed = ~alive & np.isin(reason, failure_reasons)[:, None]
         return cls(label, ts, vs, alive, failed)
+
+    @classmethod
+    def concatenate(cls, parts: list[CovarianceSamples], label: str | None = None):
+        """The paths of several sources on the same times, one after the other."""
+        return cls(
+            label or parts[0].label,
+            parts[0].ts,
+            np.concatenate([p.vs for p in parts]),
+            np.concatenate([p.alive for p in parts]),
+            np.concatenate([p.failed for p in parts]),
+        )
 
     def subset(self, index, label: str | None = None) -> CovarianceSamples:
         """The paths `index` (a slice, mask or integer array) as their own source."""

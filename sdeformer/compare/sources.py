@@ -43,19 +43,36 @@ def finite_source(
     bound: float = 1e3,
     every: int = 1,
     label: str | None = None,
+    memory_budget: int = 2**30,
 ) -> CovarianceSamples:
     """Covariance samples of finite networks of width n and depth round(T n) at init.
 
     `method`: "law" (the exact covariance chain, fast) or "explicit" (networks with all their
-    weights). Times are layer times l / n; paths stop where some |V_ab| exceeds `bound`.
+    weights). Times are layer times l / n (every `every`-th layer and the last); paths stop where
+    some |V_ab| exceeds `bound`. When all layers of all samples would exceed `memory_budget`
+    bytes (many tokens), the samples are drawn in equal chunks (keys folded with the chunk index)
+    and only the kept layers are stored.
     """
+    import jax.random as jr
+
     from ..laws import sample_covariance_paths
 
     depth = depth_for(T, n)
-    paths = sample_covariance_paths(config, n, depth, v0, num_samples, key=key, method=method)
-    return CovarianceSamples.from_paths(
-        label or f"{method} n={n}", paths, n, bound=bound, every=every
-    )
+    label = label or f"{method} n={n}"
+    m = int(np.shape(v0)[-1])
+    per_sample = (depth + 1) * m * m * 4
+    if num_samples * per_sample <= memory_budget:
+        paths = sample_covariance_paths(config, n, depth, v0, num_samples, key=key, method=method)
+        return CovarianceSamples.from_paths(label, paths, n, bound=bound, every=every)
+    chunk = max(1, memory_budget // per_sample)
+    parts = []
+    for c, start in enumerate(range(0, num_samples, chunk)):
+        paths = sample_covariance_paths(
+            config, n, depth, v0, chunk, key=jr.fold_in(key, c), method=method
+        )
+        keep = min(chunk, num_samples - start)
+        parts.append(CovarianceSamples.from_paths(label, paths[:keep], n, bound=bound, every=every))
+    return CovarianceSamples.concatenate(parts)
 
 
 def sde_source(
