@@ -13,6 +13,7 @@ benchmarks/results/compare.json.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -44,9 +45,9 @@ def main(argv=None) -> dict:
     for m in args.tokens:
         a = wishart_source("a", 1, args.samples, m)
         b = wishart_source("b", 2, args.samples, m)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = compare.compare_sources(a, b, times=[0.5, 1.0], max_pairs=args.max_pairs)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         rows.append(
             {
                 "m": m,
@@ -55,16 +56,18 @@ def main(argv=None) -> dict:
                 "pairs_compared": result.feature_set["pairs_compared"],
                 "pairs_total": result.feature_set["pairs_total"],
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
                 "verdicts": result.verdict_counts(),
             }
         )
         print(
-            f"m={m}: {len(result.rows)} rows in {seconds:.1f} s; {result.verdict_counts()}",
+            f"m={m}: {len(result.rows)} rows in {seconds:.1f} s ({cpu_seconds:.1f} s CPU); "
+            f"{result.verdict_counts()}",
             flush=True,
         )
     print(
         markdown_table(
-            ["m", "samples/source", "rows (2 times)", "pairs compared / total", "seconds"],
+            ["m", "samples/source", "rows (2 times)", "pairs compared / total", "s", "CPU s"],
             [
                 [
                     r["m"],
@@ -72,12 +75,15 @@ def main(argv=None) -> dict:
                     r["rows"],
                     f"{r['pairs_compared']} / {r['pairs_total']}",
                     r["seconds"],
+                    r["cpu_seconds"],
                 ]
                 for r in rows
             ],
         )
     )
-    write_results("compare", {"rows": rows})
+    threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    write_results("compare", {"rows": rows, "threads": threads, "load_average": load})
     return {"rows": rows}
 
 

@@ -157,8 +157,8 @@ def _wishart_source(label, seed, size, m, k=3, dof=None):
 
 def test_many_tokens_smoke_at_m_64():
     """m = 64, 600 samples per source from one law: all 2016 pairs, 64 log variances and the
-    4 summaries at two times in one vectorised comparison. About 5 % of rows are above their
-    noise levels by chance (each row tests KS, W1 and |z| <= 3), never most of them; the table
+    4 summaries at two times in one vectorised comparison. Verdicts are family-wise (Bonferroni
+    at 5 % over the rows of one time): no row is "above noise" (fixed seeds); the table
     shows the summaries and the worst rows only; a changed law (fewer degrees of freedom: more
     spread) is seen by the summaries."""
     a = _wishart_source("a", 1, 600, 64)
@@ -168,7 +168,10 @@ def test_many_tokens_smoke_at_m_64():
     elapsed = time.perf_counter() - started
     assert len(result.rows) == 2 * (4 + 2016 + 64)
     counts = result.verdict_counts()
-    assert counts["above noise"] < 0.15 * len(result.rows), counts
+    assert counts["above noise"] == 0, counts
+    # the per-row 95 % noise levels are exceeded in about 5 % of rows (binomial sd 0.3 %)
+    over = np.mean([r.ks > r.ks_noise for r in result.rows])
+    assert 0.01 < over < 0.09, over
     table = result.table()
     assert "mean_rho" in table and "min_eig_rho" in table and "showing" in table
     assert table.count("\n| 1 |") <= 4 + 16  # summaries + 8 worst pairs + 8 worst log variances

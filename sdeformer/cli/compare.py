@@ -162,6 +162,19 @@ def _add_compare(sub) -> None:
     parser.set_defaults(func=compare_command)
 
 
+SAVED_BYTES = 2**31
+"""Budget for the covariances kept in memory at once (all sources, all saved times)."""
+
+
+def _save_every(depth: int, m: int, total_samples: int) -> int:
+    """Keep every `every`-th layer: about 16 times over [0, T], fewer when the saved float32
+    covariances of all sources would exceed `SAVED_BYTES` (many tokens), but always 0, T/2, T."""
+    per_time = total_samples * m * m * 4
+    times = max(2, min(16, SAVED_BYTES // max(per_time, 1) - 1))
+    every = max(1, depth // times)
+    return min(every, max(1, depth // 2))
+
+
 def _sde_options(args: argparse.Namespace, width: int) -> dict:
     """Keywords of `compare.sde_source` chosen by the flags shared by both commands."""
     return {
@@ -193,13 +206,13 @@ def compare_command(args: argparse.Namespace) -> int:
     m = int(v0.shape[0])
     n = args.width
     depth = compare.depth_for(args.T, n)
-    every = max(1, depth // 16)
     methods = ["law", "explicit"] if args.method == "both" else [args.method]
     sizes = {
         "law": args.law_samples or args.samples,
         "explicit": args.explicit_samples,
         "sde": args.paths or args.samples,
     }
+    every = _save_every(depth, m, sum(sizes[k] for k in (*methods, "sde")))
     moment_samples = args.moment_samples if m <= MOMENT_TABLE_MAX_TOKENS else 0
     key = jr.key(args.seed)
     out = Path(args.out)

@@ -7,7 +7,9 @@ All features are compared in a few array operations (one sort per feature, one m
 for the permutation null), so m = 256 tokens cost seconds, not hours.
 
 A z-score whose standard error is 0 or non-finite (for example every sample equal, as at t = 0)
-is NaN and the row's verdict is "undetermined", never "within noise".
+is NaN and the row's verdict is "undetermined", never "within noise". Verdicts are family-wise:
+with F features compared at one time, a row is "above noise" when its KS or mean p-value is below
+0.05 / (2 F), so equal laws give no "above noise" row in 95 % of comparisons.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import math
 
 import numpy as np
+from scipy import stats
 
 from . import distances as dist
 from .features import SUMMARY_FEATURES, FeatureSet, canonical_name
@@ -25,9 +28,6 @@ MODES = ("survival", "stopped")
 
 MAX_FAILED_FRACTION = 0.01
 """Default largest fraction of numerically failed paths (PSD exits) a comparison accepts."""
-
-Z_LIMIT = 3.0
-"""|z| above which a difference of means is reported as above noise."""
 
 
 class DiscretisationError(ValueError):
@@ -65,6 +65,7 @@ class FeatureComparison:
     ks_pvalue: float
     w1: float
     w1_noise: float
+    alpha: float = 0.05
 
     @property
     def mean_z(self) -> float:
@@ -73,13 +74,14 @@ class FeatureComparison:
 
     @property
     def verdict(self) -> str:
-        """ "undetermined" (no usable standard error), "within noise" (|z| <= 3, KS and W1 at
-        most their 95 % noise levels) or "above noise"."""
+        """One of "undetermined" (no usable standard error of the means), "above noise" (the
+        KS p-value or the two-sided p-value of the mean z-score below `alpha`, a family-wise
+        level when the row is one of many, see `compare_arrays`) or "within noise"."""
         z = self.mean_z
         if not math.isfinite(z):
             return "undetermined"
-        within = abs(z) <= Z_LIMIT and self.ks <= self.ks_noise and self.w1 <= self.w1_noise
-        return "within noise" if within else "above noise"
+        z_pvalue = 2 * stats.norm.sf(abs(z))
+        return "above noise" if min(self.ks_pvalue, z_pvalue) < self.alpha else "within noise"
 
     @property
     def noise_ratio(self) -> float:
@@ -99,11 +101,21 @@ class FeatureComparison:
 
 
 def compare_arrays(
-    x, y, names, *, time: float = 0.0, w1_rounds: int = 200, seed: int = 0
+    x,
+    y,
+    names,
+    *,
+    time: float = 0.0,
+    w1_rounds: int = 200,
+    seed: int = 0,
+    level: float = 0.05,
 ) -> list[FeatureComparison]:
     """Compare two samples (size_a, F) and (size_b, F) of the features `names`, all at once.
 
-    Non-finite values are an error (compare surviving paths only), as are fewer than 2 values."""
+    Each row's verdict tests at alpha = level / (2 F) (Bonferroni over the F features and the
+    two tests, KS and means), so among many rows of equal laws none is "above noise" with
+    probability at least 1 - level. Non-finite values are an error (compare surviving paths
+    only), as are fewer than 2 values."""
     x, y, _ = dist._as_2d(x, y)
     for which, s in (("first", x), ("second", y)):
         if s.shape[0] < 2:
@@ -145,6 +157,7 @@ def compare_arrays(
             ks_pvalue=float(pvalue[i]),
             w1=float(w1[i]),
             w1_noise=float(w1_noise[i]),
+            alpha=level / (2 * len(names)),
         )
         for i, name in enumerate(names)
     ]
