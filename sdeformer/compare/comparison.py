@@ -235,7 +235,11 @@ class Comparison:
                 at_t = [r for r in self.rows if r.time == t]
                 shown += [r for r in at_t if r.feature in SUMMARY_FEATURES]
                 for prefix in ("rho_", "logvar_"):
-                    group = [r for r in at_t if r.feature.startswith(prefix)]
+                    group = [
+                        r
+                        for r in at_t
+                        if r.feature.startswith(prefix) and r.feature not in SUMMARY_FEATURES
+                    ]
                     shown += sorted(group, key=lambda r: -r.noise_ratio)[:worst]
         for r in shown:
             z = r.mean_z
