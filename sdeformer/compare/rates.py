@@ -132,13 +132,14 @@ def fit_power_law(
     - `signed`: A may have either sign (a difference of means); otherwise A > 0;
     - `variance_basis`: (s, t), each (k,), for estimates whose variance grows with their mean
       (U-statistics of squared distances): the variances are modelled as
-      b s_i + c t_i mu_i with mu_i the fitted mean (not the noisy value), and the covariance of
-      estimates i != j that share a sample as d shared_ij sqrt(mu_i mu_j) (the first-order
-      term of a U-statistic through the shared sample, `shared` (k, k): 1/size of the shared
-      sample, 0 where nothing is shared); b, c, d >= 0 are fitted by non-negative least squares
-      to the entries of `covariance` (the jackknife's), and the fit is iterated `iterations`
-      times. For a two-sample U-statistic, s = (1/size_a + 1/size_b)^2 (the degenerate part)
-      and t = 1/size_a + 1/size_b.
+      b s_i + c t_i mu_i with mu_i the fitted mean (not the noisy value), plus, for estimates
+      that share a sample, d shared_ij sqrt(mu_i mu_j) (the first-order term of a U-statistic
+      through the shared sample; `shared` (k, k) is 1/size of the sample shared by i and j,
+      diagonal included, 0 where nothing is shared, so every term is positive semi-definite);
+      d >= 0 is fitted by non-negative least squares to the off-diagonal entries of
+      `covariance` (the jackknife's) and b, c >= 0 to its diagonal less the shared term, and the
+      fit is iterated `iterations` times. For a two-sample U-statistic,
+      s = (1/size_a + 1/size_b)^2 (the degenerate part) and t = 1/size_a + 1/size_b.
     Returns a `PowerLawFit` of the distance's slope; "undetermined" where the data say nothing.
     """
     if covariance is None:
@@ -153,23 +154,29 @@ def fit_power_law(
     s, t = (np.asarray(b, dtype=np.float64) for b in variance_basis)
     k = s.size
     shared = np.zeros((k, k)) if shared is None else np.asarray(shared, dtype=np.float64)
-    shared = shared * (1 - np.eye(k))
     var = np.diagonal(cov)
     if not np.all(np.isfinite(cov)) or not np.all(var > 0):
         return fit
-    iu = np.triu_indices(k)
-    norm = np.sqrt(np.outer(var, var))[iu]
+    off = ~np.eye(k, dtype=bool) & (shared != 0)
     n = np.asarray(widths, dtype=np.float64)
     for _ in range(iterations):
         if not fit.determined:
             return fit
         mu = np.exp(power * (fit.intercept + fit.slope * np.log(n)))
-        terms = [np.diag(s), np.diag(t * mu), shared * np.sqrt(np.outer(mu, mu))]
-        design = np.stack([b[iu] / norm for b in terms], axis=1)
-        coef, _ = optimize.nnls(design, cov[iu] / norm)
-        model = sum(c * b for c, b in zip(coef, terms, strict=True))
-        if not np.all(np.diagonal(model) > 0):
-            return fit
+        root = shared * np.sqrt(np.outer(mu, mu))
+        # d from the covariances between estimates that share a sample, then b, c from the
+        # variances left after the shared term (each step non-negative least squares)
+        d = 0.0
+        if off.any():
+            norm = np.sqrt(np.outer(var, var))[off]
+            (d,), _ = optimize.nnls((root[off] / norm)[:, None], cov[off] / norm)
+        left = var - d * np.diagonal(root)
+        basis = np.stack([s, t * mu], axis=1) / var[:, None]
+        coef, _ = optimize.nnls(basis, left / var)
+        model = np.diag(s * coef[0] + t * mu * coef[1]) + d * root
+        eig = np.linalg.eigvalsh(model)
+        if not eig[0] > 1e-10 * eig[-1]:
+            return fit  # the model is singular: keep the last fit
         fit = _gls_fit(widths, values, model, power, signed, signal_level)
     return fit
 

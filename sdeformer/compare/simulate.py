@@ -114,7 +114,7 @@ def run_study(
             power=power,
             signed=statistic == "mean",
             variance_basis=basis,
-            shared=np.full((widths.size, widths.size), inv / 2) if reuse else None,
+            shared=np.full((widths.size, widths.size), 1.0 / num_samples) if reuse else None,
         )
         for r in range(replications)
     ]

@@ -142,6 +142,17 @@ def sweep_covariance(rows: list[dict], key: str) -> np.ndarray:
     return cov
 
 
+def shared_matrix(rows: list[dict]) -> np.ndarray:
+    """(k, k): 1 / SDE sample size where two rows share their SDE sample (`_sde_block`), else 0."""
+    k = len(rows)
+    out = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            if rows[i].get("_sde_block") == rows[j].get("_sde_block"):
+                out[i, j] = 1.0 / max(rows[i]["size_sde"], rows[j]["size_sde"])
+    return out
+
+
 def fit_width_sweep(widths, rows: list[dict]) -> dict[str, PowerLawFit]:
     """Rates of the energy distance and of the difference of means against width (GLS with the
     covariance of `sweep_covariance`); "undetermined" fits where the data say nothing."""
@@ -154,6 +165,7 @@ def fit_width_sweep(widths, rows: list[dict]) -> dict[str, PowerLawFit]:
         covariance=sweep_covariance(rows, "energy2"),
         power=2,
         variance_basis=(inv**2, inv),
+        shared=shared_matrix(rows),
     )
     mean = [r["mean_diff"] for r in rows]
     fits["mean"] = fit_power_law(
