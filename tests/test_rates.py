@@ -99,3 +99,38 @@ def test_exit_state_is_held_and_psd_exits_are_failures():
     np.testing.assert_array_equal(src.usable(2, "stopped"), [True, True, False])
     np.testing.assert_array_equal(src.usable(2, "survival"), [True, False, False])
     assert src.failed_fraction[-1] == pytest.approx(1 / 3)
+
+
+def test_sweep_rows_model_the_shared_sde_sample():
+    """Width rows built from synthetic covariance sources: with one SDE sample for all widths
+    the covariance of the estimates has the jackknife cross terms (positive here: a low SDE mean
+    raises every width's distance alike) and the shared matrix marks the rows; with separate
+    blocks neither."""
+    rng = np.random.default_rng(2)
+
+    def source(label, shift, size=1500):
+        rho = np.clip(0.3 + shift + 0.2 * rng.normal(size=size), -0.95, 0.95)
+        vs = np.tile(np.eye(2), (size, 1, 1, 1))
+        vs[:, 0, 0, 1] = vs[:, 0, 1, 0] = rho
+        return compare.CovarianceSamples(label, np.array([1.0]), vs, np.ones((size, 1), bool))
+
+    sde = source("SDE", 0.0)
+    rows = [
+        compare.width_distances(source(f"n={n}", 0.3 / n), sde, time=1.0, rounds=20)
+        for n in (2, 4, 8)
+    ]
+    cov = compare.sweep_covariance(rows, "mean_diff")
+    assert np.all(cov[np.triu_indices(3, 1)] > 0)
+    from sdeformer.compare.sweep import shared_matrix
+
+    np.testing.assert_allclose(shared_matrix(rows), np.full((3, 3), 1 / 1500))
+    for i, row in enumerate(rows):
+        row["_sde_block"] = i
+    assert (
+        np.count_nonzero(compare.sweep_covariance(rows, "mean_diff") - np.diag(np.diag(cov))) == 0
+    )
+    assert np.count_nonzero(shared_matrix(rows) - np.diag(np.diag(shared_matrix(rows)))) == 0
+    fits = compare.fit_width_sweep([2, 4, 8], rows)
+    assert set(fits) == {"energy", "mean"} and all(
+        isinstance(f, compare.PowerLawFit) for f in fits.values()
+    )
