@@ -115,7 +115,8 @@ SAMPLES = 12000  # one sample size everywhere below, so the compiled samplers ar
 
 @pytest.fixture(scope="module")
 def spec_sde():
-    """SDE paths of the SPEC section 6 setting at the layer times l / 8 of a width-8 network."""
+    """SDE paths of the docs/theory.md section 7 setting at the layer times l / 8 of a width-8
+    network."""
     return compare.sde_source(
         SPEC_CONFIG, SPEC_V0, np.arange(9) / 8, SAMPLES, key=jr.key(7), num_steps=200
     )

@@ -22,7 +22,7 @@ from .common import (
 )
 
 DEFAULTS = ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
-"""The setting checked in docs/theory.md (m = 2, rho0 = 0.3, T = 1)."""
+"""The setting checked in docs/theory.md section 7 (m = 2, rho0 = 0.3, T = 1)."""
 
 MOMENT_TABLE_MAX_TOKENS = 8
 """The one-step moment table needs the dense noise tensor (m^4 entries): small m only."""

@@ -1,9 +1,13 @@
 """Sources of covariance samples on one grid with one stopping rule: finite networks (explicit or
 the exact law chain) at width n, and the SDE saved at the same layer times t = l / n.
 
-Both stop where some |V_ab| exceeds `bound` (or V is non-finite), checked on the layer grid, and
-hold the state at the exit (`samples.CovarianceSamples`). The SDE's PSD-cone exits are counted as
-discretisation failures, apart from the events (`CovarianceSamples.failed`).
+Both stop where some |V_ab| exceeds `bound` (or V is non-finite) and hold the state at the exit
+(`samples.CovarianceSamples`; for the SDE the solver's exit state `v_exit` where it records one).
+The networks check the bound at every layer; the SDE solver at every step, a finer grid. An SDE
+path that crosses between two layer times counts as stopped from the next layer time on, which is
+the network's rule unless the path came back below the bound within one layer (negligible for a
+bound far above the typical |V_ab|). The SDE's PSD-cone exits are counted as discretisation
+failures, apart from the events (`CovarianceSamples.failed`).
 """
 
 from __future__ import annotations
