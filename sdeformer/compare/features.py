@@ -185,14 +185,16 @@ def summary_features(vs, names=SUMMARY_FEATURES) -> np.ndarray:
     diag = np.diagonal(vs, axis1=-2, axis2=-1)
     out = []
     with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.sqrt(diag)
-        rho = vs / (scale[:, :, None] * scale[:, None, :])
+        inv = 1.0 / np.sqrt(diag)
+        rho = vs * inv[:, :, None]
+        rho *= inv[:, None, :]
         for name in names:
             if name == "mean_rho":
                 total = rho.sum(axis=(1, 2)) - np.trace(rho, axis1=1, axis2=2)
                 out.append(total / (m * (m - 1)))
             elif name == "stable_rank_rho":
-                out.append(np.trace(rho, axis1=1, axis2=2) ** 2 / np.sum(rho * rho, axis=(1, 2)))
+                squares = np.einsum("sab,sab->s", rho, rho)
+                out.append(np.trace(rho, axis1=1, axis2=2) ** 2 / squares)
             elif name == "min_eig_rho":
                 out.append(_smallest_eigenvalues(rho))
             elif name == "logvar_spread":
@@ -205,11 +207,13 @@ def summary_features(vs, names=SUMMARY_FEATURES) -> np.ndarray:
 
 
 def _smallest_eigenvalues(rho: np.ndarray) -> np.ndarray:
-    finite = np.all(np.isfinite(rho), axis=(1, 2))
+    # eigvalsh reads the lower triangle only: a symmetric input needs no symmetrising copy
+    finite = np.isfinite(np.einsum("sab->s", rho))
     out = np.full(rho.shape[0], np.nan)
-    if finite.any():
-        r = rho[finite]
-        out[finite] = np.linalg.eigvalsh(0.5 * (r + np.swapaxes(r, 1, 2)))[:, 0]
+    if finite.all():
+        out[:] = np.linalg.eigvalsh(rho)[:, 0]
+    elif finite.any():
+        out[finite] = np.linalg.eigvalsh(rho[finite])[:, 0]
     return out
 
 
