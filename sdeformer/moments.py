@@ -1,7 +1,7 @@
 """One-step moments of finite networks: n E[dV] and n Cov[dV] of one layer at a fixed V.
 
 These estimate, from explicit Equinox blocks at width n, the drift and the noise covariance that
-the covariance SDE (SPEC.md section 3) predicts as n -> infinity. Variance reduction:
+the covariance SDE (docs/theory.md section 4) predicts as n -> infinity. Variance reduction:
 
 - drift: the value / output-projection weights are integrated out exactly,
   `E[V_Z | A, X] = lam^2 V_X + gam^2 (1/H) sum_h A_h V_X A_h^T` (also with W^O), and the MLP's
@@ -130,13 +130,19 @@ def one_step_moments(
     *,
     key: PRNGKeyArray,
     batch_size: int | None = None,
+    key_impl: str | None = "rbg",
 ) -> OneStepMoments:
     """Estimate n E[dV] and n Cov[dV] for one layer (all blocks of `config.blocks`, in order) of
     explicit networks at width `n` started from `input_from_covariance(v, n)`.
 
     `num_samples` antithetic pairs of independent layers (2 num_samples networks); see the module
-    docstring for the variance reduction. The key is turned into an "rbg" key (its draws are
-    deterministic in `key`; threefry takes seconds per call site to compile on CPU). As
+    docstring for the variance reduction.
+
+    `key_impl="rbg"` (the default) draws from the "rbg" key
+    `jr.wrap_key_data(jr.bits(key, (4,), uint32), impl="rbg")` derived from a typed `key` of
+    another implementation (deterministic in `key`; threefry takes seconds per call site to
+    compile on CPU, rbg a fraction of that); `key_impl=None` uses `key` exactly as given, its
+    implementation included. Raw uint32 keys are always used as given. As
     n -> infinity the drift tends to `CovarianceSDE(config).drift(v)` and the noise to
     `noise_covariance(v)` (differences O(1/n) for the shaped blocks, O(1/sqrt n) for the MLP
     drift when c_plus + c_minus != 0).
@@ -149,7 +155,10 @@ def one_step_moments(
 
         batch_size = max(1, default_batch_size(config, n) // 2)
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and jr.key_impl(key) != "rbg":
+    if key_impl not in ("rbg", None):
+        raise ValueError(f"key_impl={key_impl!r} is invalid; pass 'rbg' or None (keep `key`)")
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if key_impl == "rbg" and typed and str(jr.key_impl(key)) != "rbg":
         # "rbg" keys compile several times faster than threefry on CPU (same key -> same result)
         key = jr.wrap_key_data(jr.bits(key, (4,), jnp.uint32), impl="rbg")
     keys = jr.split(key, num_samples)

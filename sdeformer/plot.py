@@ -1,4 +1,11 @@
-"""Matplotlib figures. The library never plots unless one of these functions is called."""
+"""Matplotlib figures. The library never plots unless one of these functions is called.
+
+Every figure function takes `ax=None`: by default it makes a new figure; pass an Axes (or, for
+the functions with several panels, a sequence of Axes, one per panel) to draw into a figure of
+your own. Each returns the `matplotlib.figure.Figure` it drew on. The library never chooses a
+matplotlib backend (so `plt.show()` works in scripts and notebooks); only the command line
+selects the non-interactive Agg backend, since it writes PNG files.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,30 @@ from .results import atomic_path
 
 
 def _pyplot():
-    import matplotlib
-
-    if os.environ.get("MPLBACKEND") is None and matplotlib.get_backend().lower() != "agg":
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _axes(ax, panels: int, figsize, **subplots):
+    """(figure, flat list of `panels` axes, whether the figure is new) for `ax` or a new figure."""
+    if ax is None:
+        fig, axes = _pyplot().subplots(
+            subplots.pop("nrows", 1), subplots.pop("ncols", panels), figsize=figsize, **subplots
+        )
+        return fig, list(np.ravel(axes)), True
+    axes = list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axes) != panels:
+        raise ValueError(
+            f"ax: this figure has {panels} panel(s); pass {panels} Axes, got {len(axes)}"
+        )
+    return axes[0].figure, axes, False
+
+
+def _finish(fig, new: bool):
+    if new:
+        fig.tight_layout()
+    return fig
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
@@ -30,14 +54,13 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def rank_collapse_figure(curves: Mapping[str, Mapping[str, np.ndarray]], *, n: int):
+def rank_collapse_figure(curves: Mapping[str, Mapping[str, np.ndarray]], *, n: int, ax=None):
     """Mean correlation, stable rank and smallest correlation eigenvalue against layer time l/n.
 
     `curves[kind]` holds the arrays of `rank_collapse.collapse_summary` for one model kind.
-    Bands are +-2 standard errors over samples.
+    Bands are +-2 standard errors over samples. `ax`: three Axes (one per measure) or None.
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes, new = _axes(ax, 3, (13, 3.8))
     panels = [
         ("mean_correlation", "mean off-diagonal correlation"),
         ("stable_rank", "stable rank tr(V)^2 / tr(V^2)"),
@@ -54,9 +77,9 @@ def rank_collapse_figure(curves: Mapping[str, Mapping[str, np.ndarray]], *, n: i
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"Rank collapse at initialisation (n = {n})")
-    fig.tight_layout()
-    return fig
+    if new:
+        fig.suptitle(f"Rank collapse at initialisation (n = {n})")
+    return _finish(fig, new)
 
 
 # ------------------------------------------------------------------------------------------- ntk
@@ -70,12 +93,11 @@ def _ntk_groups(units):
     return {key: sorted(group, key=lambda u: u["width"]) for key, group in groups.items()}
 
 
-def ntk_eigenvalue_figure(units):
+def ntk_eigenvalue_figure(units, *, ax=None):
     """Smallest NTK eigenvalue at initialisation against the width d_m, raw and divided by the
     NTK's width scale (d_m for LeCun/He, 1 for NTK initialisation); dashed: the uniform-attention
-    kernel's. Bars: min-max over the initialisations of each unit."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    kernel's. Bars: min-max over the initialisations of each unit. `ax`: two Axes or None."""
+    fig, axes, new = _axes(ax, 2, (11, 4))
     for (scaling, init), group in _ntk_groups(units).items():
         widths = np.array([u["width"] for u in group], dtype=float)
         lams = [np.asarray(u["lambda_min_seeds"], dtype=float) for u in group]
@@ -102,25 +124,29 @@ def ntk_eigenvalue_figure(units):
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Smallest eigenvalue of the empirical NTK at initialisation")
-    fig.tight_layout()
-    return fig
+    if new:
+        fig.suptitle("Smallest eigenvalue of the empirical NTK at initialisation")
+    return _finish(fig, new)
 
 
-def ntk_loss_figure(units):
+def ntk_loss_figure(units, *, ax=None):
     """Training loss of full-batch GD against the step: one panel per (scaling, init), one curve
-    per width (darker = wider)."""
+    per width (darker = wider). `ax`: None, or len(scalings) x len(inits) Axes (row-major)."""
     plt = _pyplot()
     groups = _ntk_groups(units)
     scalings = sorted({k[0] for k in groups})
     inits = sorted({k[1] for k in groups})
-    fig, axes = plt.subplots(
-        len(scalings),
-        len(inits),
-        figsize=(4 * len(inits), 3.2 * len(scalings)),
+    fig, flat, new = _axes(
+        ax,
+        len(scalings) * len(inits),
+        (4 * len(inits), 3.2 * len(scalings)),
+        nrows=len(scalings),
+        ncols=len(inits),
         squeeze=False,
         sharey=True,
     )
+    axes = np.empty((len(scalings), len(inits)), dtype=object)
+    axes.ravel()[:] = flat
     for (scaling, init), group in groups.items():
         ax = axes[scalings.index(scaling), inits.index(init)]
         cmap = plt.get_cmap("viridis")
@@ -134,18 +160,18 @@ def ntk_loss_figure(units):
     for row in axes:
         row[0].set_ylabel("loss (1/2N) sum r^2")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Full-batch gradient descent on the squared loss")
-    fig.tight_layout()
-    return fig
+    if new:
+        fig.suptitle("Full-batch gradient descent on the squared loss")
+    return _finish(fig, new)
 
 
-def ntk_kernel_error_figure(units, fits):
+def ntk_kernel_error_figure(units, fits, *, ax=None):
     """Left: ||K - Kbar||_F / ||Kbar||_F against width (mean +- 2 se over initialisations) with the
     fitted power law; Kbar is the uniform-attention kernel, the limit under tau0 = d_m^-1 only.
     Middle and right: relative weight movement and NTK movement during training against width.
-    `fits[f"{scaling}/{init}"]` holds "slope", "slope_se" and "intercept" (`fit_loglog`)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    `fits[f"{scaling}/{init}"]` holds "slope", "slope_se" and "intercept" (`fit_loglog`).
+    `ax`: three Axes or None."""
+    fig, axes, new = _axes(ax, 3, (15, 4))
     for (scaling, init), group in _ntk_groups(units).items():
         widths = np.array([u["width"] for u in group], dtype=float)
         errs = [np.asarray(u["kernel_errors"], dtype=float) for u in group]
@@ -198,23 +224,22 @@ def ntk_kernel_error_figure(units, fits):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
-    fig.suptitle("Empirical vs infinite-width NTK, and lazy training")
-    fig.tight_layout()
-    return fig
+    if new:
+        fig.suptitle("Empirical vs infinite-width NTK, and lazy training")
+    return _finish(fig, new)
 
 
 # --------------------------------------------------------------------- finite networks vs SDE
 
 
-def rho_density_figure(sources, *, feature: str = "rho_01", time: float | None = None):
+def rho_density_figure(sources, *, feature: str = "rho_01", time: float | None = None, ax=None):
     """Histograms (densities) of one feature at one time (default: the last) for each source.
 
     `sources` is a sequence of `compare.CovarianceSamples`; only paths alive at that time count.
     """
     from .compare import features
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax,), new = _axes(ax, 1, (6, 4))
     values = []
     for src in sources:
         i = len(src.ts) - 1 if time is None else src.index_of(time)
@@ -233,17 +258,15 @@ def rho_density_figure(sources, *, feature: str = "rho_01", time: float | None =
     ax.set_title(f"law of {feature} at t = {t:.3g}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, new)
 
 
-def feature_bands_figure(sources, *, feature: str = "rho_01"):
+def feature_bands_figure(sources, *, feature: str = "rho_01", ax=None):
     """Mean and 5-95 % / 25-75 % quantile bands of one feature over t for each source
     (surviving paths at each time)."""
     from .compare import features
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax,), new = _axes(ax, 1, (7, 4))
     for src in sources:
         f = features(src.vs)[feature]  # (samples, k)
         mean, q05, q25, q75, q95 = [], [], [], [], []
@@ -263,18 +286,18 @@ def feature_bands_figure(sources, *, feature: str = "rho_01"):
     ax.set_title(f"{feature}: mean, 25-75 % and 5-95 % bands", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, new)
 
 
-def distance_vs_width_figure(widths, distances: Mapping[str, tuple], fits: Mapping[str, object]):
+def distance_vs_width_figure(
+    widths, distances: Mapping[str, tuple], fits: Mapping[str, object], *, ax=None
+):
     """Distances to the SDE against width on log-log axes, with noise levels and fitted slopes.
 
     `distances[name] = (values, errors, noise)` arrays over `widths`; `fits[name]` is a
     `compare.PowerLawFit` (or None when no fit was possible).
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, (ax,), new = _axes(ax, 1, (6.5, 4.2))
     widths = np.asarray(widths, dtype=float)
     for name, (values, errors, noise) in distances.items():
         values, errors = np.asarray(values), np.asarray(errors)
@@ -299,19 +322,19 @@ def distance_vs_width_figure(widths, distances: Mapping[str, tuple], fits: Mappi
     ax.set_title("finite width vs SDE (dotted: 95 % noise level)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, new)
 
 
-def train_sweep_figure(rows, *, title: str = "Final validation loss against learning rate"):
+def train_sweep_figure(
+    rows, *, title: str = "Final validation loss against learning rate", ax=None
+):
     """Final validation loss against learning rate (log x), one line per model kind.
 
     `rows` are the dictionaries of `sdeformer.train.sweep.summarise`: points are the mean over
     seeds, bars span min to max; learning rates where every seed diverged are marked with an
     "x" at the top of the panel.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax,), new = _axes(ax, 1, (6.4, 4.2))
     kinds = list(dict.fromkeys(row["kind"] for row in rows))
     finite = [row["val_loss_max"] for row in rows if row["val_loss_max"] is not None]
     top = max(finite) * 1.05 if finite else 1.0
@@ -332,5 +355,4 @@ def train_sweep_figure(rows, *, title: str = "Final validation loss against lear
     ax.set_title(title + "\n(x: diverged)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, new)

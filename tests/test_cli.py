@@ -7,6 +7,17 @@ import pytest
 from sdeformer.cli import main
 
 TINY = ["--n", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
+COMMANDS = ("run", "compare", "sweep-width", "rank-collapse", "ntk", "train", "train-sweep")
+
+
+def _assert_figure(path, *, panels: int) -> None:
+    """A real PNG of a figure with `panels` side by side: wide, and not a blank canvas."""
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    assert width > panels * 0.8 * height, (width, height)
+    assert image[..., :3].std() > 0.05  # lines, labels and bands, not an empty canvas
 
 
 def test_rank_collapse_writes_and_resumes(tmp_path, capsys):
@@ -17,7 +28,20 @@ def test_rank_collapse_writes_and_resumes(tmp_path, capsys):
     report = json.loads((out / "rank_collapse.json").read_text())
     assert set(report["curves"]) == {"shaped", "unshaped"}
     assert len(report["curves"]["shaped"]["mean_correlation_mean"]) == 5
-    assert (out / "rank_collapse.png").stat().st_size > 1000
+    # Layer 0 is the input: equicorrelated, m = 3 tokens, rho0 = 0.3 (the default). Its
+    # correlation eigenvalues are 1 + 2 rho0 = 1.6 and 1 - rho0 = 0.7 (twice), so the stable rank
+    # is tr^2 / tr(V^2) = 9 / (1.6^2 + 2 * 0.7^2) and the smallest eigenvalue 0.7, in every
+    # network (standard error 0). float32 Grams of n = 8 exact inputs: rtol 1e-4.
+    for kind in ("shaped", "unshaped"):
+        curve = report["curves"][kind]
+        assert curve["mean_correlation_mean"][0] == pytest.approx(0.3, rel=1e-4)
+        assert curve["stable_rank_mean"][0] == pytest.approx(9 / (1.6**2 + 2 * 0.49), rel=1e-4)
+        assert curve["min_eigenvalue_mean"][0] == pytest.approx(0.7, rel=1e-4)
+        assert curve["mean_correlation_se"][0] == pytest.approx(0.0, abs=1e-5)
+        assert all(-1.0 <= r <= 1.0 for r in curve["mean_correlation_mean"])
+        assert curve["mean_correlation_se"][-1] > 0  # the networks differ after layer 0
+    assert report["settings"]["n"] == 8 and report["settings"]["samples"] == 2
+    _assert_figure(out / "rank_collapse.png", panels=3)
     before = (out / "units" / "shaped.json").read_text()
     # A rerun resumes: the finished units are loaded, not recomputed, and the report is identical.
     assert (
@@ -58,9 +82,177 @@ def test_bad_options(args, fragment, tmp_path, capsys):
     assert fragment in capsys.readouterr().err
 
 
-def test_help_lists_commands(capsys):
+def _help(capsys, *argv) -> str:
     with pytest.raises(SystemExit) as info:
-        main(["--help"])
+        main([*argv, "--help"])
     assert info.value.code == 0
-    text = capsys.readouterr().out
-    assert "rank-collapse" in text and "run" in text
+    return capsys.readouterr().out
+
+
+def test_help_lists_commands(capsys):
+    from sdeformer.cli import build_parser
+
+    text = " ".join(_help(capsys).split())
+    # Every command is listed with its one-line description.
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    assert tuple(sub.choices) == COMMANDS
+    for action in sub._choices_actions:
+        assert action.dest in text and action.help.split("(")[0].strip()[:40] in text
+    # Each command's help lists --config and its own options with their defaults.
+    rank = " ".join(_help(capsys, "rank-collapse").split())  # argparse wraps lines
+    for option in ("--config FILE", "--width", "--kinds", "--devices", "--accept-changed"):
+        assert option in rank, option
+    assert "(default: 128)" in rank and "do not depend on --devices" in rank
+    for command in COMMANDS:
+        assert "--config FILE" in _help(capsys, command), command
+
+
+# ----------------------------------------------------------------------------------- seeds
+
+
+def test_rank_collapse_numbers_do_not_depend_on_other_kinds(tmp_path, capsys):
+    """`--kinds unshaped` gives the unshaped numbers of `--kinds shaped,unshaped`."""
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    assert main(["rank-collapse", *TINY, "--kinds", "shaped,unshaped", "--out", str(both)]) == 0
+    assert main(["rank-collapse", *TINY, "--kinds", "unshaped", "--out", str(alone)]) == 0
+    capsys.readouterr()
+    a = json.loads((both / "rank_collapse.json").read_text())["curves"]
+    b = json.loads((alone / "rank_collapse.json").read_text())["curves"]
+    assert a["unshaped"] == b["unshaped"]
+    assert a["shaped"] != a["unshaped"]  # power: the kinds do draw different networks
+
+
+# ----------------------------------------------------------------------------- config files
+
+
+def test_config_file_sets_options_flags_win_and_config_is_written(tmp_path, capsys):
+    out = tmp_path / "rc"
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        'kinds = ["shaped"]\nwidth = 8\ndepth = 4\ntokens = 3\nsamples = 3\n'
+        "gamma = 0.4\ncausal = true\nno-progress = true\n"
+    )
+    argv = ["rank-collapse", "--config", str(config), "--samples", "2", "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    settings = json.loads((out / "rank_collapse.json").read_text())["settings"]
+    assert settings["samples"] == 2  # the flag wins over the file
+    assert settings["n"] == 8 and settings["depth"] == 4 and settings["tokens"] == 3
+    assert settings["config"]["gamma"] == 0.4 and settings["config"]["causal"] is True
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["kinds"] == "shaped" and resolved["samples"] == 2 and resolved["width"] == 8
+    assert resolved["gamma"] == 0.4 and "n" not in resolved
+    assert "overwrite" not in resolved and "config" not in resolved
+    # The resolved config reproduces the run: a rerun from it resumes the same directory.
+    assert main(["rank-collapse", "--config", str(out / "config.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"] == settings
+    # YAML, the same fields.
+    yaml_file = tmp_path / "sweep.yaml"
+    yaml_file.write_text("kinds: [shaped]\nwidth: 8\ndepth: 4\ntokens: 3\nsamples: 2\n")
+    argv = ["rank-collapse", "--config", str(yaml_file), "--out", str(tmp_path / "y"), "--json"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["n"] == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("sampels = 3\n", ["unknown option 'sampels'", "valid options:", "samples", "kinds"]),
+        ("samples = 0\n", ["samples = 0", "not a positive integer"]),
+        ("causal = 3\n", ["causal = 3 must be true or false"]),
+        ("samples = [\n", ["cannot parse"]),
+    ],
+)
+def test_config_file_errors_name_the_key(text, fragments, tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["rank-collapse", "--config", str(config), "--out", str(tmp_path / "x")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+def _curves(kinds=("shaped", "unshaped"), layers=5):
+    import numpy as np
+
+    return {
+        kind: {
+            f"{m}_{s}": np.linspace(0.3, 0.9, layers) * (1 + i) * (0.1 if s == "se" else 1)
+            for m in ("mean_correlation", "stable_rank", "min_eigenvalue")
+            for s in ("mean", "se")
+        }
+        for i, kind in enumerate(kinds)
+    }
+
+
+def test_plots_draw_into_given_axes_and_return_the_figure():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sdeformer import plot
+
+    fig, axes = plt.subplots(2, 3)
+    assert plot.rank_collapse_figure(_curves(), n=8, ax=axes[1]) is fig
+    assert [len(ax.lines) for ax in axes[1]] == [2, 2, 2]  # one line per kind and panel
+    assert [len(ax.lines) for ax in axes[0]] == [0, 0, 0]
+    with pytest.raises(ValueError, match="has 3 panel"):
+        plot.rank_collapse_figure(_curves(), n=8, ax=axes[0, 0])
+    rows = [
+        {
+            "kind": "shaped",
+            "lr": lr,
+            "val_loss_mean": 2.0 / lr,
+            "val_loss_min": 1.0 / lr,
+            "val_loss_max": 3.0 / lr,
+        }
+        for lr in (1.0, 2.0)
+    ]
+    assert plot.train_sweep_figure(rows, ax=axes[0, 0]) is fig
+    assert axes[0, 0].get_xscale() == "log" and len(axes[0, 0].containers) == 1
+    widths = np.array([8.0, 16.0, 32.0])
+    distances = {"KS": (1.0 / widths, 0.1 / widths, None)}
+    assert plot.distance_vs_width_figure(widths, distances, {}, ax=axes[0, 1]) is fig
+    plt.close(fig)
+    # Without ax: a new figure each call.
+    new = plot.rank_collapse_figure(_curves(), n=8)
+    assert new is not fig and len(new.axes) == 3
+    plt.close(new)
+
+
+def test_library_keeps_the_users_backend_and_the_cli_picks_agg(tmp_path, monkeypatch, capsys):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from sdeformer import plot
+
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    previous = matplotlib.get_backend()
+    try:
+        matplotlib.use("pdf")
+        plt.close(plot.rank_collapse_figure(_curves(), n=8))
+        assert matplotlib.get_backend() == "pdf"  # plt.show() would still use the user's
+        argv = ["rank-collapse", *TINY, "--kinds", "shaped", "--out", str(tmp_path / "rc")]
+        assert main(argv) == 0
+        assert matplotlib.get_backend().lower() == "agg"  # the command line writes files
+    finally:
+        matplotlib.use(previous)
+    capsys.readouterr()
+
+
+def test_config_file_missing_or_of_unknown_kind(tmp_path, capsys):
+    for path, fragment in (
+        (tmp_path / "absent.toml", "no such file"),
+        (tmp_path / "sweep.ini", "unknown suffix '.ini'"),
+        (tmp_path / "list.json", "expected a mapping of options, got list"),
+    ):
+        if path.suffix != ".toml":
+            path.write_text("[1, 2]" if path.suffix == ".json" else "samples = 2")
+        with pytest.raises(SystemExit) as info:
+            main(["ntk", "--config", str(path)])
+        assert info.value.code == 2
+        assert fragment in capsys.readouterr().err

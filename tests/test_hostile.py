@@ -129,3 +129,21 @@ def test_disk_full_mid_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     assert main(argv) == 0
     assert (out / "units" / "unshaped.json").exists()
+
+
+def test_one_step_moments_key_impl_is_explicit():
+    """The key conversion is a documented keyword, and key_impl=None keeps the user's key."""
+    from sdeformer import one_step_moments
+
+    cfg = ShapedConfig(blocks=("attention",))
+    v = GOOD
+    key = jr.key(5)  # threefry
+    default = one_step_moments(cfg, 8, v, 2, key=key)
+    rbg = jr.wrap_key_data(jr.bits(key, (4,), jnp.uint32), impl="rbg")
+    same = one_step_moments(cfg, 8, v, 2, key=rbg, key_impl=None)
+    assert jnp.array_equal(default.drift, same.drift)  # the documented conversion, exactly
+    kept = one_step_moments(cfg, 8, v, 2, key=key, key_impl=None)
+    assert not jnp.array_equal(default.drift, kept.drift)  # threefry draws: other networks
+    assert jnp.all(jnp.isfinite(kept.drift))
+    with pytest.raises(ValueError, match="key_impl='threefry'"):
+        one_step_moments(cfg, 8, v, 2, key=key, key_impl="threefry")

@@ -265,7 +265,7 @@ def test_bad_arguments_raise_clear_errors(key):
         empirical_ntk(model, xs, strategy="fast")
     with pytest.raises(ValueError, match="lr_factor=3.0"):
         train_gd(model, xs, jnp.zeros(3), lr_factor=3.0)
-    with pytest.raises(ValueError, match="n <= 1797"):
+    with pytest.raises(ValueError, match="num_inputs <= 1797"):
         digits_data(5000, key=key)
     with pytest.raises(ValueError, match="data='mnist'"):
         load_data("mnist", 4, key=key)
@@ -286,9 +286,28 @@ def test_ntk_command_runs_writes_json_and_resumes(tmp_path, capsys):
     assert set(report["kernel_error_fits"]) == {"linear/ntk", "sqrt/ntk"}
     unit = report["units"][0]
     assert len(unit["losses"]) == 9 and len(unit["kernel_errors"]) == 2
-    for name in ("ntk_eig.png", "ntk_loss.png", "ntk_kernel_error.png"):
-        assert (out / name).stat().st_size > 0
+    for unit in report["units"]:
+        assert unit["lambda_min"] > 0  # the NTK Gram of 6 distinct inputs is positive definite
+        assert all(e > 0 for e in unit["kernel_errors"])  # finite width: K != Kbar
+        assert unit["losses"][-1] < unit["losses"][0]  # GD with lr = N / lambda_max descends
+        assert unit["weight_change"] > 0
+    assert report["provenance"]["versions"]["jax"] == jax.__version__
+    import matplotlib.image
+
+    for name, panels in (("ntk_eig.png", 2), ("ntk_loss.png", 0), ("ntk_kernel_error.png", 3)):
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[1] >= panels * 0.8 * image.shape[0] and min(image.shape[:2]) > 200
+        assert image[..., :3].std() > 0.05  # drawn on, not a blank canvas
     assert "| scaling |" in capsys.readouterr().out
+    # Seeds do not depend on the lists: the linear unit at width 16 alone equals the same unit
+    # of the full run.
+    alone = tmp_path / "alone"
+    single = [*argv[:2], "16", "--scalings", "linear", *argv[5:-2], str(alone), "--no-progress"]
+    assert main(single) == 0
+    capsys.readouterr()
+    assert json.loads((alone / "units" / "w16_linear_ntk.json").read_text()) == json.loads(
+        (out / "units" / "w16_linear_ntk.json").read_text()
+    )
     # Resume: a finished unit is read back, not recomputed.
     marker = out / "units" / "w8_linear_ntk.json"
     data = json.loads(marker.read_text())

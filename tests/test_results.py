@@ -1,5 +1,6 @@
 """Result files: atomic writes, resuming, foreign or corrupted results, kills, a full disk."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -13,7 +14,19 @@ import numpy as np
 import pytest
 
 from sdeformer.cli import main
-from sdeformer.results import ResultsError, ResultStore, read_json, write_json
+from sdeformer.results import (
+    ResultsError,
+    ResultStore,
+    fold_in_name,
+    load_arrays_module,
+    provenance,
+    read_arrays_header,
+    read_json,
+    save_arrays_module,
+    to_dataframe,
+    to_xarray,
+    write_json,
+)
 
 ROOT = Path(__file__).parents[1]
 TINY = ["--n", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
@@ -58,6 +71,8 @@ def test_store_records_config_and_version_and_resumes(tmp_path):
 
     store = ResultStore(tmp_path / "r", "demo", {"n": 4})
     manifest = read_json(tmp_path / "r" / "manifest.json")
+    assert manifest["provenance"] == provenance()
+    del manifest["provenance"]
     assert manifest == {"kind": "demo", "config": {"n": 4}, "version": __version__}
     store.save("a", {"x": 1})
     store.save_arrays("b", {"v": np.arange(6.0).reshape(2, 3), "ok": np.array([True, False])})
@@ -157,3 +172,283 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     whole = json.loads(capsys.readouterr().out)
     assert resumed["curves"] == whole["curves"]
     assert _temporaries(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def test_provenance_records_versions_devices_and_extra():
+    import importlib.metadata
+    import platform
+
+    import jax
+
+    info = provenance(extra={"corpus_sha256": "0" * 64})
+    assert info["version"] == __import__("sdeformer").__version__
+    for lib in ("jax", "jaxlib", "equinox", "diffrax", "optax"):
+        assert info["versions"][lib] == importlib.metadata.version(lib)
+    assert info["python"] == platform.python_version()
+    assert info["backend"] == jax.default_backend()
+    assert info["device_count"] == jax.device_count()
+    assert info["device_kind"] == jax.devices()[0].device_kind
+    assert info["corpus_sha256"] == "0" * 64
+    # This checkout is a git work tree: the commit is recorded (40 hex digits, maybe +dirty).
+    assert info["git_commit"] is None or len(info["git_commit"].split("+")[0]) == 40
+    with pytest.raises(ValueError, match="reserved"):
+        provenance(extra={"version": "x"})
+
+
+def test_provenance_without_git(monkeypatch):
+    """No git executable (or no checkout): the commit is None, nothing fails."""
+    import subprocess
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert provenance()["git_commit"] is None
+
+
+def _age_manifest(directory: Path, version: str = "0.0.1") -> None:
+    path = directory / "manifest.json"
+    manifest = read_json(path)
+    manifest["version"] = version
+    manifest["provenance"]["version"] = version
+    write_json(path, manifest)
+
+
+def test_resume_refuses_another_version_unless_accepted(tmp_path):
+    d = tmp_path / "r"
+    ResultStore(d, "demo", {"n": 4}).save("a", {"x": 1})
+    _age_manifest(d)
+    with pytest.raises(ResultsError, match=r"sdeformer 0\.0\.1.*--overwrite.*--accept-changed"):
+        ResultStore(d, "demo", {"n": 4})
+    store = ResultStore(d, "demo", {"n": 4}, accept_changed=True)
+    assert store.load("a") == {"x": 1}
+    manifest = read_json(d / "manifest.json")
+    assert manifest["version"] == "0.0.1"  # the run that created the units
+    assert manifest["resumes"] == [provenance()]  # and who resumed them
+    ResultStore(d, "demo", {"n": 4}, accept_changed=True)  # the same code again: not re-recorded
+    assert read_json(d / "manifest.json")["resumes"] == [provenance()]
+    # A different configuration is refused even with accept_changed: units would mix configs.
+    with pytest.raises(ResultsError, match="another configuration.*--overwrite"):
+        ResultStore(d, "demo", {"n": 5}, accept_changed=True)
+
+
+def test_cli_resume_refuses_another_version_then_accepts(tmp_path, capsys):
+    out = tmp_path / "rc"
+    argv = ["rank-collapse", *TINY, "--kinds", "shaped", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["provenance"]["version"] == provenance()["version"]
+    assert read_json(out / "provenance.json")["provenance"]["versions"] == provenance()["versions"]
+    _age_manifest(out)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--accept-changed" in err and "0.0.1" in err
+    assert main([*argv, "--accept-changed"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["curves"] == first["curves"]  # the unit was reused, not recomputed
+
+
+# ------------------------------------------------------------------------- seeds per unit
+
+
+def test_fold_in_name_is_stable_and_distinct():
+    import jax.random as jr
+
+    def data(k):
+        return np.asarray(jr.key_data(k))
+
+    key = jr.key(3)
+    np.testing.assert_array_equal(data(fold_in_name(key, "a")), data(fold_in_name(key, "a")))
+    assert not np.array_equal(data(fold_in_name(key, "a")), data(fold_in_name(key, "b")))
+    # The id is CRC-32 of the name: fixed across processes and Python versions (no hash salt).
+    np.testing.assert_array_equal(
+        data(fold_in_name(key, "shaped")), data(jr.fold_in(key, 0x100820D5))
+    )
+
+
+# --------------------------------------------------------------- save, load, xarray, pandas
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    feature: str
+    time: float
+    quantiles: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Samples:
+    """Stands in for compare.CovarianceSamples (numpy fields, validation in __post_init__)."""
+
+    label: str
+    ts: np.ndarray
+    vs: np.ndarray
+    alive: np.ndarray
+
+    def __post_init__(self):
+        if self.vs.shape[1] != self.ts.shape[0]:
+            raise ValueError("vs and ts disagree")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Comparison:
+    """Stands in for compare.Comparison (nested records, dicts with float keys, inf)."""
+
+    label_a: str
+    rows: tuple[_Row, ...]
+    stopped: dict
+
+
+def _solution_class():
+    import equinox as eqx
+    import jax
+    from jaxtyping import Array, Bool, Float, Int
+
+    class _Solution(eqx.Module):
+        """Stands in for sde.SDESolution (JAX array fields)."""
+
+        ts: Float[Array, " k"]
+        vs: Float[Array, "paths k m m"]
+        alive: Bool[Array, "paths k"]
+        exit_reason: Int[Array, " paths"]
+
+    _Solution.__qualname__ = "_Solution"
+    del jax
+    return _Solution
+
+
+_SOLUTION = _solution_class()
+
+
+def test_save_load_round_trip_equinox_module(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    sol = _SOLUTION(
+        ts=jnp.linspace(0.0, 1.0, 3),
+        vs=jnp.asarray(rng.normal(size=(4, 3, 2, 2)), jnp.float32),
+        alive=jnp.asarray(rng.random((4, 3)) > 0.3),
+        exit_reason=jnp.arange(4, dtype=jnp.int32),
+    )
+    path = save_arrays_module(tmp_path / "sol.npz", sol)
+    back = load_arrays_module(_SOLUTION, path)
+    for name in ("ts", "vs", "alive", "exit_reason"):
+        a, b = getattr(sol, name), getattr(back, name)
+        assert isinstance(b, jax.Array) and b.dtype == a.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    header = read_arrays_header(path)
+    assert header["class"].endswith("_Solution")
+    assert header["field_names"] == ["ts", "vs", "alive", "exit_reason"]
+    assert header["provenance"]["version"] == provenance()["version"]
+    assert _temporaries(tmp_path) == []
+
+
+def test_save_load_round_trip_nested_dataclasses(tmp_path):
+    comp = _Comparison(
+        "finite",
+        (_Row("rho_01", 0.5, (0.1, 0.2)), _Row("rho_01", 1.0, (0.3, float("inf")))),
+        {0.5: 0.0, 1.0: 0.25},
+    )
+    back = load_arrays_module(
+        _Comparison, save_arrays_module(tmp_path / "c.npz", comp), classes=(_Row,)
+    )
+    assert back == comp  # tuples stay tuples, float keys stay floats, inf survives
+    samples = _Samples("sde", np.arange(3.0), np.zeros((2, 3, 2, 2)), np.ones((2, 3), bool))
+    again = load_arrays_module(_Samples, save_arrays_module(tmp_path / "s.npz", samples))
+    assert again.label == "sde" and isinstance(again.vs, np.ndarray)
+    np.testing.assert_array_equal(again.alive, samples.alive)
+
+
+def test_load_refuses_other_class_changed_fields_and_foreign_classes(tmp_path):
+    samples = _Samples("sde", np.arange(3.0), np.zeros((2, 3, 2, 2)), np.ones((2, 3), bool))
+    path = save_arrays_module(tmp_path / "s.npz", samples)
+    with pytest.raises(ResultsError, match="holds a .*_Samples, not a .*_Comparison"):
+        load_arrays_module(_Comparison, path)
+
+    @dataclasses.dataclass(frozen=True)
+    class _Samples2:
+        label: str
+        ts: np.ndarray
+
+    _Samples2.__qualname__ = "_Samples"  # same name, other fields: a class that changed
+    with pytest.raises(ResultsError, match=r"missing \[\].*extra \['alive', 'vs'\]"):
+        load_arrays_module(_Samples2, path)
+    comp = _Comparison("a", (_Row("x", 0.0, ()),), {})
+    path = save_arrays_module(tmp_path / "c.npz", comp)
+    with pytest.raises(ResultsError, match="not part of sdeformer"):
+        load_arrays_module(_Comparison, path)  # _Row not allowed: no import of arbitrary code
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ResultsError, match="not a readable .npz"):
+        load_arrays_module(_Samples, tmp_path / "bad.npz")
+    with pytest.raises(TypeError, match="cannot save field x of type object"):
+
+        @dataclasses.dataclass
+        class _Bad:
+            x: object
+
+        save_arrays_module(tmp_path / "x.npz", _Bad(object()))
+
+
+def test_to_xarray_and_to_dataframe_label_dims():
+    ts = np.array([0.0, 0.5, 1.0])
+    vs = np.arange(2 * 3 * 2 * 2, dtype=float).reshape(2, 3, 2, 2)
+    samples = _Samples("sde", ts, vs, np.ones((2, 3), bool))
+    ds = to_xarray(
+        samples,
+        {"vs": ("sample", "time", "token_a", "token_b"), "alive": ("sample", "time")},
+        coords={"time": "ts"},
+    )
+    assert dict(ds.sizes) == {"sample": 2, "time": 3, "token_a": 2, "token_b": 2}
+    assert ds.attrs["label"] == "sde"
+    assert float(ds.vs.sel(time=0.5, sample=1, token_a=0, token_b=1)) == vs[1, 1, 0, 1]
+    with pytest.raises(ValueError, match="names 2 axes but vs has shape"):
+        to_xarray(samples, {"vs": ("sample", "time")})
+    df = to_dataframe(
+        samples, field="vs", dims=("sample", "time", "token_a", "token_b"), coords={"time": "ts"}
+    )
+    assert len(df) == vs.size and list(df.columns) == ["sample", "time", "token_a", "token_b", "vs"]
+    row = df[(df["sample"] == 1) & (df["time"] == 1.0) & (df.token_a == 1) & (df.token_b == 0)]
+    assert row["vs"].item() == vs[1, 2, 1, 0]
+    comp = _Comparison("finite", (_Row("rho_01", 0.5, (0.1,)), _Row("rho_01", 1.0, (0.3,))), {})
+    table = to_dataframe(comp, records="rows")
+    assert table.to_dict("list") == {
+        "label_a": ["finite", "finite"],
+        "feature": ["rho_01", "rho_01"],
+        "time": [0.5, 1.0],
+        "quantiles": [(0.1,), (0.3,)],
+    }
+
+
+def test_helpers_on_the_real_result_classes(tmp_path):
+    """What SDESolution / CovarianceSamples / Comparison `save`, `load`, `to_xarray` and
+    `to_dataframe` will call: round trips and labelled views on the real classes."""
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    from sdeformer import SDESolution, ShapedConfig, solve_sde
+    from sdeformer.compare import Comparison, CovarianceSamples, compare_sources
+    from sdeformer.results import SAMPLES_DIMS, SOLUTION_DIMS
+
+    v0 = jnp.array([[1.0, 0.3], [0.3, 1.0]])
+    sol = solve_sde(ShapedConfig(gamma=0.4), v0, 0.2, 6, key=jr.key(0), num_steps=4, save_times=3)
+    back = load_arrays_module(SDESolution, save_arrays_module(tmp_path / "sol.npz", sol))
+    for name in SOLUTION_DIMS:
+        np.testing.assert_array_equal(np.asarray(getattr(back, name)), getattr(sol, name))
+    ds = to_xarray(sol, SOLUTION_DIMS, coords={"time": "ts"})
+    assert dict(ds.sizes) == {"time": 3, "sample": 6, "token_a": 2, "token_b": 2}
+
+    a = CovarianceSamples("sde", np.asarray(sol.ts), np.asarray(sol.vs), np.asarray(sol.alive))
+    b = CovarianceSamples("other", a.ts, a.vs * 1.1, a.alive)
+    again = load_arrays_module(CovarianceSamples, save_arrays_module(tmp_path / "a.npz", a))
+    assert again.label == "sde" and np.array_equal(again.vs, a.vs)
+    assert to_xarray(a, SAMPLES_DIMS, coords={"time": "ts"}).attrs["label"] == "sde"
+
+    comparison = compare_sources(a, b, feature_names=["rho_01"])
+    loaded = load_arrays_module(Comparison, save_arrays_module(tmp_path / "c.npz", comparison))
+    assert loaded == comparison
+    table = to_dataframe(comparison, records="rows")
+    assert len(table) == len(comparison.rows) and "ks" in table.columns

@@ -64,6 +64,35 @@ import multihost
 out["example"] = multihost.main(["--samples", "7", "--n", "8", "--T", "0.5", "--seed", "7"])
 final = ref[:, -1]
 out["example_rho_mean"] = float(np.mean(final[:, 0, 1] / np.sqrt(final[:, 0, 0] * final[:, 1, 1])))
+# rank-collapse --devices: the same numbers on 4 devices as on 1 (10 networks: 2 chunks, padded).
+import tempfile
+from sdeformer.cli import main
+tiny = ["--width", "8", "--depth", "3", "--tokens", "3", "--samples", "10", "--kinds", "shaped",
+        "--no-progress"]
+curves = {}
+for devices in (1, 4):
+    with tempfile.TemporaryDirectory() as tmp:
+        assert main(["rank-collapse", *tiny, "--devices", str(devices), "--out", tmp]) == 0
+        curves[devices] = json.load(open(tmp + "/rank_collapse.json"))["curves"]
+out["cli_devices_equal"] = curves[1] == curves[4]
+out["cli_se"] = curves[4]["shaped"]["mean_correlation_se"][-1]
+print("RESULT", json.dumps(out))
+"""
+
+WORKER = r"""
+import json, sys
+process_id, port = int(sys.argv[1]), sys.argv[2]
+from sdeformer.sharding import initialize_multihost
+initialize_multihost(f"127.0.0.1:{port}", 2, process_id)
+import jax, jax.random as jr, numpy as np
+from sdeformer import ShapedConfig
+from sdeformer.rank_collapse import equicorrelated
+from sdeformer.sharding import gather, sharded_covariance_paths
+paths = sharded_covariance_paths(
+    ShapedConfig(gamma=0.4), 8, 4, equicorrelated(2, 0.3), 7, key=jr.key(7)
+)
+out = {"devices": jax.device_count(), "processes": jax.process_count(),
+       "local": len(paths.addressable_shards), "paths": np.asarray(gather(paths)).tolist()}
 print("RESULT", json.dumps(out))
 """
 
@@ -101,6 +130,65 @@ def test_four_devices_equal_one_device(four_devices):
     assert out["sde_ts"] == [0.0, 0.25, 0.5]
     assert out["sde_max_diff"] == 0.0
     assert out["sde_reasons"] == [0] * 6  # all paths ran to T (a stop would hide a difference)
+
+
+def test_rank_collapse_devices_do_not_change_the_numbers(four_devices):
+    assert four_devices["cli_devices_equal"] is True
+    assert four_devices["cli_se"] > 0  # power: the 10 networks differ, so equality means something
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    """jax.distributed over CPU: two local processes (one device each, coordinator on
+    127.0.0.1) shard 7 samples between them and gather the same array, bit for bit, as one
+    process computes (sample i uses jr.split(key, 7)[i] whatever the process count)."""
+    import numpy as np
+
+    from sdeformer.rank_collapse import equicorrelated
+
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("XLA_FLAGS", None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(pid), port],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=240)
+            assert proc.returncode == 0, stderr[-3000:]
+            line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
+            results.append(json.loads(line[len("RESULT ") :]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    single = np.asarray(
+        sharded_covariance_paths(
+            ShapedConfig(gamma=0.4), 8, 4, equicorrelated(2, 0.3), 7, key=jr.key(7), devices=1
+        )
+    )
+    for out in results:
+        assert out["devices"] == 2 and out["processes"] == 2 and out["local"] == 1
+        np.testing.assert_array_equal(np.asarray(out["paths"], dtype=np.float32), single)
+    assert len({float(x) for x in single[:, -1, 0, 1]}) == 7  # seven distinct samples
 
 
 def test_multihost_example_runs_single_process(four_devices):

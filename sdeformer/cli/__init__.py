@@ -9,6 +9,12 @@ import sys
 import threading
 
 from ..results import ResultsError
+from .common import (
+    add_config_file_argument,
+    config_defaults,
+    read_config_file,
+    resolved_options,
+)
 from .compare import _add_compare, _add_sweep_width
 from .ntk import _add_ntk
 from .rank_collapse import _add_rank_collapse
@@ -39,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sdeformer",
         description=(
             "Shaped Transformers, their covariance SDE limit and exact finite-width laws. "
-            "Each command prints a table, writes JSON and figures, and resumes interrupted runs."
+            "Each command prints a table, writes a JSON report (and figures), records the "
+            "resolved options and the provenance of the run, reads options from --config FILE, "
+            "and resumes interrupted runs."
         ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,7 +58,60 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ntk(sub)
     _add_train(sub)
     _add_train_sweep(sub)
+    for command in sub.choices.values():
+        add_config_file_argument(command)
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:  # argparse has no public accessor for subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise LookupError(command)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Parse flags; a `--config FILE` supplies defaults that the flags given then override."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args, None
+    command = _subparser(parser, args.command)
+    try:
+        defaults = config_defaults(command, read_config_file(args.config), args.config)
+    except ValueError as err:
+        command.error(str(err))
+    command.set_defaults(**defaults)
+    return parser.parse_args(argv), command
+
+
+def _use_noninteractive_backend() -> None:
+    """The CLI writes PNG files and never shows a window: choose Agg unless MPLBACKEND is set.
+
+    Only the command line does this; the library (sdeformer.plot) leaves the backend to the
+    user, so `plt.show()` works in scripts and notebooks.
+    """
+    import os
+
+    if os.environ.get("MPLBACKEND") is None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+
+
+def _write_run_files(command_parser, args: argparse.Namespace) -> None:
+    """After a successful command: `<out>/config.json` (resolved options) and provenance."""
+    from pathlib import Path
+
+    from ..results import provenance, write_json
+
+    out = getattr(args, "out", None)
+    if args.command == "run" or out is None or not Path(out).is_dir():
+        return  # `run` is `compare`, which wrote its own files
+    write_json(Path(out) / "config.json", resolved_options(command_parser, args))
+    write_json(
+        Path(out) / "provenance.json",
+        {"command": args.command, "provenance": provenance()},
+    )
 
 
 def _terminate(signum, frame):
@@ -58,15 +119,24 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..results import accepting_changed
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, command_parser = _parse(parser, argv)
+    if command_parser is None:
+        command_parser = _subparser(parser, args.command)
+    _use_noninteractive_backend()
     # SIGTERM (a scheduler ending the job) stops like Ctrl-C: the file being written is
     # discarded (its temporary removed), finished units stay, a rerun resumes.
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
+        with accepting_changed(getattr(args, "accept_changed", False)):
+            code = args.func(args)
+        if code == 0:
+            _write_run_files(command_parser, args)
+        return code
     except (ValueError, ResultsError) as err:
         print(f"sdeformer {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -62,6 +62,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     group.add_argument(
         "--json", action="store_true", help="print the JSON report to stdout instead of a table"
     )
+    group.add_argument(
+        "--accept-changed",
+        action="store_true",
+        help="resume results in --out written by another sdeformer version (recorded in the "
+        "manifest) instead of refusing them",
+    )
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     group.add_argument(
         "--float64", action="store_true", help="compute in float64 (enables jax_enable_x64)"
@@ -102,3 +108,143 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 def csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# ---------------------------------------------------------------------------------- config files
+#
+# argparse is kept (rather than jsonargparse or tyro): the commands already declare every option
+# with its type, default and help once, the config-file layer below is about 80 lines on top of
+# it, and it adds no dependency (TOML is read by the standard library's tomllib; YAML only if
+# PyYAML is installed). Values in a file go through the same `type=` converters as flags do, and
+# flags given on the command line win over the file.
+
+_NOT_OPTIONS = {"help", "config", "func", "command"}
+
+
+def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--config FILE` to a command (TOML, YAML or JSON; keys are the command's options)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read options from a TOML (.toml), YAML (.yaml/.yml) or JSON (.json) file whose "
+        'keys are this command\'s options (e.g. samples = 64 or kinds = ["shaped"]); options '
+        "given on the command line win. Each run writes the resolved options to "
+        "<out>/config.json, which --config reads back",
+    )
+
+
+def read_config_file(path: str) -> dict:
+    """The mapping in a TOML, YAML or JSON file (ValueError names the file and the problem)."""
+    import json
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    suffix = file.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(f"--config {path}: unknown suffix {suffix!r}; use .toml, .yaml, .json")
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ValueError(
+                f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); "
+                "or write the file as TOML"
+            ) from err
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(file.read_text())
+        elif suffix == ".json":
+            data = json.loads(file.read_text())
+        else:
+            data = yaml.safe_load(file.read_text())
+    except Exception as err:  # tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError
+        raise ValueError(f"--config {path}: cannot parse it ({err})") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"--config {path}: expected a mapping of options, got {type(data).__name__}"
+        )
+    return data
+
+
+def _key(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The options a config file may set, by name: each flag without dashes, `-` as `_`
+    (`samples`, `key_width`, `width` and its alias `n`), and each destination name."""
+    actions = {}
+    for action in parser._actions:  # argparse has no public accessor
+        if action.option_strings and action.dest not in _NOT_OPTIONS:
+            for flag in action.option_strings:
+                if flag.startswith("--") and not flag.startswith("--no-"):
+                    actions.setdefault(_key(flag), action)
+            actions.setdefault(action.dest, action)
+    return actions
+
+
+def _primary(action: argparse.Action) -> str:
+    """The name under which a resolved config records an option (its first long flag)."""
+    return _key(next(f for f in action.option_strings if f.startswith("--")))
+
+
+def config_defaults(parser: argparse.ArgumentParser, data: dict, path: str) -> dict:
+    """Validate a config file's mapping against a command's options; return parser defaults.
+
+    Keys may be spelled like the destination (`key_width`) or the flag (`key-width`). Lists
+    become comma-separated strings (the form list options take), and every value other than a
+    boolean passes through the option's `type=` converter, so a file is checked like flags are.
+    """
+    actions = option_actions(parser)
+    names = sorted({_primary(a) for a in actions.values()})
+    defaults = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in actions:
+            valid = ", ".join(names)
+            command = parser.prog.split()[-1]
+            raise ValueError(
+                f"--config {path}: unknown option {raw_key!r} for `sdeformer {command}`; "
+                f"valid options: {valid}"
+            )
+        action = actions[key]
+        flag = action.option_strings[0]
+        key = action.dest
+        if action.nargs == 0:  # store_true / BooleanOptionalAction
+            if not isinstance(value, bool):
+                raise ValueError(f"--config {path}: {raw_key} = {value!r} must be true or false")
+            defaults[key] = value
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            raise ValueError(f"--config {path}: {raw_key} = {value!r} is not a value for {flag}")
+        if value is None:
+            defaults[key] = None
+            continue
+        text = str(value)
+        try:
+            defaults[key] = action.type(text) if action.type is not None else text
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+            raise ValueError(f"--config {path}: {raw_key} = {value!r}: {err}") from err
+        if action.choices is not None and defaults[key] not in action.choices:
+            raise ValueError(
+                f"--config {path}: {raw_key} = {value!r}; choose from {list(action.choices)}"
+            )
+    return defaults
+
+
+def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """Every option of the parsed command with its final value (what `--config` reads back)."""
+    actions = {a.dest: a for a in option_actions(parser).values()}
+    return {
+        _primary(action): getattr(args, dest)
+        for dest, action in actions.items()
+        if hasattr(args, dest) and dest not in ("overwrite", "accept_changed")
+    }

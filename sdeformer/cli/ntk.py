@@ -29,7 +29,9 @@ def _add_ntk(sub) -> None:
             "several initialisations), then full-batch gradient descent on the squared loss "
             "(loss curve, fitted linear rate, weight and NTK movement). Prints a table, writes a "
             "JSON report and three PNG figures; resumes the (width, scaling, init) units already "
-            "computed."
+            "computed. Seeds: the data use fold_in(key(seed), 0) and every unit of width d_m "
+            "fold_in(fold_in(key(seed), 1), d_m), so a unit's numbers do not depend on the "
+            "other widths, scalings or inits in the lists, nor on their order."
         ),
     )
     group = parser.add_argument_group("experiment")
@@ -80,7 +82,7 @@ def ntk_command(args: argparse.Namespace) -> int:
 
     from .. import plot
     from ..ntk import INITS, SCALINGS, STRATEGIES, fit_loglog, load_data, run_unit
-    from ..results import ResultStore, write_json
+    from ..results import ResultStore, provenance, write_json
 
     dtype = setup_precision(args)
     try:
@@ -205,6 +207,7 @@ def ntk_command(args: argparse.Namespace) -> int:
     report = {
         "command": "ntk",
         "settings": settings,
+        "provenance": provenance(),
         "seconds": elapsed,
         "kernel_error_fits": fits,
         "table": {"headers": headers, "rows": rows},

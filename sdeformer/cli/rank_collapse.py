@@ -21,6 +21,9 @@ from .common import (
 
 # ------------------------------------------------------------------------------- rank-collapse
 
+CHUNK = 8
+"""Networks per progress step; chunk c of a model kind draws from fold_in(kind key, c)."""
+
 
 def _add_rank_collapse(sub) -> None:
     parser = sub.add_parser(
@@ -31,12 +34,18 @@ def _add_rank_collapse(sub) -> None:
             "correlation, stable rank and smallest correlation eigenvalue per layer, for the "
             "shaped Transformer, the same network with unshaped Softmax attention, and a "
             "standard Pre-LN Transformer. "
-            "Writes a JSON report and a PNG figure; resumes model kinds already computed."
+            "Writes a JSON report and a PNG figure; resumes model kinds already computed. "
+            "Seeds: model kind k draws from fold_in(key(seed), crc32(k)), so its numbers do not "
+            "depend on which other kinds are run or in what order; networks come in chunks of "
+            "--chunk, chunk c of kind k uses fold_in(kind key, c), split into one key per "
+            "network, whatever --devices is."
         ),
     )
     add_config_arguments(parser, ShapedConfig())
     group = parser.add_argument_group("experiment")
-    group.add_argument("--n", type=positive_int, default=128, help="width n (default: 128)")
+    group.add_argument(
+        "--width", "--n", dest="n", type=positive_int, default=128, help="width n (default: 128)"
+    )
     group.add_argument("--depth", type=positive_int, default=256, help="depth d (default: 256)")
     group.add_argument("--tokens", type=positive_int, default=8, help="tokens m (default: 8)")
     group.add_argument(
@@ -50,6 +59,22 @@ def _add_rank_collapse(sub) -> None:
         default="shaped,unshaped,preln",
         help="comma-separated model kinds from shaped,unshaped,preln (default: all three)",
     )
+    group.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="shard the networks of each chunk over this many devices (jax.devices(); on CPU "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=K makes K). The numbers for a --seed "
+        "do not depend on --devices (default: 1)",
+    )
+    group.add_argument(
+        "--chunk",
+        type=positive_int,
+        default=CHUNK,
+        help="networks per call (and progress step); chunk c of a kind draws from "
+        "fold_in(kind key, c), so the numbers depend on --chunk but not on --devices; raise it "
+        f"to a multiple of --devices on accelerators (default: {CHUNK})",
+    )
     add_run_arguments(parser, "results/rank_collapse")
     parser.set_defaults(func=rank_collapse_command)
 
@@ -59,9 +84,9 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import plot
-    from ..model import explicit_covariance_paths
     from ..rank_collapse import MODEL_KINDS, collapse_summary, equicorrelated, kind_config
-    from ..results import ResultStore, write_json
+    from ..results import ResultStore, fold_in_name, provenance, write_json
+    from ..sharding import gather, sharded_covariance_paths
 
     dtype = setup_precision(args)
     base = config_from_args(args)
@@ -83,28 +108,37 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
         "samples": args.samples,
         "seed": args.seed,
         "float64": args.float64,
+        "chunk": args.chunk,
     }
     out = Path(args.out)
     store = ResultStore(out, "rank-collapse", settings, overwrite=args.overwrite)
-    chunk = min(args.samples, 8)
+    chunk = args.chunk
     chunks = -(-args.samples // chunk)
     started = time.perf_counter()
     curves = {}
     with progress(len(kinds) * chunks, "rank-collapse", args.no_progress) as bar:
-        for index, kind in enumerate(kinds):
+        for kind in kinds:
             if store.has(kind):
                 curves[kind] = store.load(kind)
                 bar.update(chunks)
                 continue
             cfg = kind_config(base, kind)
-            kind_key = jr.fold_in(jr.key(args.seed), index)
+            # A stable id per kind: `--kinds unshaped` reproduces `--kinds shaped,unshaped`.
+            kind_key = fold_in_name(jr.key(args.seed), kind)
             parts = []
             for c in range(chunks):
                 size = min(chunk, args.samples - c * chunk)
-                paths = explicit_covariance_paths(
-                    cfg, args.n, args.depth, v0, size, key=jr.fold_in(kind_key, c)
+                paths = sharded_covariance_paths(
+                    cfg,
+                    args.n,
+                    args.depth,
+                    v0,
+                    size,
+                    key=jr.fold_in(kind_key, c),
+                    method="explicit",
+                    devices=args.devices,
                 )
-                parts.append(np.asarray(paths))
+                parts.append(np.asarray(gather(paths)))
                 bar.update(1)
             summary = collapse_summary(np.concatenate(parts))
             curves[kind] = {k: v.tolist() for k, v in summary.items()}
@@ -117,6 +151,8 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
     report = {
         "command": "rank-collapse",
         "settings": settings,
+        "devices": args.devices,
+        "provenance": provenance(),
         "seconds": elapsed,
         "layers_reported": marks,
         "curves": curves,

@@ -1,7 +1,8 @@
 """Data sets for the NTK experiments: a synthetic token task and scikit-learn's digits.
 
-Both return inputs `xs` of shape (N, tokens, d) with entries of order one (what the LeCun and He
-initialisations assume) and scalar targets `ys` of shape (N,) with mean 0 and variance 1.
+Both return `num_inputs` (N) inputs `xs` of shape (N, tokens, d) with entries of order one (what
+the LeCun and He initialisations assume) and scalar targets `ys` of shape (N,) with mean 0 and
+variance 1.
 """
 
 from __future__ import annotations
@@ -28,18 +29,18 @@ def _standardise(y: np.ndarray) -> np.ndarray:
 
 
 def synthetic_data(
-    n: int, *, tokens: int = 8, d: int = 8, key: PRNGKeyArray, dtype=jnp.float32
-) -> tuple[Float[Array, "n tokens d"], Float[Array, " n"]]:
-    """N inputs with iid N(0, 1) entries and a smooth nonlinear teacher target.
+    num_inputs: int, *, tokens: int = 8, d: int = 8, key: PRNGKeyArray, dtype=jnp.float32
+) -> tuple[Float[Array, "num_inputs tokens d"], Float[Array, " num_inputs"]]:
+    """`num_inputs` (N) inputs with iid N(0, 1) entries and a smooth nonlinear teacher target.
 
     `y = sin(sqrt(tokens) ubar.b) + mean_t tanh(x_t.c)`, with `ubar` the mean token and
     b, c ~ N(0, I/d) fixed by `key`, then standardised over the N inputs.
     """
-    n = check_positive_int(n, "n (number of inputs)")
+    num_inputs = check_positive_int(num_inputs, "num_inputs")
     tokens = check_positive_int(tokens, "tokens")
     d = check_positive_int(d, "d (token dimension)")
     xkey, bkey, ckey = jr.split(key, 3)
-    xs = np.asarray(jr.normal(xkey, (n, tokens, d)), dtype=np.float64)
+    xs = np.asarray(jr.normal(xkey, (num_inputs, tokens, d)), dtype=np.float64)
     b = np.asarray(jr.normal(bkey, (d,)), dtype=np.float64) / math.sqrt(d)
     c = np.asarray(jr.normal(ckey, (d,)), dtype=np.float64) / math.sqrt(d)
     y = np.sin(math.sqrt(tokens) * xs.mean(axis=1) @ b) + np.tanh(xs @ c).mean(axis=1)
@@ -47,9 +48,9 @@ def synthetic_data(
 
 
 def digits_data(
-    n: int, *, key: PRNGKeyArray, dtype=jnp.float32
-) -> tuple[Float[Array, "n 8 8"], Float[Array, " n"]]:
-    """N images of scikit-learn's digits (ships with the package; nothing is downloaded).
+    num_inputs: int, *, key: PRNGKeyArray, dtype=jnp.float32
+) -> tuple[Float[Array, "num_inputs 8 8"], Float[Array, " num_inputs"]]:
+    """`num_inputs` (N) images of scikit-learn's digits (shipped with it; nothing is downloaded).
 
     Each 8 x 8 image is 8 tokens (its rows) of dimension 8: the pixel-wise mean image of the whole
     data set is subtracted (otherwise all pooled inputs point the same way and the NTK is badly
@@ -57,9 +58,12 @@ def digits_data(
     The target is the parity of the digit, +1 for even and -1 for odd, then standardised.
     `key` picks which N of the 1797 images (without replacement).
     """
-    n = check_positive_int(n, "n (number of inputs)")
-    if n > DIGITS_SIZE:
-        raise ValueError(f"n={n} is more than the {DIGITS_SIZE} digits images; pass n <= 1797")
+    num_inputs = check_positive_int(num_inputs, "num_inputs")
+    if num_inputs > DIGITS_SIZE:
+        raise ValueError(
+            f"num_inputs={num_inputs} is more than the {DIGITS_SIZE} digits images; "
+            f"pass num_inputs <= {DIGITS_SIZE}"
+        )
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -68,19 +72,25 @@ def digits_data(
             "(or pip install scikit-learn), or use the synthetic data"
         ) from err
     bunch = load_digits()
-    pick = np.asarray(jr.permutation(key, DIGITS_SIZE))[:n]
+    pick = np.asarray(jr.permutation(key, DIGITS_SIZE))[:num_inputs]
     images = bunch.images.astype(np.float64)
     images = (images - images.mean(axis=0))[pick]
-    norms = np.linalg.norm(images.reshape(n, -1), axis=1)
+    norms = np.linalg.norm(images.reshape(num_inputs, -1), axis=1)
     images = images * (8.0 / np.maximum(norms, 1e-12))[:, None, None]
     y = np.where(bunch.target[pick] % 2 == 0, 1.0, -1.0)
     return jnp.asarray(images, dtype), jnp.asarray(_standardise(y), dtype)
 
 
-def load_data(name: str, n: int, *, key: PRNGKeyArray, dtype=jnp.float32):
-    """`synthetic_data` (8 tokens of dimension 8) or `digits_data` by name."""
+def load_data(name: str, num_inputs: int, *, key: PRNGKeyArray, dtype=jnp.float32):
+    """`synthetic_data` (8 tokens of dimension 8) or `digits_data` by name, `num_inputs` inputs.
+
+    >>> import jax.random as jr
+    >>> xs, ys = load_data("synthetic", 5, key=jr.key(0))
+    >>> xs.shape, ys.shape
+    ((5, 8, 8), (5,))
+    """
     if name == "synthetic":
-        return synthetic_data(n, key=key, dtype=dtype)
+        return synthetic_data(num_inputs, key=key, dtype=dtype)
     if name == "digits":
-        return digits_data(n, key=key, dtype=dtype)
+        return digits_data(num_inputs, key=key, dtype=dtype)
     raise ValueError(f"data={name!r} is unknown; choose one of {DATASETS}")

@@ -96,7 +96,7 @@ def _ntk_implicit(model, xs, block: int):
 
 
 def empirical_ntk(
-    model,
+    model: eqx.Module,
     xs: Float[Array, "N tokens d"],
     *,
     strategy: str = "auto",
