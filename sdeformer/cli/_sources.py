@@ -1,0 +1,113 @@
+"""What `sdeformer compare` and `sdeformer sweep-width` share: the input covariance, the SDE
+options and the memory rule for saved times."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..config import ShapedConfig
+from .common import positive_int
+
+DEFAULTS = ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
+"""The setting checked in docs/theory.md section 7 (m = 2, rho0 = 0.3, T = 1)."""
+
+MOMENT_TABLE_MAX_TOKENS = 8
+"""The one-step moment table needs the dense noise tensor (m^4 entries): small m only."""
+
+
+def _add_input_arguments(group) -> None:
+    group.add_argument("--tokens", type=positive_int, default=2, help="tokens m (default: 2)")
+    group.add_argument(
+        "--rho0", type=float, default=0.3, help="input correlation of every pair (default: 0.3)"
+    )
+    group.add_argument(
+        "--v0",
+        default=None,
+        help="input covariance as rows separated by ';' (e.g. '1,0.3;0.3,1'); overrides "
+        "--tokens and --rho0",
+    )
+    group.add_argument(
+        "--T", type=float, default=1.0, help="depth-to-width ratio T = d / n (default: 1.0)"
+    )
+    group.add_argument(
+        "--steps",
+        type=positive_int,
+        default=1000,
+        help="SDE Euler steps over [0, T] (default: 1000)",
+    )
+    group.add_argument(
+        "--bound",
+        type=float,
+        default=1e3,
+        help="stop paths (SDE and finite) where some |V_ab| exceeds this, checked at the layer "
+        "times of the finite network (default: 1000)",
+    )
+    group.add_argument(
+        "--finite-width-sde",
+        action="store_true",
+        help="compare with the finite-width SDE at the network's width (exact finite-width "
+        "drifts, docs/theory.md) instead of the limit SDE",
+    )
+    group.add_argument(
+        "--max-failed-fraction",
+        type=float,
+        default=0.01,
+        help="refuse a comparison where more than this fraction of SDE paths left the PSD cone "
+        "(discretisation failures of the Euler scheme; more --steps fix them) (default: 0.01)",
+    )
+
+
+def _input_covariance(args: argparse.Namespace, dtype):
+    import jax.numpy as jnp
+
+    from ..model import check_covariance
+    from ..rank_collapse import equicorrelated
+
+    if not args.bound > 0:  # also refuses NaN
+        raise ValueError(f"--bound {args.bound}: pass a bound > 0 (inf for none)")
+    if args.v0 is not None:
+        try:
+            rows = [[float(x) for x in row.split(",")] for row in args.v0.split(";")]
+            matrix = np.array(rows, dtype=np.float64)
+        except ValueError as err:
+            raise ValueError(
+                f"--v0 {args.v0!r} is not a matrix; write rows separated by ';' and entries by ','"
+            ) from err
+        return jnp.asarray(check_covariance(matrix, name="--v0"), dtype)
+    if args.tokens < 2:
+        raise ValueError(f"--tokens {args.tokens}: need at least 2 tokens")
+    return equicorrelated(args.tokens, args.rho0, dtype)
+
+
+SAVED_BYTES = 2**31
+"""Budget for the covariances kept in memory at once (all sources, all saved times)."""
+
+
+def _save_every(depth: int, m: int, total_samples: int) -> int:
+    """Keep every `every`-th layer: about 16 times over [0, T], fewer when the saved float32
+    covariances of all sources would exceed `SAVED_BYTES` (many tokens), but always 0, T/2, T."""
+    per_time = total_samples * m * m * 4
+    times = max(2, min(16, SAVED_BYTES // max(per_time, 1) - 1))
+    every = max(1, depth // times)
+    return min(every, max(1, depth // 2))
+
+
+def _sde_options(args: argparse.Namespace, width: int) -> dict:
+    """Keywords of `compare.sde_source` chosen by the flags shared by both commands."""
+    return {
+        "num_steps": args.steps,
+        "bound": args.bound,
+        "width": width if args.finite_width_sde else None,
+        "progress": not args.no_progress,
+    }
+
+
+def _exits_line(exits: dict) -> str:
+    return (
+        f"SDE paths: {exits['paths']}, survived {exits['survived']}, crossed the bound "
+        f"{exits['crossed_bound']}, non-finite {exits['non_finite']}; discretisation failures "
+        f"(left the PSD cone {exits['left_psd_cone']}, solver failures "
+        f"{exits['solver_failure']}): {exits['discretisation_failure_fraction']:.2%}, excluded"
+    )
