@@ -71,6 +71,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: pass an integer >= 0") from err
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: pass an integer >= 0")
+    return value
+
+
 def _add_train_study(sub) -> None:
     from ..train.study import PROFILES
     from .train import _kind_list
@@ -101,9 +111,10 @@ def _add_train_study(sub) -> None:
     )
     parser.add_argument(
         "--max-groups",
-        type=positive_int,
+        type=_non_negative_int,
         default=None,
-        help="stop after training this many groups (the rest resume on the next call)",
+        help="stop after training this many groups (the rest resume on the next call; 0: only "
+        "write the report of the runs done)",
     )
     parser.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
     parser.add_argument("--out", default=None, help="output directory (default: results/...)")
