@@ -46,7 +46,7 @@ def stability_figure(cells: list[dict], *, title: str = "Largest stable learning
 def loss_vs_lr_figure(lr_rows: list[dict], *, title: str = "Final validation loss"):
     """One panel per depth: final validation loss against lr per kind (mean over the seeds that
     did not diverge or spike, bars min to max); x at the top marks lrs where every seed was
-    unstable by divergence or spike."""
+    unstable by divergence or spike (one row of marks per kind)."""
     plt = _pyplot()
     depths = sorted({r["depth"] for r in lr_rows})
     fig, axes = plt.subplots(
@@ -54,8 +54,9 @@ def loss_vs_lr_figure(lr_rows: list[dict], *, title: str = "Final validation los
     )
     finite = [r["val_loss"]["max"] for r in lr_rows if r["val_loss"] is not None]
     top = max(finite) * 1.03 if finite else 1.0
+    kinds = _kinds(lr_rows)
     for ax, depth in zip(axes[0], depths, strict=True):
-        for kind in _kinds(lr_rows):
+        for index, kind in enumerate(kinds):
             mine = sorted(
                 (r for r in lr_rows if r["kind"] == kind and r["depth"] == depth),
                 key=lambda r: r["lr"],
@@ -74,7 +75,8 @@ def loss_vs_lr_figure(lr_rows: list[dict], *, title: str = "Final validation los
                 color = None
             dead = [r["lr"] for r in mine if r["val_loss"] is None]
             if dead:
-                ax.scatter(dead, [top] * len(dead), marker="x", s=30, color=color)
+                level = top * (1.0 + 0.012 * index)  # one row of marks per kind
+                ax.scatter(dead, [level] * len(dead), marker="x", s=30, color=color)
         ax.set_xscale("log")
         ax.set_xlabel("peak learning rate")
         ax.set_title(f"depth {depth}", fontsize=10)
