@@ -1,6 +1,6 @@
 """Shaping scalars of the trained shaped Transformer and their schedules: fixed, Recover, Learn.
 
-A shaped layer (SPEC.md section 2) is written with four scalars per layer,
+A shaped layer (docs/theory.md section 2) is written with four scalars per layer,
 
     A_h   = softmax_rows(beta G_h) + iota (I - C)          (C: the (causal) uniform matrix)
     sigma = s_plus max(x, 0) + s_minus min(x, 0),  normalised by c = 2 / (s_plus^2 + s_minus^2)
