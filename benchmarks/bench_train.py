@@ -1,5 +1,6 @@
 """Training throughput: tokens per second of the jitted train step for each model kind, at two
-sizes, on the default JAX device (CPU here; GPU when present).
+sizes, and of the study's group program (every learning rate of the grid trained at once,
+`sdeformer.train.group`), on the default JAX device (CPU here; GPU when present).
 
 Run: `python -m benchmarks.bench_train` (add `--quick` for a smoke run). Prints a markdown table
 and writes `benchmarks/results/train.json` with the machine (platform, CPU count, jax device).
@@ -8,6 +9,7 @@ and writes `benchmarks/results/train.json` with the machine (platform, CPU count
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import time
@@ -19,6 +21,8 @@ import jax.random as jr
 from sdeformer.results import write_json
 from sdeformer.train import MODEL_KINDS, TrainConfig, Trainer
 from sdeformer.train.data import make_tasks
+from sdeformer.train.group import GroupTrainer
+from sdeformer.train.study import PROFILES
 from sdeformer.train.sweep import ModelSpec
 
 SIZES = {
@@ -53,6 +57,28 @@ def bench(kind: str, size: dict, batch_size: int, steps: int, train_task) -> dic
     }
 
 
+def bench_group(kind: str, depth: int, profile, chunks: int, train_task) -> dict:
+    """Tokens/s (all lanes) of the study's group program at `profile`'s sizes and lr grid."""
+    cfg = dataclasses.replace(profile.train_config(), steps=profile.eval_every * (chunks + 1))
+    spec = profile.model_spec(depth, 256)
+    trainer = GroupTrainer(spec, kind, cfg, profile.lrs, 0)
+    _, timing = trainer.run(None, train_task, train_task)
+    tokens = trainer.lanes * trainer.tokens_per_step() * timing["steady_steps"]
+    return {
+        "kind": kind,
+        "size": f"group:{profile.name}",
+        "width": profile.width,
+        "depth": depth,
+        "seq_len": profile.seq_len,
+        "batch_size": profile.batch_size,
+        "lanes": trainer.lanes,
+        "steps": timing["steady_steps"],
+        "compile_and_first_step_s": timing["first_chunk_s"],
+        "step_ms": 1e3 * timing["steady_s"] / timing["steady_steps"],
+        "tokens_per_second": tokens / timing["steady_s"],
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per setting")
@@ -69,6 +95,13 @@ def main(argv=None) -> None:
             row = {"size": size_name, **bench(kind, size, args.batch_size, steps, train_task)}
             rows.append(row)
             print(f"{size_name} {kind}: {row['tokens_per_second']:.0f} tokens/s", flush=True)
+    profile = PROFILES["tiny" if args.quick else "cpu"]
+    study_task, _, _ = make_tasks("stdlib", profile.seq_len, max_bytes=500_000)
+    for depth in profile.depths[-1:] if args.quick else profile.depths:
+        for kind in MODEL_KINDS:
+            row = bench_group(kind, depth, profile, 1 if args.quick else 2, study_task)
+            rows.append(row)
+            print(f"group d{depth} {kind}: {row['tokens_per_second']:.0f} tokens/s", flush=True)
     device = jax.devices()[0]
     machine = {
         "platform": platform.platform(),
@@ -81,13 +114,16 @@ def main(argv=None) -> None:
     }
     write_json(Path(args.out), {"benchmark": "train", "machine": machine, "rows": rows})
     print(f"\nmachine: {machine['platform']}, {machine['cpu_count']} CPUs, {machine['jax_device']}")
-    print("| size | kind | width | depth | seq_len | batch | compile (s) | step (ms) | tokens/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| size | kind | width | depth | seq_len | batch | lanes | compile (s) | step (ms) "
+        "| tokens/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['size']} | {r['kind']} | {r['width']} | {r['depth']} | {r['seq_len']} | "
-            f"{r['batch_size']} | {r['compile_and_first_step_s']:.1f} | {r['step_ms']:.1f} | "
-            f"{r['tokens_per_second']:.0f} |"
+            f"{r['batch_size']} | {r.get('lanes', 1)} | {r['compile_and_first_step_s']:.1f} | "
+            f"{r['step_ms']:.1f} | {r['tokens_per_second']:.0f} |"
         )
     print(f"\nwritten to {args.out}")
 

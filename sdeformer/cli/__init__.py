@@ -19,6 +19,7 @@ from .compare import _add_compare, _add_sweep_width
 from .ntk import _add_ntk
 from .rank_collapse import _add_rank_collapse
 from .train import _add_train, _add_train_sweep
+from .train_study import _add_train_study
 
 # ------------------------------------------------------------------------------------- main
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ntk(sub)
     _add_train(sub)
     _add_train_sweep(sub)
+    _add_train_study(sub)
     for command in sub.choices.values():
         add_config_file_argument(command)
     return parser

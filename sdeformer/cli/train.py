@@ -180,19 +180,38 @@ def _add_train(sub) -> None:
             "norm, validation loss and the last layer's token correlation. Model kinds: "
             + ", ".join(MODEL_KINDS)
             + " (shaped-recover anneals the shaping away, shaped-learn trains it; see "
-            "docs/training.md). A run whose loss turns NaN/Inf stops and is reported as diverged."
+            "docs/training.md). A run whose loss turns NaN/Inf (or exceeds 3 ln(vocab)) stops "
+            "and is reported as diverged. A checkpoint is written every --checkpoint-every "
+            "evaluations (and on Ctrl-C): rerun the same command to resume mid-run. Writes "
+            "train.json and the figure train.png."
         ),
     )
     parser.add_argument("--kind", choices=tuple(MODEL_KINDS), default="shaped")
     parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (default: 0.01)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=1,
+        help="evaluations (--eval-every steps) between checkpoints (default: 1)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=positive_int,
+        default=None,
+        help="stop after this many steps, writing a checkpoint (rerun to resume)",
+    )
     _add_train_arguments(parser)
     add_run_arguments(parser, "results/train")
     parser.set_defaults(func=train_command)
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from .. import plot
     from ..results import ResultStore, write_json
-    from ..train.sweep import run_one
+    from ..train.figures import run_figure
+    from ..train.group import GroupTrainer
+    from .checkpoint import remove_checkpoint
+    from .train_study import run_group_with_checkpoints
 
     spec, cfg, train_task, val_task, info = _train_setup(args)
     settings = {
@@ -207,43 +226,58 @@ def train_command(args: argparse.Namespace) -> int:
     if store.has("run"):
         result = store.load("run")
     else:
+        trainer = GroupTrainer(spec, args.kind, cfg, [cfg.lr], args.seed)
         with progress(1, f"train {args.kind}", args.no_progress) as bar:
-            result = run_one(spec, args.kind, cfg, train_task, val_task, args.seed)
+            state, timing, resumed = run_group_with_checkpoints(
+                trainer,
+                train_task,
+                val_task,
+                out / "checkpoints",
+                every=args.checkpoint_every,
+                stop_after=args.stop_after,
+            )
             bar.update(1)
+        if int(state["step"]) < cfg.steps and bool(state["alive"].any()):
+            print(
+                f"stopped at step {int(state['step'])} (--stop-after); checkpoint written to "
+                f"{out / 'checkpoints'}: rerun the same command to resume"
+            )
+            return 0
+        result = trainer.results(state, timing)[0]
+        result["resumed_at_step"] = resumed
         store.save("run", result)
-    report = {"command": "train", "settings": settings, "result": result}
+        remove_checkpoint(out / "checkpoints", trainer)
+    figure = plot.save_figure(
+        run_figure(result, title=f"{args.kind}, lr={cfg.lr:g}"), out / "train.png"
+    )
+    report = {"command": "train", "settings": settings, "result": result, "figure": str(figure)}
     report_path = write_json(out / "train.json", report)
     if args.json:
         print(json.dumps(report))
         return 0
-    evals = {e["step"]: e for e in result["evals"]}
+    block = result["loss_block"]
     rows = []
-    for record in result["history"]:
-        e = evals.get(record["step"], {})
-        rows.append(
-            [
-                record["step"],
-                record["loss"],
-                record["grad_norm"],
-                record["lr"],
-                e.get("val_loss", ""),
-                e.get("token_correlation", ""),
-            ]
+    for e in result["evals"]:
+        done = e["step"] // block
+        train_loss = (
+            result["loss_blocks"][done - 1] if 0 < done <= len(result["loss_blocks"]) else ""
         )
-    for step, e in evals.items():
-        if step >= result["steps_done"]:
-            rows.append([step, "", "", "", e["val_loss"], e["token_correlation"]])
+        rows.append([e["step"], train_loss, e["val_loss"], e["token_correlation"]])
     print(
         markdown_table(
-            ["step", "train loss", "grad norm", "lr", "val loss", "token corr (last layer)"], rows
+            ["step", "train loss (last 10 steps)", "val loss", "token corr (last layer)"], rows
         )
     )
     status = f"DIVERGED at step {result['diverged_at']}" if result["diverged"] else "finished"
+    reason = f" ({result['divergence_reason']})" if result["diverged"] else ""
+    tps = result["tokens_per_second"]
     print(
-        f"\n{args.kind}, lr={cfg.lr:g}: {status}; final val loss {result['final_val_loss']}; "
-        f"{result['tokens_per_second']:.0f} tokens/s; data {info['source']}"
+        f"\n{args.kind}, lr={cfg.lr:g}: {status}{reason}; final val loss "
+        f"{result['final_val_loss']}; "
+        + ("" if tps is None else f"{tps:.0f} tokens/s; ")
+        + f"data {info['source']}"
     )
-    print(f"results written to {report_path}")
+    print(f"results written to {report_path} and {figure}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .criterion import classify as classify
+from .criterion import summarise_study as summarise_study
 from .data import CopyTask as CopyTask
 from .data import Corpus as Corpus
 from .data import RecallTask as RecallTask
@@ -9,6 +11,7 @@ from .data import TextTask as TextTask
 from .data import make_tasks as make_tasks
 from .data import stdlib_corpus as stdlib_corpus
 from .data import text_corpus as text_corpus
+from .group import GroupTrainer as GroupTrainer
 from .lm import LanguageModel as LanguageModel
 from .loop import MODEL_KINDS as MODEL_KINDS
 from .loop import TrainConfig as TrainConfig
@@ -18,3 +21,5 @@ from .loop import kind_spec as kind_spec
 from .loop import train as train
 from .shaping import Shaping as Shaping
 from .shaping import ShapingSchedule as ShapingSchedule
+from .study import PROFILES as PROFILES
+from .study import StudyProfile as StudyProfile

@@ -30,6 +30,7 @@ MODEL_KINDS: dict[str, tuple[str, str]] = {
     "shaped-recover": ("shaped", "recover"),
     "shaped-learn": ("shaped", "learn"),
     "preln": ("preln", "fixed"),
+    "standard": ("shaped", "standard"),
 }
 """Model kinds of the training comparisons: (architecture, shaping schedule)."""
 

@@ -1,6 +1,6 @@
 """Shaping scalars of the trained shaped Transformer and their schedules: fixed, Recover, Learn.
 
-A shaped layer (SPEC.md section 2) is written with four scalars per layer,
+A shaped layer (docs/theory.md section 2) is written with four scalars per layer,
 
     A_h   = softmax_rows(beta G_h) + iota (I - C)          (C: the (causal) uniform matrix)
     sigma = s_plus max(x, 0) + s_minus min(x, 0),  normalised by c = 2 / (s_plus^2 + s_minus^2)
@@ -18,6 +18,8 @@ Schedules (see docs/training.md):
   model ends as a standard (LayerNorm-free) Transformer with Softmax attention and ReLU.
 - "learn": the scalars are trainable parameters (one set per layer) initialised at the shaped
   values; they are excluded from weight decay.
+- "standard": the standard values throughout: the layer is Softmax attention + a ReLU MLP with
+  the same residual weights and no normalisation (the baseline that rank-collapses with depth).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from jaxtyping import Array, Float
 
 from ..config import ShapedConfig
 
-SCHEDULES = ("fixed", "recover", "learn")
+SCHEDULES = ("fixed", "recover", "learn", "standard")
 
 
 class Shaping(eqx.Module):
@@ -75,7 +77,7 @@ class Shaping(eqx.Module):
 
 @dataclasses.dataclass(frozen=True)
 class ShapingSchedule:
-    """How the shaping scalars evolve during training: `mode` in ("fixed", "recover", "learn").
+    """How the shaping scalars evolve during training: `mode` in `SCHEDULES`.
 
     For "recover", `start` and `end` are the fractions of the run between which the scalars move
     linearly from shaped to standard.
@@ -103,7 +105,7 @@ class ShapingSchedule:
 
     def apply(self, shaping: Shaping, initial: Shaping, step: Array, total_steps: int) -> Shaping:
         """The scalars used at `step`. `shaping` is the model's (trainable under "learn");
-        `initial` the shaped values. Under "fixed" and "recover" no gradient reaches the model's
+        `initial` the shaped values. Under the other modes no gradient reaches the model's
         scalars."""
         if self.mode == "learn":
             return shaping
@@ -112,4 +114,6 @@ class ShapingSchedule:
             return initial
         depth = initial.identity.shape[0]
         standard = Shaping.standard(depth, initial.identity.dtype)
+        if self.mode == "standard":
+            return standard
         return initial.interpolate(standard, self.progress(step, total_steps))

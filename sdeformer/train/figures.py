@@ -1,0 +1,112 @@
+"""Figures of the training study and of one training run (they return matplotlib figures; saving
+is `sdeformer.plot.save_figure`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..plot import _pyplot
+
+
+def _kinds(rows) -> list[str]:
+    return list(dict.fromkeys(r["kind"] for r in rows))
+
+
+def stability_figure(cells: list[dict], *, title: str = "Largest stable learning rate"):
+    """Largest stable lr against depth, one line per kind: median over seeds, bars min to max
+    (a seed with no stable lr is drawn at the bottom of the panel with a "v")."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    kinds = _kinds(cells)
+    offsets = np.linspace(-0.06, 0.06, max(len(kinds), 1))
+    for offset, kind in zip(offsets, kinds, strict=True):
+        mine = sorted((c for c in cells if c["kind"] == kind), key=lambda c: c["depth"])
+        depths, mid, lo, hi = [], [], [], []
+        for cell in mine:
+            per_seed = [v for v in cell["largest_stable_lr"]["per_seed"].values() if v]
+            if not per_seed:
+                continue
+            depths.append(cell["depth"] * 2**offset)
+            mid.append(float(np.median(per_seed)))
+            lo.append(mid[-1] - min(per_seed))
+            hi.append(max(per_seed) - mid[-1])
+        if depths:
+            ax.errorbar(depths, mid, yerr=[lo, hi], marker="o", capsize=3, label=kind)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("largest stable peak lr (median, min-max over seeds)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def loss_vs_lr_figure(lr_rows: list[dict], *, title: str = "Final validation loss"):
+    """One panel per depth: final validation loss against lr per kind (mean over the seeds that
+    did not diverge or spike, bars min to max); x at the top marks lrs where every seed was
+    unstable by divergence or spike (one row of marks per kind)."""
+    plt = _pyplot()
+    depths = sorted({r["depth"] for r in lr_rows})
+    fig, axes = plt.subplots(
+        1, len(depths), figsize=(4.2 * len(depths), 3.8), sharey=True, squeeze=False
+    )
+    finite = [r["val_loss"]["max"] for r in lr_rows if r["val_loss"] is not None]
+    top = max(finite) * 1.03 if finite else 1.0
+    kinds = _kinds(lr_rows)
+    for ax, depth in zip(axes[0], depths, strict=True):
+        for index, kind in enumerate(kinds):
+            mine = sorted(
+                (r for r in lr_rows if r["kind"] == kind and r["depth"] == depth),
+                key=lambda r: r["lr"],
+            )
+            ok = [r for r in mine if r["val_loss"] is not None]
+            if ok:
+                mean = np.array([r["val_loss"]["mean"] for r in ok])
+                lo = mean - np.array([r["val_loss"]["min"] for r in ok])
+                hi = np.array([r["val_loss"]["max"] for r in ok]) - mean
+                line = ax.errorbar(
+                    [r["lr"] for r in ok], mean, yerr=[lo, hi], marker="o", ms=3, capsize=2,
+                    label=kind,
+                )  # fmt: skip
+                color = line[0].get_color()
+            else:
+                color = None
+            dead = [r["lr"] for r in mine if r["val_loss"] is None]
+            if dead:
+                level = top * (1.0 + 0.012 * index)  # one row of marks per kind
+                ax.scatter(dead, [level] * len(dead), marker="x", s=30, color=color)
+        ax.set_xscale("log")
+        ax.set_xlabel("peak learning rate")
+        ax.set_title(f"depth {depth}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("final validation loss (nats / byte)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title + " (x: every seed diverged or spiked)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def run_figure(result: dict, *, title: str = "Training run"):
+    """One run: training loss (10-step means) and validation loss against step; the last
+    layer's mean token correlation against step."""
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    block = result["loss_block"]
+    blocks = result["loss_blocks"]
+    ax.plot(block * (np.arange(len(blocks)) + 0.5), blocks, label="training (10-step mean)")
+    evals = result["evals"]
+    ax.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats / token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    bx.plot([e["step"] for e in evals], [e["token_correlation"] for e in evals], "o-")
+    bx.set_xlabel("step")
+    bx.set_ylabel("mean token correlation (last layer)")
+    bx.grid(alpha=0.3)
+    status = f"diverged at step {result['diverged_at']}" if result["diverged"] else "finished"
+    fig.suptitle(f"{title}: {status}", fontsize=10)
+    fig.tight_layout()
+    return fig
