@@ -12,7 +12,8 @@ same error model as `sdeformer sweep-width`). Reported: the fraction of fits tha
 the coverage of their 95 % intervals (target 90-99 %), the mean bias of the slope and the mean
 standard error (target |bias| < se / 4).
 
-Writes benchmarks/results/rates.json and the coverage table in docs/_rates_section.md.
+Writes benchmarks/results/rates.json and the coverage table in benchmarks/results/rates.md
+(docs/theory.md section 10 quotes it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sdeformer.compare import simulate
 
 from ._common import write_results
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "_rates_section.md"
+DOCS = Path(__file__).resolve().parent / "results" / "rates.md"
 
 
 def section(results: list[dict], settings: dict, seconds: float) -> str:

@@ -576,6 +576,7 @@ SAMPLES_DIMS: dict[str, tuple[str, ...]] = {
     "ts": ("time",),
     "vs": ("sample", "time", "token_a", "token_b"),
     "alive": ("sample", "time"),
+    "failed": ("sample", "time"),
 }
 """Labelled dimensions of `compare.CovarianceSamples` (with coords={"time": "ts"})."""
 

@@ -186,6 +186,25 @@ class Comparison:
     failed_b: dict[float, float] = dataclasses.field(default_factory=dict)
     feature_set: dict = dataclasses.field(default_factory=dict)
 
+    def save(self, path):
+        """Write this comparison to one `.npz` file (see `sdeformer.results`)."""
+        from ..results import save_arrays_module
+
+        return save_arrays_module(path, self)
+
+    @classmethod
+    def load(cls, path) -> Comparison:
+        """Read a comparison written by `save`."""
+        from ..results import load_arrays_module
+
+        return load_arrays_module(cls, path)
+
+    def to_dataframe(self):
+        """A `pandas.DataFrame` with one row per (feature, time) comparison."""
+        from ..results import to_dataframe
+
+        return to_dataframe(self, records="rows")
+
     def row(self, feature: str, time: float | None = None) -> FeatureComparison:
         m = self.feature_set.get("m", 10)
         try:

@@ -58,6 +58,31 @@ class CovarianceSamples:
         object.__setattr__(self, "alive", alive)
         object.__setattr__(self, "failed", failed)
 
+    def save(self, path):
+        """Write these samples to one `.npz` file (see `sdeformer.results.save_arrays_module`)."""
+        from ..results import save_arrays_module
+
+        return save_arrays_module(path, self)
+
+    @classmethod
+    def load(cls, path) -> CovarianceSamples:
+        """Read samples written by `save`."""
+        from ..results import load_arrays_module
+
+        return load_arrays_module(cls, path)
+
+    def to_xarray(self):
+        """An `xarray.Dataset` with dims (sample, time, token_a, token_b)."""
+        from ..results import SAMPLES_DIMS, to_xarray
+
+        return to_xarray(self, SAMPLES_DIMS, coords={"time": "ts"})
+
+    def to_dataframe(self):
+        """A long `pandas.DataFrame` of `vs`: one row per (sample, time, token_a, token_b)."""
+        from ..results import SAMPLES_DIMS, to_dataframe
+
+        return to_dataframe(self, field="vs", dims=SAMPLES_DIMS["vs"], coords={"time": "ts"})
+
     @property
     def num_samples(self) -> int:
         return self.vs.shape[0]
