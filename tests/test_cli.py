@@ -7,7 +7,16 @@ import pytest
 from sdeformer.cli import main
 
 TINY = ["--n", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
-COMMANDS = ("run", "compare", "sweep-width", "rank-collapse", "ntk", "train", "train-sweep")
+COMMANDS = (
+    "run",
+    "compare",
+    "sweep-width",
+    "rank-collapse",
+    "ntk",
+    "train",
+    "train-sweep",
+    "train-study",
+)
 
 
 def _assert_figure(path, *, panels: int) -> None:

@@ -41,7 +41,7 @@ def spike_ratio(loss_blocks: Sequence[float]) -> float:
     return worst
 
 
-def mean_interval(values: Sequence[float]) -> dict | None:
+def mean_interval(values: Sequence[float | None]) -> dict | None:
     """Mean, min, max and the 95% Student-t half-width over seeds (None for no values)."""
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     if arr.size == 0:
