@@ -13,7 +13,7 @@ The state of one solve is a whole batch: {"v": (batch, m, m), "code": (batch,), 
    it, its exit code and exit time written into the state.
 
 Brownian increments are drawn per path from the path's own key folded with the step's times,
-so a path does not depend on the batch it runs in (`_PathBrownian`).
+so a path does not depend on the batch it runs in (`sdeformer.sde_brownian.PathBrownian`).
 
 Solvers: "euler" (Ito Euler-Maruyama; strong order 1/2, weak order 1) and "heun" (diffrax's
 Heun on the Stratonovich form: drift + `CovarianceSDE.stratonovich_correction`, an O(m^3)
@@ -35,11 +35,10 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from diffrax._misc import force_bitcast_convert_type
-from jax.extend.random import threefry2x32_p
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .config import ShapedConfig, check_width
+from .sde_brownian import PathBrownian
 
 SOLVERS = ("euler", "heun")
 """Solvers of `solve_sde`: Ito Euler-Maruyama and Stratonovich Heun."""
@@ -81,52 +80,6 @@ def _check(v, code, bound, psd_tol):
     return jnp.where(live, checked, code), safe, factor
 
 
-def _uniform_open(words, dtype):
-    """Uniform numbers in (-1, 1) from uint32 words (one word per float32, two per float64)."""
-    if jnp.dtype(dtype) == jnp.float64:
-        hi, lo = words[..., 0::2].astype(jnp.uint64), words[..., 1::2].astype(jnp.uint64)
-        bits = ((hi << 32) | lo) >> 12 | jnp.uint64(0x3FF0000000000000)
-    else:
-        bits = (words >> 9) | jnp.uint32(0x3F800000)
-    u = jax.lax.bitcast_convert_type(bits, dtype) - 1.0  # [0, 1)
-    return jnp.maximum(2.0 * u - 1.0, jnp.nextafter(jnp.asarray(-1.0, dtype), 0.0))
-
-
-class _PathBrownian(diffrax.AbstractBrownianPath):
-    """Brownian increments of a batch of paths, counter-based: the increment of path i on
-    [t0, t1] is Threefry-2x32 of the counters (i, j) under a step key that hashes (t0, t1) with
-    the solve's 64-bit key, turned into normals by the inverse error function (as
-    `jax.random.normal`). It depends on the key, the path's index i and the step only, not on
-    the batch it runs in, and costs one Threefry call per step for the whole batch (vmapping
-    per-path keys cost 5x more)."""
-
-    pair: Array  # uint32 (2,): the solve's key
-    path_ids: Array  # uint32 (batch,): global path indices
-    shape: dict = eqx.field(static=True)
-    t0: float | Array = 0.0
-    t1: float | Array = math.inf
-    levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
-
-    def evaluate(self, t0, t1=None, left=True, use_levy=False):
-        assert t1 is not None, "only increments are used"
-        names = list(self.shape)
-        dtype = self.shape[names[0]].dtype
-        mshape = self.shape[names[0]].shape
-        count = len(names) * math.prod(mshape)
-        words = count * (2 if jnp.dtype(dtype) == jnp.float64 else 1)
-        npairs = -(-words // 2)
-        times = [force_bitcast_convert_type(t, jnp.int32).astype(jnp.uint32) for t in (t0, t1)]
-        k0, k1 = threefry2x32_p.bind(self.pair[0], self.pair[1], *times)
-        batch = self.path_ids.shape[0]
-        x0 = jnp.broadcast_to(self.path_ids[:, None], (batch, npairs))
-        x1 = jnp.broadcast_to(jnp.arange(npairs, dtype=jnp.uint32)[None], (batch, npairs))
-        y0, y1 = threefry2x32_p.bind(k0, k1, x0, x1)
-        bits = jnp.concatenate([y0, y1], axis=-1)[:, :words]
-        normal = math.sqrt(2.0) * jax.scipy.special.erfinv(_uniform_open(bits, dtype))
-        draws = normal.reshape(batch, len(names), *mshape) * jnp.sqrt(jnp.asarray(t1 - t0, dtype))
-        return {name: draws[:, i] for i, name in enumerate(names)}
-
-
 class _CovarianceTerm(diffrax.AbstractTerm):
     """One step of a batch: exit checks, then drift dt + noise(dW) for the live paths.
 
@@ -137,7 +90,7 @@ class _CovarianceTerm(diffrax.AbstractTerm):
     """
 
     sde: eqx.Module
-    path: _PathBrownian
+    path: PathBrownian
     bound: Array
     psd_tol: Array
     stratonovich: bool = eqx.field(static=True)
@@ -185,7 +138,7 @@ def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_st
     batch = ids.shape[0]
     zeros = jnp.zeros((batch,), dtype)
     y0 = {"v": jnp.broadcast_to(v0, (batch, m, m)), "code": zeros, "exit": zeros}
-    path = _PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
+    path = PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
     stratonovich = solver == "heun"
     term = _CovarianceTerm(sde, path, bound, psd_tol, stratonovich, 2.0 if stratonovich else 1.0)
     method = diffrax.Heun() if stratonovich else diffrax.Euler()
