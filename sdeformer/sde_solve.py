@@ -312,7 +312,7 @@ def solve_sde(
         if num_steps is None:
             raise ValueError("solve_sde: pass num_steps or dt0")
         steps = check_width(num_steps, name="num_steps")
-        dt0 = jnp.asarray(T) / steps
+        dt0 = T_value / steps if T_value is not None else jnp.asarray(T) / steps
     else:
         dt_value = _concrete(dt0)
         if dt_value is not None and not dt_value > 0:
@@ -335,13 +335,16 @@ def solve_sde(
         save_times = 11
     if isinstance(save_times, int | np.integer):
         k = check_width(int(save_times), minimum=1, name="save_times")
-        ts = jnp.linspace(0.0, 1.0, k, dtype=dtype) * jnp.asarray(T, dtype)
+        if T_value is not None:  # host-side: no device dispatch for small solves
+            ts = np.linspace(0.0, T_value, k).astype(dtype)
+        else:
+            ts = jnp.linspace(0.0, 1.0, k, dtype=dtype) * jnp.asarray(T, dtype)
     else:
         ts_np = np.asarray(save_times, dtype=np.float64).reshape(-1)
         upper = T_value if T_value is not None else np.inf
         if ts_np.size == 0 or ts_np.min() < 0 or ts_np.max() > upper or np.any(np.diff(ts_np) < 0):
             raise ValueError("solve_sde: save_times must be non-decreasing times in [0, T]")
-        ts = jnp.asarray(ts_np, dtype)
+        ts = ts_np.astype(dtype)
     if psd_tol is None:
         psd_tol = default_psd_tol(m, dtype)
     bound_value = _concrete(bound)
@@ -355,6 +358,7 @@ def solve_sde(
     if solver == "heun" and sde.mix_coefficient and config.causal:
         sde.stratonovich_correction_autodiff(jnp.eye(m, dtype=dtype))  # refuses large m
     num_saves = int(ts.shape[0])
+    ts = jnp.asarray(ts)
     if batch_size is None:
         budget = default_memory_budget() if memory_budget is None else int(memory_budget)
         one = sde_memory_estimate(m, num_saves, 1, dtype=dtype, solver=solver)
@@ -370,12 +374,12 @@ def solve_sde(
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
     pair = jr.bits(key, (2,), jnp.uint32)
     num_batches = -(-num_samples // batch_size)
-    ids = jnp.arange(num_batches * batch_size, dtype=jnp.uint32) % num_samples
+    ids = np.arange(num_batches * batch_size, dtype=np.uint32) % np.uint32(num_samples)
     args = (
-        jnp.asarray(T, dtype),
-        jnp.asarray(dt0, dtype),
-        jnp.asarray(bound, dtype),
-        jnp.asarray(psd_tol, dtype),
+        *(
+            np.asarray(x, dtype) if _concrete(x) is not None else jnp.asarray(x, dtype)
+            for x in (T, dt0, bound, psd_tol)
+        ),
     )
     batches = range(num_batches)
     if progress and num_batches > 1:
