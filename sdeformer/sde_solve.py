@@ -13,7 +13,7 @@ The state of one solve is a whole batch: {"v": (batch, m, m), "code": (batch,), 
    it, its exit code and exit time written into the state.
 
 Brownian increments are drawn per path from the path's own key folded with the step's times,
-so a path does not depend on the batch it runs in (`_PathBrownian`).
+so a path does not depend on the batch it runs in (`sdeformer.sde_brownian.PathBrownian`).
 
 Solvers: "euler" (Ito Euler-Maruyama; strong order 1/2, weak order 1) and "heun" (diffrax's
 Heun on the Stratonovich form: drift + `CovarianceSDE.stratonovich_correction`, an O(m^3)
@@ -38,11 +38,10 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from diffrax._misc import force_bitcast_convert_type
-from jax.extend.random import threefry2x32_p
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .config import ShapedConfig, check_width
+from .sde_brownian import PathBrownian
 
 SOLVERS = ("euler", "heun", "exponential")
 """Solvers of `solve_sde`: Ito Euler-Maruyama, Stratonovich Heun and the positive-definite
@@ -85,52 +84,6 @@ def _check(v, code, bound, psd_tol):
     return jnp.where(live, checked, code), safe, factor
 
 
-def _uniform_open(words, dtype):
-    """Uniform numbers in (-1, 1) from uint32 words (one word per float32, two per float64)."""
-    if jnp.dtype(dtype) == jnp.float64:
-        hi, lo = words[..., 0::2].astype(jnp.uint64), words[..., 1::2].astype(jnp.uint64)
-        bits = ((hi << 32) | lo) >> 12 | jnp.uint64(0x3FF0000000000000)
-    else:
-        bits = (words >> 9) | jnp.uint32(0x3F800000)
-    u = jax.lax.bitcast_convert_type(bits, dtype) - 1.0  # [0, 1)
-    return jnp.maximum(2.0 * u - 1.0, jnp.nextafter(jnp.asarray(-1.0, dtype), 0.0))
-
-
-class _PathBrownian(diffrax.AbstractBrownianPath):
-    """Brownian increments of a batch of paths, counter-based: the increment of path i on
-    [t0, t1] is Threefry-2x32 of the counters (i, j) under a step key that hashes (t0, t1) with
-    the solve's 64-bit key, turned into normals by the inverse error function (as
-    `jax.random.normal`). It depends on the key, the path's index i and the step only, not on
-    the batch it runs in, and costs one Threefry call per step for the whole batch (vmapping
-    per-path keys cost 5x more)."""
-
-    pair: Array  # uint32 (2,): the solve's key
-    path_ids: Array  # uint32 (batch,): global path indices
-    shape: dict = eqx.field(static=True)
-    t0: float | Array = 0.0
-    t1: float | Array = math.inf
-    levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
-
-    def evaluate(self, t0, t1=None, left=True, use_levy=False):
-        assert t1 is not None, "only increments are used"
-        names = list(self.shape)
-        dtype = self.shape[names[0]].dtype
-        mshape = self.shape[names[0]].shape
-        count = len(names) * math.prod(mshape)
-        words = count * (2 if jnp.dtype(dtype) == jnp.float64 else 1)
-        npairs = -(-words // 2)
-        times = [force_bitcast_convert_type(t, jnp.int32).astype(jnp.uint32) for t in (t0, t1)]
-        k0, k1 = threefry2x32_p.bind(self.pair[0], self.pair[1], *times)
-        batch = self.path_ids.shape[0]
-        x0 = jnp.broadcast_to(self.path_ids[:, None], (batch, npairs))
-        x1 = jnp.broadcast_to(jnp.arange(npairs, dtype=jnp.uint32)[None], (batch, npairs))
-        y0, y1 = threefry2x32_p.bind(k0, k1, x0, x1)
-        bits = jnp.concatenate([y0, y1], axis=-1)[:, :words]
-        normal = math.sqrt(2.0) * jax.scipy.special.erfinv(_uniform_open(bits, dtype))
-        draws = normal.reshape(batch, len(names), *mshape) * jnp.sqrt(jnp.asarray(t1 - t0, dtype))
-        return {name: draws[:, i] for i, name in enumerate(names)}
-
-
 class _CovarianceTerm(diffrax.AbstractTerm):
     """One step of a batch: exit checks, then drift dt + noise(dW) for the live paths.
 
@@ -141,7 +94,7 @@ class _CovarianceTerm(diffrax.AbstractTerm):
     """
 
     sde: eqx.Module
-    path: _PathBrownian
+    path: PathBrownian
     bound: Array
     psd_tol: Array
     stratonovich: bool = eqx.field(static=True)
@@ -196,7 +149,7 @@ def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_st
     batch = ids.shape[0]
     zeros = jnp.zeros((batch,), dtype)
     y0 = {"v": jnp.broadcast_to(v0, (batch, m, m)), "code": zeros, "exit": zeros}
-    path = _PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
+    path = PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
     stratonovich = solver == "heun"
     weight = 2.0 if stratonovich else 1.0
     term = _CovarianceTerm(
@@ -375,7 +328,7 @@ def solve_sde(
         if num_steps is None:
             raise ValueError("solve_sde: pass num_steps or dt0")
         steps = check_width(num_steps, name="num_steps")
-        dt0 = jnp.asarray(T) / steps
+        dt0 = T_value / steps if T_value is not None else jnp.asarray(T) / steps
     else:
         dt_value = _concrete(dt0)
         if dt_value is not None and not dt_value > 0:
@@ -406,13 +359,16 @@ def solve_sde(
         save_times = 11
     if isinstance(save_times, int | np.integer):
         k = check_width(int(save_times), minimum=1, name="save_times")
-        ts = jnp.linspace(0.0, 1.0, k, dtype=dtype) * jnp.asarray(T, dtype)
+        if T_value is not None:  # host-side: no device dispatch for small solves
+            ts = np.linspace(0.0, T_value, k).astype(dtype)
+        else:
+            ts = jnp.linspace(0.0, 1.0, k, dtype=dtype) * jnp.asarray(T, dtype)
     else:
         ts_np = np.asarray(save_times, dtype=np.float64).reshape(-1)
         upper = T_value if T_value is not None else np.inf
         if ts_np.size == 0 or ts_np.min() < 0 or ts_np.max() > upper or np.any(np.diff(ts_np) < 0):
             raise ValueError("solve_sde: save_times must be non-decreasing times in [0, T]")
-        ts = jnp.asarray(ts_np, dtype)
+        ts = ts_np.astype(dtype)
     if psd_tol is None:
         psd_tol = default_psd_tol(m, dtype)
     bound_value = _concrete(bound)
@@ -426,6 +382,7 @@ def solve_sde(
     if solver == "heun" and sde.mix_coefficient and config.causal:
         sde.stratonovich_correction_autodiff(jnp.eye(m, dtype=dtype))  # refuses large m
     num_saves = int(ts.shape[0])
+    ts = jnp.asarray(ts)
     if batch_size is None:
         budget = default_memory_budget() if memory_budget is None else int(memory_budget)
         one = sde_memory_estimate(m, num_saves, 1, dtype=dtype, solver=solver)
@@ -441,12 +398,12 @@ def solve_sde(
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
     pair = jr.bits(key, (2,), jnp.uint32)
     num_batches = -(-num_samples // batch_size)
-    ids = jnp.arange(num_batches * batch_size, dtype=jnp.uint32) % num_samples
+    ids = np.arange(num_batches * batch_size, dtype=np.uint32) % np.uint32(num_samples)
     args = (
-        jnp.asarray(T, dtype),
-        jnp.asarray(dt0, dtype),
-        jnp.asarray(bound, dtype),
-        jnp.asarray(psd_tol, dtype),
+        *(
+            np.asarray(x, dtype) if _concrete(x) is not None else jnp.asarray(x, dtype)
+            for x in (T, dt0, bound, psd_tol)
+        ),
     )
     batches = range(num_batches)
     if progress and num_batches > 1:

@@ -274,9 +274,9 @@ def test_law_matches_the_dense_formulation(m, key):
     assert z_max(math.sqrt(1.3)) > 4.5
 
 
-def test_batching_keeps_paths_and_no_recompilation(key):
+def test_batching_keeps_paths_and_no_recompilation(key, capsys):
     """Batches of 4 (padded) give the same paths as one batch; new T, bound and dt0 reuse the
-    compiled solver (counted traces)."""
+    compiled solver (counted traces); progress=True shows a bar over the batches."""
     kwargs = dict(key=key, num_steps=4, save_times=3)
     one = sf.solve_sde(LINEAR, V2, 0.2, 10, **kwargs)
     batched = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, **kwargs)
@@ -286,7 +286,10 @@ def test_batching_keeps_paths_and_no_recompilation(key):
     traces = sf.sde_solve._TRACES[0]
     later = sf.solve_sde(LINEAR, V2, 0.3, 10, **{**kwargs, "key": key}, bound=5.0)
     sf.solve_sde(LINEAR, V2, 0.3, 10, key=key, dt0=0.075, save_times=3)
+    again = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, progress=True, **kwargs)
     assert sf.sde_solve._TRACES[0] == traces
+    np.testing.assert_array_equal(again.vs, one.vs)
+    assert "SDE paths (batches of 4)" in capsys.readouterr().err
     np.testing.assert_allclose(later.ts, [0.0, 0.15, 0.3], rtol=1e-6)
 
 
