@@ -569,6 +569,7 @@ SOLUTION_DIMS: dict[str, tuple[str, ...]] = {
     "alive": ("sample", "time"),
     "exit_time": ("sample",),
     "exit_reason": ("sample",),
+    "v_exit": ("sample", "token_a", "token_b"),
 }
 """Labelled dimensions of `sde.SDESolution` (with coords={"time": "ts"})."""
 

@@ -343,6 +343,25 @@ class SDESolution(eqx.Module):
         """(V at the last save time, mask of the paths alive there)."""
         return self.vs[:, -1], self.alive[:, -1]
 
+    def save(self, path):
+        """Write the solution to one `.npz` file (see `sdeformer.results.save_arrays_module`)."""
+        from .results import save_arrays_module
+
+        return save_arrays_module(path, self)
+
+    @classmethod
+    def load(cls, path) -> SDESolution:
+        """Read a solution written by `save`."""
+        from .results import load_arrays_module
+
+        return load_arrays_module(cls, path)
+
+    def to_xarray(self):
+        """An `xarray.Dataset` with dims (sample, time, token_a, token_b)."""
+        from .results import SOLUTION_DIMS, to_xarray
+
+        return to_xarray(self, SOLUTION_DIMS, coords={"time": "ts"})
+
 
 def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array, ""]:
     """0 if V is finite, within the bound and PSD (smallest eigenvalue >= -psd_tol * tr(V)/m),

@@ -423,32 +423,39 @@ def test_to_xarray_and_to_dataframe_label_dims():
     }
 
 
-def test_helpers_on_the_real_result_classes(tmp_path):
-    """What SDESolution / CovarianceSamples / Comparison `save`, `load`, `to_xarray` and
-    `to_dataframe` will call: round trips and labelled views on the real classes."""
+def test_save_load_and_views_of_the_real_result_classes(tmp_path):
+    """SDESolution / CovarianceSamples / Comparison: `save` / `load` round trips, labelled
+    `to_xarray` / `to_dataframe` views."""
     import jax.numpy as jnp
     import jax.random as jr
 
     from sdeformer import SDESolution, ShapedConfig, solve_sde
     from sdeformer.compare import Comparison, CovarianceSamples, compare_sources
-    from sdeformer.results import SAMPLES_DIMS, SOLUTION_DIMS
+    from sdeformer.results import SOLUTION_DIMS
 
     v0 = jnp.array([[1.0, 0.3], [0.3, 1.0]])
     sol = solve_sde(ShapedConfig(gamma=0.4), v0, 0.2, 6, key=jr.key(0), num_steps=4, save_times=3)
-    back = load_arrays_module(SDESolution, save_arrays_module(tmp_path / "sol.npz", sol))
+    back = SDESolution.load(sol.save(tmp_path / "sol.npz"))
     for name in SOLUTION_DIMS:
         np.testing.assert_array_equal(np.asarray(getattr(back, name)), getattr(sol, name))
-    ds = to_xarray(sol, SOLUTION_DIMS, coords={"time": "ts"})
+    ds = sol.to_xarray()
     assert dict(ds.sizes) == {"time": 3, "sample": 6, "token_a": 2, "token_b": 2}
+    np.testing.assert_array_equal(ds["vs"].values, np.asarray(sol.vs))
+    np.testing.assert_allclose(ds["time"].values, np.asarray(sol.ts))
 
     a = CovarianceSamples("sde", np.asarray(sol.ts), np.asarray(sol.vs), np.asarray(sol.alive))
     b = CovarianceSamples("other", a.ts, a.vs * 1.1, a.alive)
-    again = load_arrays_module(CovarianceSamples, save_arrays_module(tmp_path / "a.npz", a))
+    again = CovarianceSamples.load(a.save(tmp_path / "a.npz"))
     assert again.label == "sde" and np.array_equal(again.vs, a.vs)
-    assert to_xarray(a, SAMPLES_DIMS, coords={"time": "ts"}).attrs["label"] == "sde"
+    assert np.array_equal(again.failed, a.failed)
+    assert a.to_xarray().attrs["label"] == "sde"
+    frame = a.to_dataframe()
+    assert len(frame) == a.vs.size
+    first = frame.iloc[5]  # long format, C order: sample 0, time 1, token (0, 1)
+    assert first["vs"] == pytest.approx(float(a.vs[0, 1, 0, 1]))
 
-    comparison = compare_sources(a, b, feature_names=["rho_01"])
-    loaded = load_arrays_module(Comparison, save_arrays_module(tmp_path / "c.npz", comparison))
+    comparison = compare_sources(a, b, feature_names=["rho_0_1"])
+    loaded = Comparison.load(comparison.save(tmp_path / "c.npz"))
     assert loaded == comparison
-    table = to_dataframe(comparison, records="rows")
+    table = comparison.to_dataframe()
     assert len(table) == len(comparison.rows) and "ks" in table.columns
