@@ -81,7 +81,7 @@ def run_case(name, config, v0, T, paths, key, batch):
         T,
         STEPS,
         key=key,
-        num_paths=paths,
+        num_samples=paths,
         schemes=SCHEMES,
         batch_size=batch,
     )
@@ -164,7 +164,7 @@ def cost(config, v0, paths, key):
                 1.0,
                 (200,),
                 key=key,
-                num_paths=paths,
+                num_samples=paths,
                 schemes=(s,),
             ).vs
         )

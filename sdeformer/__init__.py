@@ -30,6 +30,7 @@ from .ntk import empirical_ntk as empirical_ntk
 from .sde import EXIT_REASONS as EXIT_REASONS
 from .sde import CovarianceSDE as CovarianceSDE
 from .sde import SDESolution as SDESolution
+from .sde import sde_memory_estimate as sde_memory_estimate
 from .sde import solve_sde as solve_sde
 from .sharding import initialize_multihost as initialize_multihost
 from .sharding import sample_mesh as sample_mesh

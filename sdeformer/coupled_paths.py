@@ -90,7 +90,7 @@ def coupled_run(
     steps: tuple[int, ...],
     *,
     key: PRNGKeyArray,
-    num_paths: int,
+    num_samples: int,
     schemes: tuple[str, ...] = ("euler", "exponential"),
     psd_tol: float | None = None,
     bound: float = 1e3,
@@ -109,10 +109,10 @@ def coupled_run(
     v0 = jnp.asarray(v0)
     if psd_tol is None:
         psd_tol = 100 * float(jnp.finfo(v0.dtype).eps)
-    batch_size = num_paths if batch_size is None else int(batch_size)
+    batch_size = num_samples if batch_size is None else int(batch_size)
     outs = []
-    for start in range(0, num_paths, batch_size):
-        idx = jnp.arange(start, min(start + batch_size, num_paths))
+    for start in range(0, num_samples, batch_size):
+        idx = jnp.arange(start, min(start + batch_size, num_samples))
         out = _run(sde, v0, float(T), steps, key, idx, schemes, float(psd_tol), float(bound))
         outs.append(jax.block_until_ready(out))  # one batch at a time on the device
     vs, ex, codes = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *outs)

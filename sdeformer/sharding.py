@@ -269,7 +269,7 @@ def sharded_solve_sde(
     config: ShapedConfig,
     v0: ArrayLike,
     T: float,
-    num_paths: int,
+    num_samples: int,
     *,
     key: PRNGKeyArray,
     devices: int | Sequence[jax.Device] | Mesh | None = None,
@@ -279,8 +279,8 @@ def sharded_solve_sde(
     """`solve_sde` sharded over devices: the same `SDESolution`, paths split over the mesh.
 
     `solver_options` are those of `sdeformer.solve_sde` (save_times, num_steps, dt0, solver,
-    adaptive, bound, ...). Path i equals path 0 of
-    `solve_sde(config, v0, T, 1, key=jr.split(key, num_paths)[i], ...)` for any number of
+    bound, width, ...). Path i equals path 0 of
+    `solve_sde(config, v0, T, 1, key=jr.split(key, num_samples)[i], ...)` for any number of
     devices. `batch_size` paths run at once per device (default: all of a device's paths).
     """
     from .sde import solve_sde
@@ -295,7 +295,7 @@ def sharded_solve_sde(
         options["dtype"] = np.dtype(options["dtype"]).name
     ts, vs, alive, exit_time, reason = map_over_samples(
         _SDEPath(config, float(T), tuple(sorted(options.items()))),
-        num_paths,
+        num_samples,
         key=key,
         args=(v0,),
         devices=devices,

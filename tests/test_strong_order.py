@@ -69,7 +69,7 @@ def coupled():
     Stratonovich correction."""
     m = 3
     sde = CovarianceSDE(CONFIG)
-    kw = dict(num_paths=256, schemes=("euler", "exponential", "heun"))
+    kw = dict(num_samples=256, schemes=("euler", "exponential", "heun"))
     run = coupled_run(sde, jnp.eye(m), T, (*COARSE, FINE), key=jr.key(7), **kw)
     other = coupled_run(sde, jnp.eye(m), T, (*COARSE, FINE), key=jr.key(8), **kw)
     wrong = coupled_run(
@@ -78,7 +78,7 @@ def coupled():
         T,
         (*COARSE, FINE),
         key=jr.key(7),
-        num_paths=256,
+        num_samples=256,
         schemes=("heun",),
     )
     return run, other, wrong
