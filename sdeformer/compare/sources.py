@@ -12,7 +12,6 @@ failures, apart from the events (`CovarianceSamples.failed`).
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import jax.numpy as jnp
@@ -105,21 +104,6 @@ def sde_source(
     from ..sde import solve_sde
 
     times = np.asarray(times, dtype=np.float64)
-    # Keywords of the solver contract, passed only when used (and `progress` only where the
-    # solver takes it), so this also runs against a solver that predates them.
-    accepted = inspect.signature(solve_sde).parameters
-    options = {}
-    if width is not None:
-        if "width" not in accepted:
-            raise ValueError(
-                f"sde_source(width={width}): this solve_sde has no finite-width SDE (no `width` "
-                "keyword); update sdeformer or compare with the limit SDE (width=None)"
-            )
-        options["width"] = width
-    if batch_size is not None:
-        options["batch_size"] = batch_size
-    if progress and "progress" in accepted:
-        options["progress"] = True
     solution = solve_sde(
         config,
         v0,
@@ -130,7 +114,9 @@ def sde_source(
         num_steps=num_steps,
         bound=bound,
         solver=solver,
-        **options,
+        width=width,
+        batch_size=batch_size,
+        progress=progress,
     )
     if label is None:
         label = "SDE" if width is None else f"SDE (width {width})"
