@@ -2,8 +2,8 @@
 
 At initialisation the weights' law is invariant under rotations of the width, so the covariance
 V_l = X_l X_l^T / n of a stack of shaped (or standard-attention) blocks is a Markov chain on
-m x m PSD matrices whose one-step law is given by each block's `law_step` (SPEC.md section 4,
-docs/theory.md section 5). Sampling it costs O(m^3) per attention block and O(m n_h) per MLP block,
+m x m PSD matrices whose one-step law is given by each block's `law_step` (docs/theory.md
+section 5). Sampling it costs O(m^3) per attention block and O(m n_h) per MLP block,
 against O(n^2) random numbers per block for the explicit network.
 """
 

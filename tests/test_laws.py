@@ -112,7 +112,7 @@ V0_3 = jnp.array([[1.0, 0.3, 0.1], [0.3, 1.2, -0.2], [0.1, -0.2, 0.8]])
 V0_4 = jnp.array(
     [[1.0, 0.5, 0.2, 0.0], [0.5, 1.0, 0.4, 0.1], [0.2, 0.4, 0.9, -0.3], [0.0, 0.1, -0.3, 1.1]]
 )
-# SPEC.md section 6: the one-layer check "far from the limit on purpose".
+# The one-layer check "far from the limit on purpose" (docs/theory.md section 7).
 SPEC6 = ShapedConfig(tau0=0.3, gamma=0.8, key_width=5, c_plus=0.5, c_minus=-2.0)
 
 
@@ -129,7 +129,7 @@ def _both(config, n, depth, v0, samples, key, law_samples=None):
 
 
 def test_spec6_one_layer_attention(key, full):
-    """SPEC.md section 6 (attention block, n = 12, m = 3, n_k = 5 > m), and a negative control:
+    """The one-layer check (attention block, n = 12, m = 3, n_k = 5 > m), and a negative control:
     the law of the same block WITH an output projection must be rejected by the same test."""
     config = SPEC6.replace(blocks=("attention",))
     samples = 80_000 if full else 12_000
@@ -141,7 +141,7 @@ def test_spec6_one_layer_attention(key, full):
 
 
 def test_spec6_one_layer_mlp(key, full):
-    """SPEC.md section 6 (shaped-ReLU MLP block, n = 12, m = 3, c_plus = 0.5, c_minus = -2)."""
+    """The one-layer check (shaped-ReLU MLP block, n = 12, m = 3, c_plus = 0.5, c_minus = -2)."""
     config = SPEC6.replace(blocks=("mlp",))
     samples = 20_000 if full else 10_000
     law, explicit = _both(config, 12, 1, V0_3, samples, key)
@@ -232,7 +232,7 @@ def test_width_equal_to_tokens(key):
 
 
 def _ref_attention_step(config, n, v, key):
-    """SPEC section 4 written plainly (docs/theory.md section 5): eigendecomposition square roots
+    """The exact law of docs/theory.md section 5 written plainly: eigendecomposition square roots
     `psd_sqrt` for L and M, and brute-force Gaussian products instead of Bartlett factors
     (N_q N_k^T from two m x n_k matrices, Wish(n - m) as G G^T with G m x (n - m)). This is
     the pre-factor implementation's law, independent of the code under test."""
@@ -264,7 +264,7 @@ def _ref_attention_step(config, n, v, key):
 
 
 def _ref_mlp_step(config, n, v, key):
-    """The MLP law of SPEC section 4 with `psd_sqrt` factors and a brute-force Wish(n - m)."""
+    """The MLP law of docs/theory.md section 5: `psd_sqrt` factors, brute-force Wish(n - m)."""
     m = v.shape[-1]
     nh = config.n_h(n)
     s_plus, s_minus, c = relu_slopes(config, n)
@@ -319,7 +319,8 @@ FACTOR_CASES = {
 @pytest.mark.parametrize("case", list(FACTOR_CASES))
 def test_factor_chain_matches_eigh_reference(case, key, full):
     """The factor-based chain (Cholesky / A L / sigma(H) factors, Bartlett) has the same law as
-    the eigendecomposition-based SPEC section 4 formulas with brute-force Gaussian products.
+    the eigendecomposition-based formulas of docs/theory.md section 5 with brute-force Gaussian
+    products.
 
     The draws differ (a Cholesky factor L_c and the symmetric root L_e differ by an orthogonal
     Q, L_e = L_c Q, absorbed by the rotation-invariant logit, E and Wishart draws), so this is

@@ -98,7 +98,7 @@ class ShapedMLP(Block):
     ) -> Float[Array, "m k"]:
         """A factor F (m x k, k <= 2m) with F F^T distributed as V_next given V_Z = L_Z L_Z^T.
 
-        SPEC.md section 4 (docs/theory.md section 5): pre-activations `H = L_Z N` (N: m x n_h
+        docs/theory.md section 5 (MLP): pre-activations `H = L_Z N` (N: m x n_h
         iid N(0, 1); any factor L_Z L_Z^T = V_Z gives the same law since N is rotation
         invariant), `S = sigma(H) sigma(H)^T = L_S L_S^T`, `P = L_S E''` (E'': k x m iid
         N(0, 1)) and `T T^T = W ~ Wish_k(n - m)` (Bartlett):
