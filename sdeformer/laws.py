@@ -47,15 +47,18 @@ def check_law(config: ShapedConfig, n: int = 2, m: int = 2) -> None:
             ) from None
 
 
-def law_batch_size(config: ShapedConfig, n: int, m: int, budget_bytes: float = 2**25) -> int:
+def law_batch_size(config: ShapedConfig, n: int, m: int, budget_bytes: float | None = None) -> int:
     """Samples run at once by the law chain so that one layer's draws stay within budget_bytes.
 
     The MLP law draws an m x n_h Gaussian matrix (and its activation) per sample; attention
     needs O(H m^2) numbers. The count assumes 8-byte numbers and a few temporaries per entry.
-    The default budget (32 MiB) keeps a batch's random numbers near the CPU caches: at m = 64
-    a batch of 128 samples ran about 1.3x slower than batches of 8 to 64 (the normal generator
-    makes several passes over its output).
+    The default budget is 32 MiB on CPU, which keeps a batch's random numbers near the caches
+    (at m = 64 a batch of 128 samples ran about 1.3x slower than batches of 8 to 64: the normal
+    generator makes several passes over its output), and 256 MiB on accelerators, where larger
+    batches fill the device.
     """
+    if budget_bytes is None:
+        budget_bytes = 2**25 if jax.default_backend() == "cpu" else 2**28
     per_sample = 64 * m * m * config.heads
     if "mlp" in config.blocks:
         per_sample += 4 * m * config.n_h(n)

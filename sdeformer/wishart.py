@@ -60,6 +60,12 @@ FAILURE_BOUND = 3e-16
 """Largest probability per variate that every candidate is rejected (then the first is kept)."""
 
 
+def _phi(x: Array) -> Array:
+    """The standard normal CDF as 0.5 erfc(-x / sqrt(2)): accurate in both tails, and about 4x
+    cheaper on CPU than `jax.scipy.special.ndtr` (which evaluates erf and erfc and selects)."""
+    return 0.5 * jax.lax.erfc(x * (-1.0 / math.sqrt(2.0)))
+
+
 def chi_square_rounds(min_df: int | None = None) -> int:
     """Candidates per chi-square variate so that all fail with probability < 3e-16.
 
@@ -106,11 +112,8 @@ def chi_square_from_normals(
     dtype = df.dtype
     rounds = chi_square_rounds(min_df)
     x = z[: rounds * r].reshape(rounds, r)
-    u = jax.scipy.special.ndtr(z[rounds * r : 2 * rounds * r].reshape(rounds, r))
-    if min_df is None or min_df < 2:
-        u_boost = jax.scipy.special.ndtr(z[2 * rounds * r :])
-    else:
-        u_boost = jnp.ones((r,), dtype)
+    u = _phi(z[rounds * r : 2 * rounds * r].reshape(rounds, r))
+    boost_possible = min_df is None or min_df < 2
     a = df / 2
     boost = a < 1
     d = jnp.where(boost, a + 1, a) - 1.0 / 3.0
@@ -120,7 +123,8 @@ def chi_square_from_normals(
     ok = (v > 0) & (jnp.log(u) < 0.5 * x**2 + d - d * safe_v + d * jnp.log(safe_v))
     first = jnp.argmax(ok, axis=0)
     g = jnp.take_along_axis(d * safe_v, first[None], axis=0)[0]
-    g = jnp.where(boost, g * u_boost ** (1.0 / a), g)
+    if boost_possible:
+        g = jnp.where(boost, g * _phi(z[2 * rounds * r :]) ** (1.0 / a), g)
     return 2.0 * g
 
 
