@@ -69,11 +69,17 @@ def factor_step(cls: type, config: ShapedConfig, n: int, l: Array, *, key: PRNGK
     """One block's law step on factors: F (m x k) with F F^T ~ V_next given L L^T = V.
 
     Uses the block's `law_factor_step` when it has one (shaped and standard attention, the
-    shaped MLP), else its `law_step` on `L L^T` followed by `cov_factor`.
+    shaped MLP), else its `law_step` on `L L^T` followed by `cov_factor`. A subclass that
+    overrides `law_step` below the class defining `law_factor_step` (Pre-LN attention, whose
+    `law_step` raises `MissingFaceError`) keeps control: its `law_step` is used.
     """
-    step = getattr(cls, "law_factor_step", None)
-    if step is not None:
-        return step(config, n, l, key=key)
+
+    def owner(name):
+        return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+    factor_owner, step_owner = owner("law_factor_step"), owner("law_step")
+    if factor_owner is not None and issubclass(factor_owner, step_owner):
+        return cls.law_factor_step(config, n, l, key=key)
     return cov_factor(cls.law_step(config, n, l @ l.T, key=key))
 
 
