@@ -47,9 +47,16 @@ GOALS = {"attention": 50.0, "attention+mlp": 10.0}
 """Speed-up goals law / explicit at m = 64, n = 256 (issue 12)."""
 
 
+def _once(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call of fn(), waited for."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def _time(fn, repeats: int = 2) -> tuple[float, float]:
     """(best wall seconds, best process CPU seconds) of fn() after one warm-up call."""
-    jax.block_until_ready(fn())  # compile and warm up
+    jax.block_until_ready(fn())  # compile (first call only) and warm up
     wall = cpu = float("inf")
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -73,14 +80,19 @@ def tokens_part(config, m, n, depth, law_samples, explicit_samples, repeats) -> 
     rows = []
     for blocks in (("attention",), ("attention", "mlp")):
         cfg = config.replace(blocks=blocks)
-        law_wall, law_cpu = _time(
-            lambda cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key),
-            repeats,
+        law = lambda cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key)  # noqa: E731
+        explicit = lambda cfg=cfg: explicit_covariance_paths(  # noqa: E731
+            cfg, n, depth, v0, explicit_samples, key=key
         )
-        exp_wall, exp_cpu = _time(
-            lambda cfg=cfg: explicit_covariance_paths(cfg, n, depth, v0, explicit_samples, key=key),
-            repeats,
-        )
+        jax.block_until_ready(law())  # compile and warm up both
+        jax.block_until_ready(explicit())
+        # Interleaved (law, explicit, law, explicit, ...) so that both see the same load.
+        law_wall = law_cpu = exp_wall = exp_cpu = float("inf")
+        for _ in range(repeats):
+            wall, cpu = _once(law)
+            law_wall, law_cpu = min(law_wall, wall), min(law_cpu, cpu)
+            wall, cpu = _once(explicit)
+            exp_wall, exp_cpu = min(exp_wall, wall), min(exp_cpu, cpu)
         law_layers, exp_layers = law_samples * depth, explicit_samples * depth
         row = dict(
             blocks=_name(blocks),
@@ -223,7 +235,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--explicit-samples", type=int, default=8)
     parser.add_argument("--m-sweep", type=int, nargs="*", default=[2, 4, 8, 16, 32, 64, 128, 256])
     parser.add_argument("--m-depth", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timings (m = 64)")
     parser.add_argument("--widths", type=int, nargs="*", default=[128, 512, 1024, 4096])
     parser.add_argument("--m", type=int, default=4)
     parser.add_argument("--depth", type=int, default=8)
@@ -243,7 +255,7 @@ def main(argv=None) -> dict:
         args.explicit_samples,
         args.repeats,
     )
-    by_m = m_part(config, args.m_sweep, args.tokens_width, args.m_depth, args.repeats)
+    by_m = m_part(config, args.m_sweep, args.tokens_width, args.m_depth, min(args.repeats, 3))
     rows, scaling = widths_part(
         config, args.widths, args.m, args.depth, args.law_samples, args.explicit_budget
     )
@@ -274,16 +286,23 @@ def main(argv=None) -> dict:
     print(f"\nLaw chain cost per sample-layer against m (n = max({args.tokens_width}, m))\n")
     table = []
     for m in args.m_sweep:
-        cells = [
-            r["us_per_sample_layer"] for r in by_m["rows"] if r["m"] == m
-        ]  # attention, attention+mlp
-        table.append([m, *cells])
-    print(markdown_table(["m", "attention (us)", "attention+mlp (us)"], table))
+        cells = [r for r in by_m["rows"] if r["m"] == m]  # attention, attention+mlp
+        table.append(
+            [m, *[r["us_per_sample_layer"] for r in cells]]
+            + [r["cpu_us_per_sample_layer"] for r in cells]
+        )
+    print(
+        markdown_table(
+            ["m", "attention (us)", "attention+mlp (us)", "attention (CPU us)", "a+mlp (CPU us)"],
+            table,
+        )
+    )
     for blocks, fit in by_m["fits"].items():
-        b32, ball = fit["exponent_m_ge_32"], fit["exponent_all"]
+        b32, ball, bcpu = fit["exponent_m_ge_32"], fit["exponent_all"], fit["cpu_exponent_m_ge_32"]
         print(
-            f"{blocks}: t ~ m^{b32:.2f} for m >= 32 (m^{ball:.2f} over all m)"
-            if b32 is not None and ball is not None
+            f"{blocks}: t ~ m^{b32:.2f} for m >= 32 (m^{ball:.2f} over all m; CPU time "
+            f"m^{bcpu:.2f} for m >= 32)"
+            if None not in (b32, ball, bcpu)
             else f"{blocks}: too few sizes for a fit"
         )
     print(f"\nm = {args.m}, shaped attention + MLP layers (samples x layers per second)\n")
