@@ -1,20 +1,33 @@
-"""Law chain vs explicit network at initialisation: samples x layers per second, and cost vs n.
+"""Law chain vs explicit network at initialisation: sample-layers per second, speed-ups, cost in m.
 
-    python -m benchmarks.bench_laws [--widths 128 512 1024 4096] [--m 4] [--depth 8]
-        [--law-samples 1000] [--explicit-budget 5e7] [--out benchmarks/results/laws.json]
+    python -m benchmarks.bench_laws [--tokens 64] [--tokens-width 256] [--tokens-depth 16]
+        [--tokens-samples 256] [--explicit-samples 8] [--m-sweep 2 4 8 16 32 64 128 256]
+        [--widths 128 512 1024 4096] [--m 4] [--depth 8] [--law-samples 1000]
+        [--explicit-budget 5e7] [--out benchmarks/results/laws.json]
 
-For each width n it times `law_covariance_paths` and `explicit_covariance_paths` on the same
-configuration (shaped attention + MLP layers), compile excluded (one warm-up call), and reports
-samples x layers per second. The explicit network draws O(n^2) numbers per layer, so it runs with
-fewer samples/layers at large n (`--explicit-budget` caps the Gaussian draws per timing). A second
-table gives the law chain's cost per layer for an attention-only stack and a full layer as n grows
-(attention-only should be flat in n). Prints markdown tables and writes JSON with the machine.
+Three parts, each timed with compilation excluded (one warm-up call), best of a few runs:
+
+1. Many tokens (issue 12): at m = --tokens, n = --tokens-width and depth --tokens-depth, the
+   law chain and the explicit network on the same configuration, in the same run, for an
+   attention-only stack and for shaped attention + MLP layers: sample-layers per second and the
+   speed-up law / explicit (goals: >= 50x attention-only, >= 10x attention + MLP). Both the wall
+   time and the process CPU time (all threads) are reported: on a machine loaded by other jobs
+   the CPU-time ratio is the steadier of the two.
+2. Cost in m: the law chain's microseconds per sample-layer for m in --m-sweep at width
+   n = max(--tokens-width, m), with the exponent b of a least-squares fit t ~ m^b over m >= 32
+   (the O(m^3) regime) and over all m.
+3. Widths: law chain vs explicit network for n in --widths at m = --m (shaped attention + MLP),
+   and the law chain's cost per layer for attention-only and full layers as n grows
+   (attention-only is flat in n).
+
+Prints markdown tables and writes JSON with the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -23,51 +36,151 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 
 from sdeformer import ShapedConfig
+from sdeformer.cli.common import markdown_table
 from sdeformer.laws import law_covariance_paths
 from sdeformer.model import explicit_covariance_paths, weights_per_layer
 
+GOALS = {"attention": 50.0, "attention+mlp": 10.0}
+"""Speed-up goals law / explicit at m = 64, n = 256 (issue 12)."""
 
-def _time(fn, repeats: int = 2) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    best = float("inf")
+
+def _once(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call of fn(), waited for."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def _time(fn, repeats: int = 2) -> tuple[float, float]:
+    """(best wall seconds, best process CPU seconds) of fn() after one warm-up call."""
+    jax.block_until_ready(fn())  # compile (first call only) and warm up
+    wall = cpu = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return best
+        wall = min(wall, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def _v0(m: int):
     return 0.5 * jnp.eye(m) + 0.5 * jnp.ones((m, m))
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", type=int, nargs="+", default=[128, 512, 1024, 4096])
-    parser.add_argument("--m", type=int, default=4)
-    parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--law-samples", type=int, default=1000)
-    parser.add_argument("--explicit-budget", type=float, default=5e7, help="Gaussian draws")
-    parser.add_argument("--out", default="benchmarks/results/laws.json")
-    args = parser.parse_args(argv)
+def _name(blocks) -> str:
+    return "+".join(blocks)
 
-    config = ShapedConfig(tau0=1.0, gamma=0.5, heads=1)
-    v0 = _v0(args.m)
-    key = jr.key(0)
+
+def tokens_part(config, m, n, depth, law_samples, explicit_samples, repeats) -> list[dict]:
+    """Law chain vs explicit network at m tokens, width n, for both stacks, in the same run."""
+    v0, key = _v0(m), jr.key(0)
     rows = []
-    for n in args.widths:
-        law_s = _time(
-            lambda n=n: law_covariance_paths(config, n, args.depth, v0, args.law_samples, key=key)
+    for blocks in (("attention",), ("attention", "mlp")):
+        cfg = config.replace(blocks=blocks)
+        law = lambda cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key)  # noqa: E731
+        explicit = lambda cfg=cfg: explicit_covariance_paths(  # noqa: E731
+            cfg, n, depth, v0, explicit_samples, key=key
         )
-        law_rate = args.law_samples * args.depth / law_s
+        jax.block_until_ready(law())  # compile and warm up both
+        jax.block_until_ready(explicit())
+        # Interleaved (law, explicit, law, explicit, ...) so that both see the same load.
+        law_wall = law_cpu = exp_wall = exp_cpu = float("inf")
+        for _ in range(repeats):
+            wall, cpu = _once(law)
+            law_wall, law_cpu = min(law_wall, wall), min(law_cpu, cpu)
+            wall, cpu = _once(explicit)
+            exp_wall, exp_cpu = min(exp_wall, wall), min(exp_cpu, cpu)
+        law_layers, exp_layers = law_samples * depth, explicit_samples * depth
+        row = dict(
+            blocks=_name(blocks),
+            m=m,
+            n=n,
+            depth=depth,
+            law_samples=law_samples,
+            explicit_samples=explicit_samples,
+            law_rate=law_layers / law_wall,
+            explicit_rate=exp_layers / exp_wall,
+            law_cpu_us=1e6 * law_cpu / law_layers,
+            explicit_cpu_us=1e6 * exp_cpu / exp_layers,
+        )
+        row["speedup"] = row["law_rate"] / row["explicit_rate"]
+        row["speedup_cpu"] = row["explicit_cpu_us"] / row["law_cpu_us"]
+        row["goal"] = GOALS[row["blocks"]]
+        rows.append(row)
+        print(
+            f"m={m} n={n} {row['blocks']}: law {row['law_rate']:.4g}/s, explicit "
+            f"{row['explicit_rate']:.4g}/s, speed-up {row['speedup']:.3g}x (CPU time "
+            f"{row['speedup_cpu']:.3g}x)",
+            flush=True,
+        )
+    return rows
+
+
+def fit_exponent(ms, seconds, m_min: int = 1) -> float | None:
+    """Least-squares slope of log(seconds) against log(m) over m >= m_min (None if < 2 points)."""
+    pts = [(math.log(m), math.log(s)) for m, s in zip(ms, seconds, strict=True) if m >= m_min]
+    if len(pts) < 2:
+        return None
+    x, y = np.array(pts).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def m_part(config, ms, n_min, depth, repeats) -> dict:
+    """Law chain cost per sample-layer against m, with fitted exponents."""
+    rows = []
+    for blocks in (("attention",), ("attention", "mlp")):
+        cfg = config.replace(blocks=blocks)
+        for m in ms:
+            n = max(n_min, m)
+            samples = int(min(256, max(8, 2**22 // m**3)))
+            v0 = _v0(m)
+            wall, cpu = _time(
+                lambda cfg=cfg, n=n, v0=v0, samples=samples: law_covariance_paths(
+                    cfg, n, depth, v0, samples, key=jr.key(0)
+                ),
+                repeats,
+            )
+            rows.append(
+                dict(
+                    blocks=_name(blocks),
+                    m=m,
+                    n=n,
+                    samples=samples,
+                    depth=depth,
+                    us_per_sample_layer=1e6 * wall / (samples * depth),
+                    cpu_us_per_sample_layer=1e6 * cpu / (samples * depth),
+                )
+            )
+            print(f"{_name(blocks)} m={m}: {rows[-1]['us_per_sample_layer']:.4g} us", flush=True)
+    fits = {}
+    for blocks in ("attention", "attention+mlp"):
+        sel = [r for r in rows if r["blocks"] == blocks]
+        ms_b = [r["m"] for r in sel]
+        fits[blocks] = dict(
+            exponent_m_ge_32=fit_exponent(ms_b, [r["us_per_sample_layer"] for r in sel], 32),
+            exponent_all=fit_exponent(ms_b, [r["us_per_sample_layer"] for r in sel]),
+            cpu_exponent_m_ge_32=fit_exponent(
+                ms_b, [r["cpu_us_per_sample_layer"] for r in sel], 32
+            ),
+        )
+    return dict(rows=rows, fits=fits)
+
+
+def widths_part(config, widths, m, depth, law_samples, explicit_budget) -> tuple[list, list]:
+    v0, key = _v0(m), jr.key(0)
+    rows = []
+    for n in widths:
+        law_s, _ = _time(
+            lambda n=n: law_covariance_paths(config, n, depth, v0, law_samples, key=key)
+        )
+        law_rate = law_samples * depth / law_s
         per_layer = weights_per_layer(config, n)
-        exp_depth = max(1, min(args.depth, int(args.explicit_budget // per_layer)))
-        exp_samples = max(
-            1, min(args.law_samples, int(args.explicit_budget // (per_layer * exp_depth)))
-        )
-        exp_s = _time(
+        exp_depth = max(1, min(depth, int(explicit_budget // per_layer)))
+        exp_samples = max(1, min(law_samples, int(explicit_budget // (per_layer * exp_depth))))
+        exp_s, _ = _time(
             lambda n=n, d=exp_depth, s=exp_samples: explicit_covariance_paths(
                 config, n, d, v0, s, key=key
             ),
@@ -77,8 +190,8 @@ def main(argv=None) -> dict:
         rows.append(
             dict(
                 n=n,
-                law_samples=args.law_samples,
-                law_depth=args.depth,
+                law_samples=law_samples,
+                law_depth=depth,
                 law_seconds=law_s,
                 law_rate=law_rate,
                 explicit_samples=exp_samples,
@@ -89,38 +202,132 @@ def main(argv=None) -> dict:
             )
         )
         print(f"n={n}: law {law_rate:.3g}/s, explicit {exp_rate:.3g}/s", flush=True)
-
     scaling = []
     for blocks in (("attention",), ("attention", "mlp")):
         cfg = config.replace(blocks=blocks)
-        for n in args.widths:
-            seconds = _time(
-                lambda n=n, cfg=cfg: law_covariance_paths(
-                    cfg, n, args.depth, v0, args.law_samples, key=key
-                )
+        for n in widths:
+            seconds, _ = _time(
+                lambda n=n, cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key)
             )
             scaling.append(
                 dict(
                     blocks=list(blocks),
                     n=n,
-                    us_per_sample_layer=1e6 * seconds / (args.law_samples * args.depth),
+                    us_per_sample_layer=1e6 * seconds / (law_samples * depth),
                 )
             )
+    return rows, scaling
 
-    print(f"\nm = {args.m}, shaped attention + MLP layers (samples x layers per second)\n")
-    print("| n | law | explicit | speedup | explicit run (samples x layers) |")
-    print("|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['n']} | {r['law_rate']:.3g} | {r['explicit_rate']:.3g} | "
-            f"{r['speedup']:.3g}x | {r['explicit_samples']} x {r['explicit_depth']} |"
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        return None
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--tokens-width", type=int, default=256)
+    parser.add_argument("--tokens-depth", type=int, default=16)
+    parser.add_argument("--tokens-samples", type=int, default=256)
+    parser.add_argument("--explicit-samples", type=int, default=8)
+    parser.add_argument("--m-sweep", type=int, nargs="*", default=[2, 4, 8, 16, 32, 64, 128, 256])
+    parser.add_argument("--m-depth", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timings (m = 64)")
+    parser.add_argument("--widths", type=int, nargs="*", default=[128, 512, 1024, 4096])
+    parser.add_argument("--m", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--law-samples", type=int, default=1000)
+    parser.add_argument("--explicit-budget", type=float, default=5e7, help="Gaussian draws")
+    parser.add_argument("--out", default="benchmarks/results/laws.json")
+    args = parser.parse_args(argv)
+
+    config = ShapedConfig(tau0=1.0, gamma=0.5, heads=1)
+    load_before = _load()
+    tokens = tokens_part(
+        config,
+        args.tokens,
+        args.tokens_width,
+        args.tokens_depth,
+        args.tokens_samples,
+        args.explicit_samples,
+        args.repeats,
+    )
+    by_m = m_part(config, args.m_sweep, args.tokens_width, args.m_depth, min(args.repeats, 3))
+    rows, scaling = widths_part(
+        config, args.widths, args.m, args.depth, args.law_samples, args.explicit_budget
+    )
+    load_after = _load()
+
+    print(
+        f"\nLaw chain vs explicit network at m = {args.tokens}, n = {args.tokens_width}, depth "
+        f"{args.tokens_depth} (sample-layers per second, same run; load average "
+        f"{load_before} before, {load_after} after)\n"
+    )
+    print(
+        markdown_table(
+            ["blocks", "law /s", "explicit /s", "speed-up (wall)", "speed-up (CPU)", "goal", "met"],
+            [
+                [
+                    r["blocks"],
+                    r["law_rate"],
+                    r["explicit_rate"],
+                    f"{r['speedup']:.3g}x",
+                    f"{r['speedup_cpu']:.3g}x",
+                    f">= {r['goal']:g}x",
+                    "yes" if min(r["speedup"], r["speedup_cpu"]) >= r["goal"] else "no",
+                ]
+                for r in tokens
+            ],
         )
+    )
+    print(f"\nLaw chain cost per sample-layer against m (n = max({args.tokens_width}, m))\n")
+    table = []
+    for m in args.m_sweep:
+        cells = [r for r in by_m["rows"] if r["m"] == m]  # attention, attention+mlp
+        table.append(
+            [m, *[r["us_per_sample_layer"] for r in cells]]
+            + [r["cpu_us_per_sample_layer"] for r in cells]
+        )
+    print(
+        markdown_table(
+            ["m", "attention (us)", "attention+mlp (us)", "attention (CPU us)", "a+mlp (CPU us)"],
+            table,
+        )
+    )
+    for blocks, fit in by_m["fits"].items():
+        b32, ball, bcpu = fit["exponent_m_ge_32"], fit["exponent_all"], fit["cpu_exponent_m_ge_32"]
+        print(
+            f"{blocks}: t ~ m^{b32:.2f} for m >= 32 (m^{ball:.2f} over all m; CPU time "
+            f"m^{bcpu:.2f} for m >= 32)"
+            if None not in (b32, ball, bcpu)
+            else f"{blocks}: too few sizes for a fit"
+        )
+    print(f"\nm = {args.m}, shaped attention + MLP layers (samples x layers per second)\n")
+    print(
+        markdown_table(
+            ["n", "law", "explicit", "speedup", "explicit run (samples x layers)"],
+            [
+                [
+                    r["n"],
+                    r["law_rate"],
+                    r["explicit_rate"],
+                    f"{r['speedup']:.3g}x",
+                    f"{r['explicit_samples']} x {r['explicit_depth']}",
+                ]
+                for r in rows
+            ],
+        )
+    )
     print("\nLaw chain cost per sample per layer (microseconds)\n")
-    print("| n | " + " | ".join("+".join(b) for b in (("attention",), ("attention", "mlp"))) + " |")
-    print("|---:|---:|---:|")
-    for n in args.widths:
-        cells = [f"{s['us_per_sample_layer']:.3g}" for s in scaling if s["n"] == n]
-        print(f"| {n} | " + " | ".join(cells) + " |")
+    print(
+        markdown_table(
+            ["n", "attention", "attention+mlp"],
+            [[n, *[s["us_per_sample_layer"] for s in scaling if s["n"] == n]] for n in args.widths],
+        )
+    )
 
     result = dict(
         machine=dict(
@@ -131,8 +338,11 @@ def main(argv=None) -> dict:
             device=str(jax.devices()[0]),
             backend=jax.default_backend(),
         ),
+        load_average=dict(before=load_before, after=load_after),
         m=args.m,
         config=config.to_dict(),
+        tokens=tokens,
+        cost_vs_m=by_m,
         throughput=rows,
         law_cost=scaling,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -23,6 +24,9 @@ from sdeformer import (
     law_covariance_paths,
     sample_covariance_paths,
 )
+from sdeformer._linalg import cov_factor, psd_sqrt
+from sdeformer.blocks import BLOCK_TYPES, ShapedAttention, ShapedMLP
+from sdeformer.blocks.shaped_mlp import relu_slopes, shaped_relu
 
 FAMILY_ALPHA = 1e-3
 """Family-wise false-alarm rate of one comparison (Bonferroni over all its entries and tests)."""
@@ -108,7 +112,7 @@ V0_3 = jnp.array([[1.0, 0.3, 0.1], [0.3, 1.2, -0.2], [0.1, -0.2, 0.8]])
 V0_4 = jnp.array(
     [[1.0, 0.5, 0.2, 0.0], [0.5, 1.0, 0.4, 0.1], [0.2, 0.4, 0.9, -0.3], [0.0, 0.1, -0.3, 1.1]]
 )
-# SPEC.md section 6: the one-layer check "far from the limit on purpose".
+# The one-layer check "far from the limit on purpose" (docs/theory.md section 7).
 SPEC6 = ShapedConfig(tau0=0.3, gamma=0.8, key_width=5, c_plus=0.5, c_minus=-2.0)
 
 
@@ -125,7 +129,7 @@ def _both(config, n, depth, v0, samples, key, law_samples=None):
 
 
 def test_spec6_one_layer_attention(key, full):
-    """SPEC.md section 6 (attention block, n = 12, m = 3, n_k = 5 > m), and a negative control:
+    """The one-layer check (attention block, n = 12, m = 3, n_k = 5 > m), and a negative control:
     the law of the same block WITH an output projection must be rejected by the same test."""
     config = SPEC6.replace(blocks=("attention",))
     samples = 80_000 if full else 12_000
@@ -137,7 +141,7 @@ def test_spec6_one_layer_attention(key, full):
 
 
 def test_spec6_one_layer_mlp(key, full):
-    """SPEC.md section 6 (shaped-ReLU MLP block, n = 12, m = 3, c_plus = 0.5, c_minus = -2)."""
+    """The one-layer check (shaped-ReLU MLP block, n = 12, m = 3, c_plus = 0.5, c_minus = -2)."""
     config = SPEC6.replace(blocks=("mlp",))
     samples = 20_000 if full else 10_000
     law, explicit = _both(config, 12, 1, V0_3, samples, key)
@@ -222,3 +226,179 @@ def test_width_equal_to_tokens(key):
     law, explicit = _both(config, 3, 2, V0_3, 3_000, key)
     result = compare_paths(law, explicit, layers=[1, 2])
     assert result.ok, str(result)
+
+
+# --- Factors instead of eigendecompositions (the law must not change) ---------------------------
+
+
+def _ref_attention_step(config, n, v, key):
+    """The exact law of docs/theory.md section 5 written plainly: eigendecomposition square roots
+    `psd_sqrt` for L and M, and brute-force Gaussian products instead of Bartlett factors
+    (N_q N_k^T from two m x n_k matrices, Wish(n - m) as G G^T with G m x (n - m)). This is
+    the pre-factor implementation's law, independent of the code under test."""
+    m = v.shape[-1]
+    heads, nk = config.heads, config.n_k(n)
+    p = n // heads if config.out_proj else n
+    kq, kk, ko, ke, kw = jr.split(key, 5)
+    l = psd_sqrt(v)
+    nq = jr.normal(kq, (heads, m, nk))
+    nkk = jr.normal(kk, (heads, m, nk))
+    g = l @ nq @ jnp.swapaxes(nkk, -1, -2) @ l.T / np.sqrt(nk)
+    al = BLOCK_TYPES[config.blocks[0]].attention_from_logits(config, g, n) @ l
+    if config.out_proj:
+        mixed = al @ jr.normal(ko, (heads, m, p))
+        sigma = jnp.einsum("hij,hkj->ik", mixed, mixed) / n
+    else:
+        sigma = jnp.einsum("hij,hkj->ik", al, al) / heads
+    factor = psd_sqrt(sigma)
+    pm = factor @ jr.normal(ke, (m, m))
+    tw = factor @ jr.normal(kw, (m, n - m))
+    cross = l @ pm.T
+    lam, gam = config.lam, config.gamma
+    out = (
+        lam**2 * v
+        + lam * gam / np.sqrt(n) * (cross + cross.T)
+        + gam**2 / n * (pm @ pm.T + tw @ tw.T)
+    )
+    return 0.5 * (out + out.T)
+
+
+def _ref_mlp_step(config, n, v, key):
+    """The MLP law of docs/theory.md section 5: `psd_sqrt` factors, brute-force Wish(n - m)."""
+    m = v.shape[-1]
+    nh = config.n_h(n)
+    s_plus, s_minus, c = relu_slopes(config, n)
+    kh, ke, kw = jr.split(key, 3)
+    l_z = psd_sqrt(v)
+    act = shaped_relu(l_z @ jr.normal(kh, (m, nh)), s_plus, s_minus)
+    l_s = psd_sqrt(act @ act.T)
+    pm = l_s @ jr.normal(ke, (m, m))
+    tw = l_s @ jr.normal(kw, (m, n - m))
+    coef = c / (n * nh)
+    cross = l_z @ pm.T
+    lam, gam = config.lam, config.gamma
+    out = (
+        lam**2 * v
+        + lam * gam * np.sqrt(coef) * (cross + cross.T)
+        + gam**2 * coef * (pm @ pm.T + tw @ tw.T)
+    )
+    return 0.5 * (out + out.T)
+
+
+def _ref_paths(config, n, depth, v0, samples, key):
+    steps = [_ref_mlp_step if b == "mlp" else _ref_attention_step for b in config.blocks]
+
+    def one(k):
+        def layer(v, lk):
+            for step, bk in zip(steps, jr.split(lk, len(steps)), strict=True):
+                v = step(config, n, v, bk)
+            return v, v
+
+        return jnp.concatenate([v0[None], jax.lax.scan(layer, v0, jr.split(k, depth))[1]])
+
+    return jax.jit(jax.vmap(one))(jr.split(key, samples))
+
+
+FACTOR_CASES = {
+    # one head without Wo: the value factor A L is used as it is (no factorisation); the MLP's
+    # n_h = 2 < m = 4 uses sigma(H) itself as L_S; n = 6 leaves Wish_4(2), rank 2 < m.
+    "one-head-nh<m": (
+        ShapedConfig(tau0=0.5, gamma=0.7, key_width=3, mlp_ratio=1 / 3, c_minus=-2.0),
+        6,
+        V0_4,
+    ),
+    # Wo with one head (k_v = min(m, n) = m columns, used as they are), standard attention.
+    "outproj-standard": (
+        ShapedConfig(gamma=0.6, out_proj=True, key_width=2, blocks=("standard_attention", "mlp")),
+        8,
+        V0_3,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FACTOR_CASES))
+def test_factor_chain_matches_eigh_reference(case, key, full):
+    """The factor-based chain (Cholesky / A L / sigma(H) factors, Bartlett) has the same law as
+    the eigendecomposition-based formulas of docs/theory.md section 5 with brute-force Gaussian
+    products.
+
+    The draws differ (a Cholesky factor L_c and the symmetric root L_e differ by an orthogonal
+    Q, L_e = L_c Q, absorbed by the rotation-invariant logit, E and Wishart draws), so this is
+    an equality in law, tested like the explicit comparisons (`compare_paths`, Bonferroni at
+    1e-3 over every entry's mean and variance at both layers and every correlation's KS)."""
+    config, n, v0 = FACTOR_CASES[case]
+    samples = 12_000 if full else 3_000
+    lkey, rkey = jr.split(jr.fold_in(key, len(case)))
+    law = law_covariance_paths(config, n, 2, v0, samples, key=lkey)
+    ref = _ref_paths(config, n, 2, v0, samples, rkey)
+    result = compare_paths(law, ref, layers=[1, 2])
+    assert result.ok, f"{case}: {result}"
+
+
+def test_law_step_is_gram_of_factor_step(key):
+    """`law_step(V)` is exactly `F F^T` for `F = law_factor_step(cov_factor(V))` with the same
+    key (same draws), and F has the documented shape m x (m + min(k, n - m))."""
+    for cls, config in (
+        (ShapedAttention, ShapedConfig(heads=2, key_width=3)),
+        (ShapedMLP, ShapedConfig(mlp_ratio=2.0)),
+    ):
+
+        @jax.jit
+        def both(v, k, cls=cls, config=config):
+            f = cls.law_factor_step(config, 6, cov_factor(v), key=k)
+            return f, cls.law_step(config, 6, v, key=k)
+
+        f, v1 = both(V0_4, key)
+        assert f.shape == (4, 4 + 2)
+        np.testing.assert_allclose(v1, f @ f.T, rtol=1e-5, atol=1e-6)
+
+
+SINGULAR = {
+    "rank-1": jnp.ones((4, 4)),
+    "rank-2": jnp.array(
+        [[1.0, 1.0, 0.0, 0.5], [1.0, 1.0, 0.0, 0.5], [0.0, 0.0, 2.0, 1.0], [0.5, 0.5, 1.0, 0.75]]
+    ),
+}
+
+
+def test_singular_covariance_is_finite(key):
+    """Rank-deficient V0 (rank 1 and rank 2; Cholesky gives NaN): the chain falls back to the
+    eigendecomposition factor and returns finite PSD covariances, for shaped layers and for
+    standard attention with two heads and out_proj."""
+    for name, v0 in SINGULAR.items():
+        assert not np.isfinite(np.asarray(jnp.linalg.cholesky(v0))).all(), name
+        for config in (
+            ShapedConfig(gamma=0.6, key_width=2),
+            ShapedConfig(heads=2, out_proj=True, blocks=("standard_attention",)),
+        ):
+            paths = np.asarray(law_covariance_paths(config, 8, 3, v0, 16, key=key), np.float64)
+            assert np.isfinite(paths).all(), (name, config)
+            # PSD up to float32 round-off of entries of size about 1
+            assert (np.linalg.eigvalsh(paths) > -1e-4).all(), (name, config)
+
+
+def test_cov_factor(key):
+    """Cholesky where it exists, `psd_sqrt` where it fails, per matrix, batched or not, under
+    jit and nested vmap; never NaN for a PSD input."""
+    x = jr.normal(key, (3, 4, 6))
+    pd = x @ jnp.swapaxes(x, -1, -2)
+    batch = jnp.stack([pd[0], SINGULAR["rank-1"], pd[1], SINGULAR["rank-2"], pd[2]])
+    nested = jax.vmap(jax.vmap(cov_factor))
+    outs = jax.jit(
+        lambda b: (
+            cov_factor(b),
+            jax.vmap(cov_factor)(b),
+            nested(b[None])[0],
+            jax.lax.map(cov_factor, b, batch_size=2),
+            cov_factor(b[1]),
+        )
+    )(batch)
+    for out in outs[:-1]:
+        out = np.asarray(out, np.float64)
+        assert np.isfinite(out).all()
+        # float32 round-off of entries of size <= 8
+        np.testing.assert_allclose(out @ np.swapaxes(out, -1, -2), batch, atol=1e-5 * 8)
+        # positive definite matrices keep their (lower triangular) Cholesky factor
+        np.testing.assert_allclose(out[[0, 2, 4]], np.linalg.cholesky(np.asarray(pd)), atol=1e-5)
+    single = np.asarray(outs[-1], np.float64)
+    np.testing.assert_allclose(single @ single.T, SINGULAR["rank-1"], atol=1e-5)

@@ -76,3 +76,47 @@ def test_wishart_errors(key):
     with pytest.raises(ValueError, match="n >= number of tokens m, got n=3, m=5"):
         complement_dof(3, 5)
     assert complement_dof(5, 5) == 0
+
+
+def test_chi_square_rounds_bound():
+    """`REJECTION_BOUNDS` bounds the Marsaglia-Tsang rejection probability, computed exactly by
+    quadrature (P(reject) = 1 - E[min(1, exp(x^2/2 + d - d v + d log v)) 1{v > 0}], x ~ N(0,1)),
+    at every tabulated shape and on a grid of shapes up to 1000 (it decreases with the shape),
+    and the candidates `chi_square_rounds` draws keep all-rejected below 3e-16 per variate."""
+    from scipy import integrate
+
+    from sdeformer.wishart import FAILURE_BOUND, REJECTION_BOUNDS, chi_square_rounds
+
+    def rejection(shape):
+        d = shape - 1.0 / 3.0
+        c = 1.0 / np.sqrt(9.0 * d)
+
+        def accept(x):
+            v = (1.0 + c * x) ** 3
+            return stats.norm.pdf(x) * min(1.0, np.exp(0.5 * x * x + d - d * v + d * np.log(v)))
+
+        return 1.0 - integrate.quad(accept, -1.0 / c, 40.0, limit=500, epsabs=1e-14)[0]
+
+    for shape, bound in REJECTION_BOUNDS:
+        assert rejection(shape) <= bound, shape
+    for shape in (1.2, 1.7, 2.5, 4.0, 7.0, 15.0, 30.0, 60.0, 128.0, 1000.0):
+        tabulated = min(p for a, p in REJECTION_BOUNDS if a <= shape)
+        assert rejection(shape) <= tabulated, shape
+    for df in (2, 3, 4, 6, 7, 20, 40, 100, 129, 2000):
+        rounds = chi_square_rounds(df)
+        assert rejection(df / 2) ** rounds < FAILURE_BOUND, df
+    assert chi_square_rounds(None) == chi_square_rounds(1) == 12
+
+
+def test_chi_square_law_large_df(key):
+    """KS against scipy for large degrees of freedom drawn with the reduced candidate count the
+    Bartlett factors use (min_df = 129: 5 candidates, no shape boost)."""
+    dfs = np.array([129.0, 160.0, 192.0], np.float32)
+    samples = 20_000
+    z = jr.normal(key, (samples, chi_square_size(len(dfs), 129)), jnp.float32)
+    draws = np.asarray(
+        jax.vmap(lambda zz: chi_square_from_normals(zz, jnp.asarray(dfs), min_df=129))(z)
+    )
+    for i, df in enumerate(dfs):
+        p = stats.kstest(draws[:, i], stats.chi2(df).cdf).pvalue
+        assert p > ALPHA / len(dfs), (df, p)
