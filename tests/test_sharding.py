@@ -124,7 +124,11 @@ def test_four_devices_equal_one_device(four_devices):
     assert out["devices"] == 4
     assert out["law_shape"] == [7, 5, 2, 2]
     assert out["law_devices"] == 4
-    assert out["law_max_diff"] == 0.0
+    # Same keys, same draws: the paths differ only by float32 rounding, because the law
+    # chain's Cholesky-with-fallback (`_linalg.cov_factor`) compiles differently for a batch of
+    # 2 samples per device than for 1 (a few ulps of O(1) values after 4 layers). A wrong key
+    # split would give O(1) differences (the samples are distinct: `law_distinct` below).
+    assert out["law_max_diff"] <= 1e-5
     assert out["law_distinct"] == 7  # the padding did not duplicate samples
     assert out["sde_shape"] == [6, 3, 2, 2]
     assert out["sde_ts"] == [0.0, 0.25, 0.5]
