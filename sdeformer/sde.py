@@ -1,46 +1,41 @@
-"""The limiting covariance SDE of a shaped Transformer stack, solved with diffrax (SPEC.md sec. 3).
+"""The limiting covariance SDE of a shaped Transformer stack (docs/theory.md section 4).
 
     dV_t = b(V_t) dt + Sigma(V_t)^{1/2} dB_t,      V_0 = X_0 X_0^T / n,
 
 with `b` and `Sigma` the sums of the limit terms of the blocks in `config.blocks` (one layer is
 one pass through the pattern; a layer lasts 1/n of SDE time, so depth d is T = d / n).
 
-The solver evolves the m(m+1)/2 upper-triangular entries of V (so V stays exactly symmetric)
-with the noise factor `F` of the blocks (`F F^T = Sigma`, see `sdeformer.blocks._limit`): a
-Brownian motion of dimension `CovarianceSDE.brownian_dim(m)`, general (non-commutative) noise.
+Every block's noise is `kappa_i Lin + alpha_i <attention term>` (`Block.noise_terms`), so the
+whole stack's noise is `kappa Lin + alpha <attention term>` with kappa = sum_i kappa_i and
+alpha = sum over attention blocks of gam^4 / (tau0^2 H). With one factor L L^T = V per step
+(Cholesky), Z and E m x m matrices of iid N(0, dt) entries, S = (Z + Z^T)/sqrt(2), M = V C L:
 
-Solvers (`solve_sde(solver=...)`):
+    dV_noise = sqrt(kappa) L S L^T + (sqrt(alpha)/m) (L E M^T + M E^T L^T)
 
-- "euler" (default): Euler-Maruyama, the Ito solution; strong order 0.5, weak order 1.
-- "heun", "spark", "general_shark": Stratonovich solvers of diffrax. The Ito SDE is converted
-  first (drift b - 1/2 sum_k (D F_k) F_k, computed with `jax.jacfwd`), so they converge to the same
-  law. With general noise they are strong order 0.5 like Euler (diffrax's docs: SPaRK and
-  GeneralShARK reach 1.0 only for commutative noise); they cost 2-3 drift/diffusion evaluations
-  per step, and the conversion differentiates an eigendecomposition, which is singular when V has
-  repeated eigenvalues (then the path is reported as non-finite, never silent). "heun" and
-  "spark" have embedded error estimates and run adaptively (`adaptive=True`) with a
-  `VirtualBrownianTree`. Additive-noise solvers (ShARK, SRA1, SEA) do not fit this noise, and
-  `ItoMilstein` needs commutative noise: they are not offered.
+has exactly the covariance Sigma(V) dt (docs/theory.md section 4, "Noise factor used by the
+solver") at O(m^3) time and O(m^2) memory: no m^4 object is ever formed. The causal variant
+replaces the attention term by `_causal.causal_mix_noise`.
 
-Fixed steps use `diffrax.UnsafeBrownianPath` (increments drawn per step; a `VirtualBrownianTree`
-is 10-100x slower for fixed steps, diffrax issues 489 and 517).
+Paper -> code: b -> `CovarianceSDE.drift`, Sigma -> `noise_covariance` (dense, tests only),
+L -> `factor`, (Z, E) -> the Brownian pytree {"lin", "mix"} of `brownian_shape`, the noise
+above -> `noise`, kappa -> `lin_coefficient`, alpha -> `mix_coefficient`.
+
+The solver (`solve_sde`, in `sdeformer.sde_solve`) steps whole batches of paths in one
+`diffrax.diffeqsolve`; see its docstring for the exit rules and the Stratonovich option.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int
 
 from ._linalg import symmetrize
-from .blocks import MissingFaceError, block_types
+from .blocks import MissingFaceError, _limit, block_types
 from .config import ShapedConfig, check_width
 
 EXIT_REASONS: dict[int, str] = {
@@ -51,6 +46,9 @@ EXIT_REASONS: dict[int, str] = {
     4: "solver_failure",
 }
 """Codes of `SDESolution.exit_reason`."""
+
+STRATONOVICH_AUTODIFF_MAX_TOKENS = 16
+"""Largest m for the O(m^5) autodiff Stratonovich correction (causal attention only)."""
 
 
 def triu_vector(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch p"]:
@@ -67,103 +65,217 @@ def triu_matrix(y: Float[Array, "*batch p"], m: int) -> Float[Array, "*batch m m
     return out.at[..., j, i].set(y)
 
 
-def _tokens(p: int) -> int:
-    m = int(round((math.sqrt(8 * p + 1) - 1) / 2))
-    assert m * (m + 1) // 2 == p
-    return m
+def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array = 0.0):
+    """(L, psd): L L^T = V and whether V is PSD up to `psd_tol tr(V)/m`.
+
+    Cholesky when V is positive definite (a finite factor is the PSD test); otherwise, only
+    then, the clipped eigen-root `U sqrt(max(w, 0))` (exact for a PSD-singular V) and the test
+    `smallest eigenvalue >= -psd_tol tr(V)/m`. Under `vmap` both branches run; the solver
+    batches the fallback itself (`sdeformer.sde_solve`).
+    """
+    chol = jnp.linalg.cholesky(v)
+    ok = jnp.all(jnp.isfinite(jnp.diagonal(chol)))
+
+    def fallback(_):
+        w, u = jnp.linalg.eigh(symmetrize(v))
+        scale = jnp.maximum(jnp.trace(v) / v.shape[-1], jnp.finfo(v.dtype).tiny)
+        return u * jnp.sqrt(jnp.clip(w, 0.0)), w[0] >= -psd_tol * scale
+
+    return jax.lax.cond(ok, lambda _: (chol, jnp.asarray(True)), fallback, None)
 
 
 class CovarianceSDE(eqx.Module):
     """The covariance SDE of a stack of shaped blocks: the sum of the blocks' limit terms.
 
-    `drift(V)` is b (m, m), `noise_covariance(V)` is Sigma (m, m, m, m) with
-    `Sigma[a, b, c, d] = Cov(dV_ab, dV_cd) / dt`, `noise_factor(V)` a factor F (m, m, k) with
-    `sum_j F[a, b, j] F[c, d, j] = Sigma[a, b, c, d]`, `diffusion_matrix(V)` the symmetric PSD
-    square root of the covariance of the upper-triangular coordinates (p, p), p = m(m+1)/2.
-    All are pure functions of one V (jit/vmap them). Raises `ValueError` at construction if a
-    block of
-    `config.blocks` has no limit.
+    `CovarianceSDE(config, width=None)`; with `width=n` each block uses its exact finite-width
+    drift where one is known in closed form (the shaped MLP's, docs/theory.md section 4),
+    else its limit drift. All methods are pure functions of one V (jit/vmap them):
+
+    - `drift(V)` (m, m): b(V);
+    - `noise_covariance(V)` (m, m, m, m): `Sigma[a, b, c, d] = Cov(dV_ab, dV_cd) / dt`,
+      dense O(m^4) (tests, small m);
+    - `factor(V)` (m, m): L with L L^T = V (Cholesky; clipped eigen-root for singular V);
+    - `brownian_shape(m, dtype)`: the Brownian pytree {"lin": (m, m), "mix": (m, m)}
+      ("mix" only with attention blocks);
+    - `noise(V, L, dw)` (m, m): the symmetric noise increment above, linear in dw, O(m^3);
+      with dw of iid N(0, dt) entries its covariance is `noise_covariance(V) dt`;
+    - `lin_coefficient`, `mix_coefficient`: kappa and alpha;
+    - `stratonovich_correction(V, L)`: -1/2 sum_k (D G_k) G_k for the Stratonovich solvers.
+
+    Raises `ValueError` at construction if a block of `config.blocks` has no limit face.
     """
 
     config: ShapedConfig = eqx.field(static=True)
-    brownian_dims_per_block: ClassVar[dict[str, str]] = {
-        "attention": "p + m^2",
-        "mlp": "p",
-    }
+    width: int | None = eqx.field(static=True)
 
-    def __init__(self, config: ShapedConfig):
+    def __init__(self, config: ShapedConfig, width: int | None = None):
+        if width is not None:
+            width = check_width(width, name="width")
         probe = jnp.eye(2, dtype=jnp.float32)
         for cls in block_types(config.blocks):
             try:
-                jax.eval_shape(lambda v, cls=cls: cls.drift(config, v), probe)
+                terms = cls.noise_terms(config)
+                jax.eval_shape(lambda v, cls=cls: cls.drift(config, v, width=width), probe)
                 jax.eval_shape(lambda v, cls=cls: cls.noise_covariance(config, v), probe)
+                if terms.mix:
+                    jax.eval_shape(lambda v, cls=cls: cls.mix_noise(config, v, v, v), probe)
             except MissingFaceError as err:
                 raise ValueError(
                     f"CovarianceSDE: config.blocks={config.blocks!r} contains {cls.name!r}, which "
                     f"has no covariance SDE limit ({err}); only stacks of shaped 'attention' "
-                    "(non-causal) and 'mlp' blocks have one"
+                    "and 'mlp' blocks have one"
                 ) from err
         self.config = config
+        self.width = width
 
     def _blocks(self):
         return block_types(self.config.blocks)
 
+    @property
+    def lin_coefficient(self) -> float:
+        """kappa: the blocks' Lin coefficients summed (independent Lin noises merge)."""
+        return float(sum(cls.noise_terms(self.config).lin for cls in self._blocks()))
+
+    @property
+    def mix_coefficient(self) -> float:
+        """alpha: the attention blocks' gam^4 / (tau0^2 H) summed (0 without attention)."""
+        return float(sum(cls.noise_terms(self.config).mix for cls in self._blocks()))
+
+    def _mix_block(self):
+        for cls in self._blocks():
+            if cls.noise_terms(self.config).mix:
+                return cls
+        return None
+
     def drift(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        """b(V): the sum of the blocks' drifts."""
-        return sum(cls.drift(self.config, v) for cls in self._blocks())
+        """b(V): the sum of the blocks' drifts (finite-width ones if `width` is set)."""
+        return sum(cls.drift(self.config, v, width=self.width) for cls in self._blocks())
 
     def noise_covariance(self, v: Float[Array, "m m"]) -> Float[Array, "m m m m"]:
-        """Sigma(V)_{ab,cd}: the sum of the blocks' noise covariances (per unit time)."""
+        """Sigma(V)_{ab,cd}: the sum of the blocks' noise covariances (per unit time), dense."""
         return sum(cls.noise_covariance(self.config, v) for cls in self._blocks())
 
+    def factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
+        """L with L L^T = V: Cholesky, or for a singular / non-PD V the eigen-root with negative
+        eigenvalues clipped to 0 (`psd_factor`)."""
+        return psd_factor(v)[0]
+
+    def brownian_shape(self, m: int, dtype=jnp.float32) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes of the Brownian increments `noise` takes: iid N(0, dt) entries."""
+        shape = {"lin": jax.ShapeDtypeStruct((m, m), jnp.dtype(dtype))}
+        if self.mix_coefficient:
+            shape["mix"] = jax.ShapeDtypeStruct((m, m), jnp.dtype(dtype))
+        return shape
+
+    def noise(
+        self, v: Float[Array, "m m"], factor: Float[Array, "m m"], dw: dict[str, Array]
+    ) -> Float[Array, "m m"]:
+        """sqrt(kappa) L S L^T + sqrt(alpha) (unit attention noise), O(m^3), symmetric."""
+        out = math.sqrt(self.lin_coefficient) * _limit.lin_noise(factor, dw["lin"])
+        block = self._mix_block()
+        if block is not None:
+            mix = block.mix_noise(self.config, v, factor, dw["mix"])
+            out = out + math.sqrt(self.mix_coefficient) * mix
+        return out
+
+    def stratonovich_correction(
+        self, v: Float[Array, "m m"], factor: Float[Array, "m m"]
+    ) -> Float[Array, "m m"]:
+        """-1/2 sum_k (D G_k) G_k with G(V) dw = `noise(V, chol(V), dw)`: added to the Ito drift
+        it gives the drift of the equivalent Stratonovich SDE (for the Cholesky factor).
+
+        Closed form in O(m^3) (docs/theory.md section 4, "Stratonovich form"): with
+        a^2 = kappa/2, c = sqrt(alpha)/m, N = L^T C L, D = diag(1, ..., m),
+        r_i = sum_{j<i} N_jj + N_ii/2 and U the upper triangle of N with half its diagonal,
+        W = kappa D + c^2 (D N^2 + N^2 + |N|_F^2 I + diag(r) N + U N), the correction is
+        -L (W + W^T) L^T / 2. The causal attention term uses the autodiff form
+        (`stratonovich_correction_autodiff`, O(m^5)).
+        """
+        if self.mix_coefficient and self.config.causal:
+            return self.stratonovich_correction_autodiff(v)
+        m = v.shape[-1]
+        dtype = v.dtype
+        kappa, alpha = self.lin_coefficient, self.mix_coefficient
+        d = jnp.arange(1, m + 1, dtype=dtype)
+        w = kappa * jnp.diag(d)
+        if alpha:
+            cl = _limit.centre_rows(factor)
+            n = cl.T @ cl  # L^T C L (C is a projection)
+            n2 = n @ n
+            nd = jnp.diagonal(n)
+            r = jnp.cumsum(nd) - 0.5 * nd
+            upper = jnp.triu(n, 1) + 0.5 * jnp.diag(nd)
+            eye = jnp.eye(m, dtype=dtype)
+            inner = d[:, None] * n2 + n2 + jnp.sum(n * n) * eye + r[:, None] * n + upper @ n
+            w = w + (alpha / m**2) * inner
+        return -0.5 * factor @ (w + w.T) @ factor.T
+
+    def stratonovich_correction_autodiff(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
+        """The same correction by forward-mode autodiff through the Cholesky factor, one
+        direction per Brownian coordinate: O(m^5) time, O(m^4) memory (small m, tests)."""
+        m = v.shape[-1]
+        if m > STRATONOVICH_AUTODIFF_MAX_TOKENS:
+            raise ValueError(
+                f"the autodiff Stratonovich correction costs O(m^5) and is limited to m <= "
+                f"{STRATONOVICH_AUTODIFF_MAX_TOKENS} tokens (got m = {m}); use solver='euler'"
+            )
+        shapes = self.brownian_shape(m, v.dtype)
+        names = list(shapes)
+        k = len(names) * m * m
+        basis = jnp.eye(k, dtype=v.dtype).reshape(k, len(names), m, m)
+
+        def g(u, e):
+            return self.noise(u, jnp.linalg.cholesky(u), dict(zip(names, e, strict=True)))
+
+        def one(e):
+            return jax.jvp(lambda u: g(u, e), (v,), (g(v, e),))[1]
+
+        return -0.5 * jnp.sum(jax.vmap(one)(basis), axis=0)
+
+    # --- dense forms, for tests and small m ------------------------------------------------
+
     def noise_factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m k"]:
-        """F(V) (m, m, k): the blocks' factors side by side (independent Brownian motions)."""
-        return jnp.concatenate([cls.noise_factor(self.config, v) for cls in self._blocks()], -1)
+        """F (m, m, k) with `noise(V, L, dw) = F . dw` (basis increments pushed through
+        `noise`), so `sum_k F_abk F_cdk = Sigma_abcd`. Dense O(m^4): tests and small m only."""
+        m = v.shape[-1]
+        factor = self.factor(v)
+        names = list(self.brownian_shape(m, v.dtype))
+        k = len(names) * m * m
+        basis = jnp.eye(k, dtype=v.dtype).reshape(k, len(names), m, m)
+        cols = jax.vmap(lambda e: self.noise(v, factor, dict(zip(names, e, strict=True))))(basis)
+        return jnp.moveaxis(cols, 0, -1)
 
     def brownian_dim(self, m: int) -> int:
-        """k, the dimension of the Brownian motion that drives `noise_factor` for m tokens."""
-        return self.noise_factor(jnp.eye(m)).shape[-1]
+        """k, the number of scalar Brownian motions (2 m^2 with attention, m^2 without)."""
+        return len(self.brownian_shape(m)) * m * m
 
     def pair_covariance(self, v: Float[Array, "m m"]) -> Float[Array, "p p"]:
-        """Covariance per unit time of the upper-triangular coordinates of dV."""
+        """Covariance per unit time of the upper-triangular coordinates of dV (dense)."""
         i, j = np.triu_indices(v.shape[-1])
         sigma = self.noise_covariance(v)
         return sigma[i, j][:, i, j]
 
-    def diffusion_matrix(self, v: Float[Array, "m m"]) -> Float[Array, "p p"]:
-        """The symmetric PSD square root of `pair_covariance(V)` (eigenvalues clipped at 0, so a
-        PSD-singular Sigma gives a finite, exact root)."""
-        w, u = jnp.linalg.eigh(symmetrize(self.pair_covariance(v)))
-        return (u * jnp.sqrt(jnp.clip(w, 0.0))) @ u.T
-
     def diffusion(self, v: Float[Array, "m m"]) -> Float[Array, "p k"]:
-        """The diffusion matrix the solver integrates: the factor F on the upper triangle."""
+        """The dense diffusion matrix on the upper triangle (rows of `noise_factor`)."""
         i, j = np.triu_indices(v.shape[-1])
         return self.noise_factor(v)[i, j]
-
-    def stratonovich_correction(self, y: Float[Array, " p"]) -> Float[Array, " p"]:
-        """-1/2 sum_k (D G_k) G_k on the upper-triangular coordinates (G = `diffusion`): added to
-        the Ito drift it gives the drift of the equivalent Stratonovich SDE."""
-        m = _tokens(y.shape[-1])
-
-        def g(z):
-            return self.diffusion(triu_matrix(z, m))
-
-        jac = jax.jacfwd(g)(y)  # (p, k, p)
-        return -0.5 * jnp.einsum("ikj,jk->i", jac, g(y))
 
 
 class SDESolution(eqx.Module):
     """Paths of the covariance SDE.
 
     - `ts` (k,): save times.
-    - `vs` (paths, k, m, m): V at the save times; after a path stops (see `exit_reason`) its last
-      valid saved state is repeated, so `vs` is never NaN. Use `alive` to mask.
-    - `alive` (paths, k): True where the path had not stopped by that save time.
-    - `exit_time` (paths,): the time at which the path stopped (end of the step on which the
-      exit was detected), `inf` if it survived to T.
-    - `exit_reason` (paths,): codes of `EXIT_REASONS` (0 survived, 1 left the PSD cone,
+    - `vs` (samples, k, m, m): V at the save times; after a path stops (see `exit_reason`) its
+      last valid saved state is repeated, so `vs` is never NaN. Use `alive` to mask.
+    - `alive` (samples, k): True where the path had not stopped by that save time.
+    - `exit_time` (samples,): the time at which the path stopped (end of the step on which the
+      exit happened), `inf` if it survived to T.
+    - `exit_reason` (samples,): codes of `EXIT_REASONS` (0 survived, 1 left the PSD cone,
       2 crossed the bound, 3 non-finite, 4 solver failure such as max_steps).
+    - `v_exit` (samples, m, m): the state at the exit (the state that failed the check: it may
+      be outside the cone, beyond the bound or non-finite), or at T for survivors.
+    - `stats`: diffrax's statistics (`num_steps` per path, ...) and the batching
+      (`batch_size`, `num_batches`).
     """
 
     ts: Float[Array, " k"]
@@ -171,6 +283,8 @@ class SDESolution(eqx.Module):
     alive: Bool[Array, "paths k"]
     exit_time: Float[Array, " paths"]
     exit_reason: Int[Array, " paths"]
+    v_exit: Float[Array, "paths m m"] | None = None
+    stats: dict = eqx.field(default_factory=dict)
 
     def summary(self) -> dict[str, int | float]:
         """Counts of each exit reason, the number of paths and the fraction that survived."""
@@ -186,18 +300,10 @@ class SDESolution(eqx.Module):
         return self.vs[:, -1], self.alive[:, -1]
 
 
-_STRATONOVICH = {
-    "heun": diffrax.Heun,
-    "spark": diffrax.SPaRK,
-    "general_shark": diffrax.GeneralShARK,
-}
-_SOLVERS = ("euler", *_STRATONOVICH)
-_ADAPTIVE = ("heun", "spark")
-
-
 def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array, ""]:
     """0 if V is finite, within the bound and PSD (smallest eigenvalue >= -psd_tol * tr(V)/m),
-    else the code of the first failed check: 3 non-finite, 2 max |V_ab| > bound, 1 not PSD."""
+    else the code of the first failed check: 3 non-finite, 2 max |V_ab| > bound, 1 not PSD.
+    (Reference form with an eigendecomposition; the solver uses the Cholesky test instead.)"""
     finite = jnp.all(jnp.isfinite(v))
     safe = jnp.where(finite, v, 0.0)
     over = jnp.max(jnp.abs(safe)) > bound
@@ -207,190 +313,5 @@ def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array
     return jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(outside, 1, 0))).astype(jnp.int32)
 
 
-def solve_sde(
-    config: ShapedConfig,
-    v0: ArrayLike,
-    T: float,
-    num_paths: int,
-    *,
-    key: PRNGKeyArray,
-    save_times: int | ArrayLike | None = None,
-    num_steps: int | None = 1000,
-    dt0: float | None = None,
-    solver: str = "euler",
-    adaptive: bool = False,
-    rtol: float = 1e-2,
-    atol: float = 1e-3,
-    bound: float = 1e3,
-    psd_tol: float | None = None,
-    max_steps: int | None = None,
-    dtype=None,
-) -> SDESolution:
-    """Solve the covariance SDE of `config` from `v0` on [0, T] for `num_paths` independent paths.
-
-    Arguments:
-    - `v0`: (m, m) symmetric PSD initial covariance; `T`: final time (depth d = T n).
-    - `save_times`: None (11 equally spaced times), an int k (k equally spaced times in [0, T]),
-      or an array of times in [0, T].
-    - `num_steps` or `dt0`: fixed step size T / num_steps (or dt0); with `adaptive=True`, `dt0`
-      (default T / num_steps) is the initial step and a `PIDController(rtol, atol)` adapts it.
-    - `solver`: "euler" (Ito Euler-Maruyama), or a Stratonovich solver "heun", "spark",
-      "general_shark" applied to the converted SDE (see the module docstring).
-    - `bound`: a path stops when some |V_ab| exceeds it; `psd_tol`: it stops when the smallest
-      eigenvalue of V drops below -psd_tol tr(V)/m (default 100 eps of the dtype); it also stops
-      when V is non-finite. See `SDESolution`.
-    - `dtype`: float32 (default, or v0's dtype) or float64 (needs `jax_enable_x64`).
-
-    Paths are vmapped over independent Brownian motions (keys split from `key`); the same key
-    gives the same paths.
-    """
-    if solver not in _SOLVERS:
-        raise ValueError(f"solve_sde: solver={solver!r} is unknown; choose from {_SOLVERS}")
-    if adaptive and solver not in _ADAPTIVE:
-        raise ValueError(
-            f"solve_sde: solver={solver!r} has no embedded error estimate, so adaptive=True is "
-            f"not possible; use one of {_ADAPTIVE} or adaptive=False"
-        )
-    num_paths = check_width(num_paths, name="num_paths")
-    T = float(T)
-    if not (math.isfinite(T) and T > 0):
-        raise ValueError(f"solve_sde: T={T!r} is invalid; pass a final time T > 0")
-    if dt0 is None:
-        if num_steps is None:
-            raise ValueError("solve_sde: pass num_steps or dt0")
-        dt0 = T / check_width(num_steps, name="num_steps")
-    dt0 = float(dt0)
-    if not dt0 > 0:
-        raise ValueError(f"solve_sde: dt0={dt0!r} is invalid; pass a step > 0")
-    v0 = jnp.asarray(v0)
-    if dtype is None:
-        dtype = v0.dtype if jnp.issubdtype(v0.dtype, jnp.floating) else jnp.float32
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
-        raise ValueError(
-            "solve_sde: dtype=float64 needs jax_enable_x64 (use `with "
-            "jax.enable_x64(True):` around the call)"
-        )
-    from .model import check_covariance
-
-    v0 = check_covariance(v0).astype(dtype)
-    if save_times is None:
-        save_times = 11
-    if isinstance(save_times, int | np.integer):
-        ts = np.linspace(0.0, T, check_width(int(save_times), minimum=1, name="save_times"))
-    else:
-        ts = np.asarray(save_times, dtype=np.float64).reshape(-1)
-        if ts.size == 0 or ts.min() < 0 or ts.max() > T or np.any(np.diff(ts) < 0):
-            raise ValueError("solve_sde: save_times must be non-decreasing times in [0, T]")
-    if psd_tol is None:
-        psd_tol = 100 * float(jnp.finfo(dtype).eps)
-    if not float(bound) > 0:  # also refuses NaN, which would never stop a path
-        raise ValueError(f"solve_sde: bound={bound!r} is invalid; pass a bound > 0 (inf: none)")
-    if not (math.isfinite(float(psd_tol)) and float(psd_tol) >= 0):
-        raise ValueError(f"solve_sde: psd_tol={psd_tol!r} is invalid; pass a finite value >= 0")
-    if max_steps is None:
-        max_steps = int(math.ceil(T / dt0)) + 2 if not adaptive else 64 * int(math.ceil(T / dt0))
-    return _solve(
-        CovarianceSDE(config),
-        v0,
-        jnp.asarray(ts, dtype),
-        T,
-        num_paths,
-        key,
-        dt0,
-        solver,
-        adaptive,
-        rtol,
-        atol,
-        float(bound),
-        float(psd_tol),
-        max_steps,
-    )
-
-
-@eqx.filter_jit
-def _solve(
-    sde, v0, ts, T, num_paths, key, dt0, solver, adaptive, rtol, atol, bound, psd_tol, max_steps
-):
-    m = v0.shape[-1]
-    dtype = v0.dtype
-    k = sde.brownian_dim(m)
-    ito = solver == "euler"
-
-    def drift(t, y, args):
-        b = triu_vector(sde.drift(triu_matrix(y, m)))
-        return b if ito else b + sde.stratonovich_correction(y)
-
-    def diffusion(t, y, args):
-        return sde.diffusion(triu_matrix(y, m))
-
-    def stop(t, y, args, **kwargs):
-        return exit_code(triu_matrix(y, m), bound, psd_tol) != 0
-
-    if solver == "euler":
-        method = diffrax.Euler()
-    else:
-        method = _STRATONOVICH[solver]()
-    levy = diffrax.SpaceTimeLevyArea if solver in ("spark", "general_shark") else None
-    t0 = jnp.zeros((), dtype)
-    t1 = jnp.asarray(T, dtype)
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)])
-    if adaptive:
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
-    else:
-        controller = diffrax.ConstantStepSize()
-
-    def one_path(path_key):
-        if adaptive:
-            bm = diffrax.VirtualBrownianTree(
-                t0,
-                t1,
-                tol=dt0 / 64,
-                shape=jax.ShapeDtypeStruct((k,), dtype),
-                key=path_key,
-                levy_area=levy or diffrax.BrownianIncrement,
-            )
-        else:
-            bm = diffrax.UnsafeBrownianPath(
-                shape=jax.ShapeDtypeStruct((k,), dtype),
-                key=path_key,
-                levy_area=levy or diffrax.BrownianIncrement,
-            )
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
-        sol = diffrax.diffeqsolve(
-            terms,
-            method,
-            t0,
-            t1,
-            jnp.asarray(dt0, dtype),
-            triu_vector(v0),
-            saveat=saveat,
-            stepsize_controller=controller,
-            event=diffrax.Event(stop),
-            max_steps=max_steps,
-            throw=False,
-            adjoint=diffrax.ForwardMode(),
-        )
-        saved, last = sol.ys
-        t_end = sol.ts[1][-1]
-        code = exit_code(triu_matrix(last[-1], m), bound, psd_tol)
-        failed = (sol.result != diffrax.RESULTS.successful) & (
-            sol.result != diffrax.RESULTS.event_occurred
-        )
-        code = jnp.where(code == 0, jnp.where(failed, 4, 0), code)
-        stopped = code != 0
-        exit_time = jnp.where(stopped, t_end, jnp.inf).astype(dtype)
-        alive = (ts < exit_time) | ~stopped
-        # keep the last valid state after the exit (never NaN / inf)
-        valid = alive & jnp.all(jnp.isfinite(saved), axis=-1)
-
-        def fill(prev, inp):
-            y, ok = inp
-            y = jnp.where(ok, y, prev)
-            return y, y
-
-        _, filled = jax.lax.scan(fill, triu_vector(v0), (saved, valid))
-        return triu_matrix(filled, m), valid, exit_time, code
-
-    vs, alive, exit_time, reason = jax.vmap(one_path)(jr.split(key, num_paths))
-    return SDESolution(ts=ts, vs=vs, alive=alive, exit_time=exit_time, exit_reason=reason)
+from .sde_solve import sde_memory_estimate as sde_memory_estimate  # noqa: E402
+from .sde_solve import solve_sde as solve_sde  # noqa: E402

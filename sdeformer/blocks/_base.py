@@ -10,6 +10,7 @@ import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..config import ShapedConfig
+from ._limit import NoiseTerms
 
 
 class MissingFaceError(NotImplementedError):
@@ -17,16 +18,23 @@ class MissingFaceError(NotImplementedError):
 
 
 class Block(eqx.Module):
-    """Base class of the residual blocks (DESIGN.md, "the one idea").
+    """Base class of the residual blocks (docs/theory.md sections 2, 4, 5).
 
     A block type is one class with three faces that share `ShapedConfig`:
 
     1. finite: the module itself; `__init__(config, n, *, key, dtype)` draws iid N(0, 1) weights
        for width `n`, `__call__(x)` maps one sequence `x` of shape (m, n) to the next (m, n).
     2. law: `law_step(config, n, v, *, key)` samples the next m x m covariance given the current
-       one at finite width `n` exactly, without any n x n matrix (SPEC.md section 4).
-    3. limit: `drift(config, v)` and `noise_covariance(config, v)` give the block's terms of the
-       covariance SDE (SPEC.md section 3).
+       one at finite width `n` exactly, without any n x n matrix (docs/theory.md section 5).
+    3. limit (docs/theory.md section 4), the faces `sdeformer.CovarianceSDE` uses:
+       - `drift(config, v, *, width=None)`: the block's drift b(V) (m, m); with `width=n` the
+         exact finite-width drift where one is known in closed form (else the limit's);
+       - `noise_covariance(config, v)`: Sigma(V) (m, m, m, m), dense, for tests and small m;
+       - `noise_terms(config)`: a `NoiseTerms` (kappa of Lin, alpha and kind of the attention
+         term), which the solver merges over the blocks of a layer;
+       - `mix_noise(config, v, factor, e)`: for blocks with `noise_terms(config).mix > 0`, the
+         unit attention noise (m, m) applied to an iid N(0, 1) matrix `e` given `factor`
+         (L L^T = V), in O(m^3): its covariance is Sigma's attention term divided by `mix`.
 
     A block type that lacks a face raises `MissingFaceError` saying why.
     """
@@ -44,17 +52,37 @@ class Block(eqx.Module):
         raise MissingFaceError(f"block {cls.name!r} has no exact finite-width law yet")
 
     @classmethod
-    def drift(cls, config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        raise MissingFaceError(
+    def _no_limit(cls) -> MissingFaceError:
+        return MissingFaceError(
             f"block {cls.name!r} has no covariance SDE limit; the limit exists for the shaped "
             "blocks 'attention' and 'mlp' only"
         )
 
     @classmethod
+    def drift(
+        cls, config: ShapedConfig, v: Float[Array, "m m"], *, width: int | None = None
+    ) -> Float[Array, "m m"]:
+        raise cls._no_limit()
+
+    @classmethod
     def noise_covariance(
         cls, config: ShapedConfig, v: Float[Array, "m m"]
     ) -> Float[Array, "m m m m"]:
-        return cls.drift(config, v)  # raises the same MissingFaceError
+        raise cls._no_limit()
+
+    @classmethod
+    def noise_terms(cls, config: ShapedConfig) -> NoiseTerms:
+        raise cls._no_limit()
+
+    @classmethod
+    def mix_noise(
+        cls,
+        config: ShapedConfig,
+        v: Float[Array, "m m"],
+        factor: Float[Array, "m m"],
+        e: Float[Array, "m m"],
+    ) -> Float[Array, "m m"]:
+        raise MissingFaceError(f"block {cls.name!r} has no attention term in its noise")
 
 
 def normals(key: PRNGKeyArray, shapes: list[tuple[int, ...]], dtype) -> list[Array]:

@@ -1,16 +1,22 @@
-"""Tensors shared by the limit faces of the shaped blocks (SPEC.md section 3).
+"""Tensors and O(m^3) noise maps shared by the limit faces of the shaped blocks.
 
-Everything here acts on one m x m covariance `V` and is pure (jit/vmap-able). A 4-index tensor
-`S[a, b, c, d]` stands for `Sigma_{ab,cd} = Cov(dV_ab, dV_cd) / dt`.
+Mathematics: docs/theory.md section 4. Everything here acts on one m x m covariance `V` and is
+pure (jit/vmap-able). A 4-index tensor `S[a, b, c, d]` stands for
+`Sigma_{ab,cd} = Cov(dV_ab, dV_cd) / dt`; such tensors are O(m^4) and serve tests and small m.
 
-Noise factors: a tensor `F` of shape (m, m, k) with `sum_j F[a, b, j] F[c, d, j] = Sigma_{ab,cd}`
-and `F[a, b, j] = F[b, a, j]`, so that `dV = F . dB` with a k-dimensional Brownian motion `B`
-has exactly the covariance `Sigma dt` and stays symmetric.
+The solver never forms them. With any factor `L L^T = V` it applies the noise to iid N(0, 1)
+matrices in O(m^3) time and O(m^2) memory (`lin_noise`, `mix_noise`):
+
+    Lin:        L S L^T,                S = (Z + Z^T) / sqrt(2)     Cov = Lin_{ab,cd}
+    Att(V, K):  L E M^T + M E^T L^T,    M = V C L (M M^T = K)       Cov = Att_{ab,cd}
+
+with Z, E m x m matrices of iid N(0, 1) (S_ii ~ N(0, 2), S_ij ~ N(0, 1)).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -21,6 +27,16 @@ from ..config import ShapedConfig
 def centring(m: int, dtype) -> Float[Array, "m m"]:
     """C = I - (1/m) 1 1^T."""
     return jnp.eye(m, dtype=dtype) - jnp.full((m, m), 1.0 / m, dtype)
+
+
+def centre_rows(x: Float[Array, "m k"]) -> Float[Array, "m k"]:
+    """C X = X - 1 (1^T X) / m in O(m k) (no m x m centring matrix)."""
+    return x - jnp.mean(x, axis=0, keepdims=True)
+
+
+def double_centre(v: Float[Array, "m m"]) -> Float[Array, "m m"]:
+    """C V C in O(m^2)."""
+    return centre_rows(centre_rows(v).T).T
 
 
 def lin_tensor(v: Float[Array, "m m"]) -> Float[Array, "m m m m"]:
@@ -40,15 +56,15 @@ def mix_tensor(v: Float[Array, "m m"], k: Float[Array, "m m"]) -> Float[Array, "
 
 def attention_k(v: Float[Array, "m m"]) -> Float[Array, "m m"]:
     """K = V C V C V."""
-    c = centring(v.shape[-1], v.dtype)
-    return v @ c @ v @ c @ v
+    return v @ double_centre(v) @ v
 
 
 def attention_coefficients(config: ShapedConfig) -> tuple[float, float]:
     """(kappa_att, alpha_att): Sigma_att = kappa_att Lin + alpha_att Att.
 
     kappa_att = gam^2 (2 - gam^2) without, 2 gam^2 with the output projection;
-    alpha_att = gam^4 / (tau0^2 H); the 1 / m^2 of SPEC.md is applied where m is known.
+    alpha_att = gam^4 / (tau0^2 H); the 1 / m^2 of docs/theory.md section 4 is applied where
+    m is known.
     """
     g2 = config.gamma**2
     kappa = 2.0 * g2 if config.out_proj else g2 * (2.0 - g2)
@@ -64,9 +80,8 @@ def mlp_coefficient(config: ShapedConfig) -> float:
 def attention_drift(config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
     """b_att = (gam^2/tau0^2) [s V / m^2 + (diag(V) (u^T V) + (u^T V)^T diag(V)^T) / (2m)]."""
     m = v.shape[-1]
-    c = centring(m, v.dtype)
-    cvc = c @ v @ c
-    s = jnp.trace(cvc @ v)  # tr(V C V C) = tr(C V C V)
+    cvc = double_centre(v)
+    s = jnp.sum(cvc * v)  # tr(C V C V) (both symmetric), O(m^2)
     w = jnp.diagonal(cvc)
     u = w - jnp.mean(w)
     uv = u @ v
@@ -93,20 +108,39 @@ def mlp_drift(config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m
     )
 
 
-def lin_factor(factor: Float[Array, "m m"]) -> Float[Array, "m m p"]:
-    """A noise factor of Lin, given any L with L L^T = V: dV = L S L^T with S symmetric,
-    S_ii ~ N(0, 2), S_ij ~ N(0, 1) (i < j), i.e. one column per pair i <= j."""
-    m = factor.shape[-1]
-    i, j = jnp.triu_indices(m)
-    cols = jnp.einsum("ap,bp->abp", factor[:, i], factor[:, j])
-    cols = cols + jnp.swapaxes(cols, 0, 1)  # L_ai L_bj + L_aj L_bi
-    scale = jnp.where(i == j, 1.0 / math.sqrt(2.0), 1.0).astype(factor.dtype)
-    return cols * scale  # i == j: 2 L_ai L_bi / sqrt 2 = sqrt(2) L_ai L_bi
+class NoiseTerms(NamedTuple):
+    """What a block adds to the noise of the covariance SDE: `lin Lin + mix <mix_kind>`.
+
+    - `lin`: the coefficient kappa of `Lin` (independent Lin terms of several blocks add up);
+    - `mix`: the coefficient alpha of the attention term (`Att(V, K) / m^2`, or the causal
+      bracket of docs/theory.md section 4 when `mix_kind == "causal"`), 0 for none;
+    - `mix_kind`: "attention", "causal" or None.
+    """
+
+    lin: float
+    mix: float = 0.0
+    mix_kind: str | None = None
 
 
-def mix_factor(factor: Float[Array, "m m"], other: Float[Array, "m m"]) -> Float[Array, "m m q"]:
-    """A noise factor of Att(V, K) given L L^T = V and M M^T = K: dV = L E M^T + M E^T L^T
-    with E an m x m matrix of iid N(0, 1), one column per entry of E."""
-    m = factor.shape[-1]
-    cols = jnp.einsum("ai,bj->abij", factor, other) + jnp.einsum("aj,bi->abij", other, factor)
-    return cols.reshape(m, m, m * m)
+def symmetric_normal(z: Float[Array, "m m"]) -> Float[Array, "m m"]:
+    """S = (Z + Z^T) / sqrt(2): S_ii ~ N(0, 2), S_ij ~ N(0, 1) for iid N(0, 1) entries of Z."""
+    return (z + z.T) * (1.0 / math.sqrt(2.0))
+
+
+def lin_noise(factor: Float[Array, "m m"], z: Float[Array, "m m"]) -> Float[Array, "m m"]:
+    """L S L^T with S = `symmetric_normal(z)`: covariance Lin(V) for L L^T = V, O(m^3)."""
+    half = factor @ (z @ factor.T)
+    return (half + half.T) * (1.0 / math.sqrt(2.0))
+
+
+def attention_other(v: Float[Array, "m m"], factor: Float[Array, "m m"]) -> Float[Array, "m m"]:
+    """M = V C L, so that M M^T = V C V C V = K (one m x m product)."""
+    return v @ centre_rows(factor)
+
+
+def mix_noise(
+    factor: Float[Array, "m m"], other: Float[Array, "m m"], e: Float[Array, "m m"]
+) -> Float[Array, "m m"]:
+    """L E M^T + M E^T L^T: covariance Att(V, K) for L L^T = V, M M^T = K, O(m^3)."""
+    half = factor @ (e @ other.T)
+    return half + half.T

@@ -7,7 +7,6 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._linalg import psd_sqrt
 from ..config import ShapedConfig
 from . import _limit
 from ._attention import AbstractAttention, row_softmax, uniform_attention
@@ -15,7 +14,7 @@ from ._base import MissingFaceError
 
 
 class ShapedAttention(AbstractAttention):
-    """Shaped attention block (Noci et al. 2023, SPEC.md section 2).
+    """Shaped attention block (Noci et al. 2023, docs/theory.md section 2).
 
         A_h = I + softmax_rows(G_h / (tau0 sqrt(n))) - (1/m) 1 1^T
         Z   = lam X + gam (1/sqrt(H)) sum_h A_h X Wv_h / sqrt(n)
@@ -29,14 +28,17 @@ class ShapedAttention(AbstractAttention):
     Paper -> code: tau_0 -> `config.tau0`; gamma, lambda -> `config.gamma`, `config.lam`;
     W^Q, W^K, W^V, W^O -> `wq`, `wk`, `wv`, `wo` (iid N(0, 1), scales explicit).
 
-    Limit face (SPEC.md section 3, derivation in docs/theory.md), with C = I - 11^T/m,
+    Limit faces (docs/theory.md section 4), with C = I - 11^T/m,
     K = V C V C V, s = tr(V C V C), w = diag(C V C), u = w - mean(w):
 
         b_att     = (gam^2/tau0^2) [s V / m^2 + (diag(V) (u^T V) + (u^T V)^T diag(V)^T) / (2m)]
         Sigma_att = kappa_att Lin + gam^4 / (tau0^2 m^2 H) Att(V, K)
         kappa_att = gam^2 (2 - gam^2)   (2 gam^2 with the output projection)
 
-    The causal variant has no limit face here (it raises `MissingFaceError`).
+    Solver noise (O(m^3), `mix_noise`): with L L^T = V and M = V C L, the attention part is
+    sqrt(alpha_att) (L E M^T + M E^T L^T) / m for E iid N(0, 1), alpha_att = gam^4/(tau0^2 H).
+    The causal variant (row a centred over its first a positions) uses
+    `sdeformer.blocks._causal` (docs/theory.md section 4, "Causal attention").
     """
 
     name = "attention"
@@ -53,45 +55,58 @@ class ShapedAttention(AbstractAttention):
         return self.config.lam * x + self.config.gamma * self.branch(x)
 
     @classmethod
-    def _check_limit(cls, config: ShapedConfig) -> None:
-        if config.causal:
+    def _causal(cls):
+        """The causal limit functions (`sdeformer.blocks._causal`), or MissingFaceError."""
+        try:
+            from . import _causal
+        except ImportError:  # pragma: no cover - only before the causal limit is merged
             raise MissingFaceError(
-                "block 'attention' with causal=True has no covariance SDE limit in sdeformer: "
-                "SPEC.md section 3 gives the limit of non-causal shaped attention only (the "
-                "causal centring breaks the permutation symmetry the formulas use); use "
-                "causal=False for the SDE, or compare finite networks with the exact laws"
-            )
+                "block 'attention' with causal=True has no covariance SDE limit in this build "
+                "(sdeformer/blocks/_causal.py is missing); use causal=False for the SDE"
+            ) from None
+        return _causal
 
     @classmethod
-    def drift(cls, config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        """The attention drift b_att(V) (m, m); it does not depend on the number of heads."""
-        cls._check_limit(config)
+    def drift(
+        cls, config: ShapedConfig, v: Float[Array, "m m"], *, width: int | None = None
+    ) -> Float[Array, "m m"]:
+        """The attention drift b_att(V) (m, m); independent of the heads. No closed-form
+        finite-width drift is known, so `width` is ignored (the corrections are O(1/n))."""
+        if config.causal:
+            return cls._causal().causal_attention_drift(config, v)
         return _limit.attention_drift(config, v)
+
+    @classmethod
+    def noise_terms(cls, config: ShapedConfig) -> _limit.NoiseTerms:
+        """kappa_att Lin + alpha_att (Att / m^2, or its causal bracket), alpha_att =
+        gam^4 / (tau0^2 H)."""
+        kappa, alpha = _limit.attention_coefficients(config)
+        return _limit.NoiseTerms(kappa, alpha, "causal" if config.causal else "attention")
 
     @classmethod
     def noise_covariance(
         cls, config: ShapedConfig, v: Float[Array, "m m"]
     ) -> Float[Array, "m m m m"]:
-        """Sigma_att_{ab,cd} = kappa_att Lin + gam^4 / (tau0^2 m^2 H) Att, per unit time."""
-        cls._check_limit(config)
+        """Sigma_att_{ab,cd} = kappa_att Lin + gam^4 / (tau0^2 m^2 H) Att (or the causal
+        bracket), per unit time; dense O(m^4), for tests and small m."""
         kappa, alpha = _limit.attention_coefficients(config)
-        m = v.shape[-1]
-        return kappa * _limit.lin_tensor(v) + (alpha / m**2) * _limit.mix_tensor(
-            v, _limit.attention_k(v)
-        )
+        if config.causal:
+            mix = cls._causal().causal_mix_tensor(v)
+        else:
+            mix = _limit.mix_tensor(v, _limit.attention_k(v)) / v.shape[-1] ** 2
+        return kappa * _limit.lin_tensor(v) + alpha * mix
 
     @classmethod
-    def noise_factor(cls, config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m k"]:
-        """F (m, m, m(m+1)/2 + m^2) with F F^T = Sigma_att (see `_limit`), for PSD V."""
-        cls._check_limit(config)
-        kappa, alpha = _limit.attention_coefficients(config)
-        m = v.shape[-1]
-        factor = psd_sqrt(v)
-        other = v @ _limit.centring(m, v.dtype) @ factor  # (V C L)(V C L)^T = V C V C V
-        return jnp.concatenate(
-            [
-                math.sqrt(kappa) * _limit.lin_factor(factor),
-                (math.sqrt(alpha) / m) * _limit.mix_factor(factor, other),
-            ],
-            axis=-1,
-        )
+    def mix_noise(
+        cls,
+        config: ShapedConfig,
+        v: Float[Array, "m m"],
+        factor: Float[Array, "m m"],
+        e: Float[Array, "m m"],
+    ) -> Float[Array, "m m"]:
+        """The unit attention noise in O(m^3): (L E M^T + M E^T L^T) / m with M = V C L
+        (covariance Att / m^2), or the causal one (`_causal.causal_mix_noise`)."""
+        if config.causal:
+            return cls._causal().causal_mix_noise(v, factor, e)
+        other = _limit.attention_other(v, factor)
+        return _limit.mix_noise(factor, other, e) / v.shape[-1]

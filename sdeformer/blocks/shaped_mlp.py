@@ -28,7 +28,7 @@ def shaped_relu(h: Array, s_plus: float, s_minus: float) -> Array:
 
 
 class ShapedMLP(Block):
-    """Shaped-ReLU MLP block (Noci et al. 2023, SPEC.md section 2).
+    """Shaped-ReLU MLP block (Noci et al. 2023, docs/theory.md section 2).
 
         s_pm = 1 + c_pm / sqrt(n),  sigma(x) = s_plus max(x, 0) + s_minus min(x, 0)
         c = 2 / (s_plus^2 + s_minus^2)
@@ -38,7 +38,7 @@ class ShapedMLP(Block):
     `config.mlp_ratio`; W^pre, W^post -> `wpre` (n x n_h), `wpost` (n_h x n), iid N(0, 1).
     As n grows the activation tends to the identity at rate 1/sqrt(n): that is the shaping.
 
-    Limit face (SPEC.md section 3, derivation in docs/theory.md), rho_ab = V_ab/sqrt(V_aa V_bb):
+    Limit faces (docs/theory.md section 4), rho_ab = V_ab/sqrt(V_aa V_bb):
 
         b_mlp_ab  = gam^2 nu(rho_ab) sqrt(V_aa V_bb),
         nu(rho)   = ((c_+ - c_-)^2 / (2 pi)) (sqrt(1 - rho^2) - rho arccos(rho))
@@ -63,9 +63,24 @@ class ShapedMLP(Block):
         return self.config.lam * z + self.config.gamma * math.sqrt(c / nh) * (hidden @ self.wpost)
 
     @classmethod
-    def drift(cls, config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        """The MLP drift b_mlp(V) (m, m); zero on the diagonal and when c_plus = c_minus."""
-        return _limit.mlp_drift(config, v)
+    def drift(
+        cls, config: ShapedConfig, v: Float[Array, "m m"], *, width: int | None = None
+    ) -> Float[Array, "m m"]:
+        """The MLP drift b_mlp(V) (m, m); zero on the diagonal and when c_plus = c_minus.
+
+        With `width=n`: the exact one-step drift of the finite MLP at width n,
+        c(n) b_mlp(V), c(n) = 2 / (s_plus^2 + s_minus^2) (docs/theory.md section 4, "Shaped-ReLU
+        MLP: drift"); it differs from the limit by O(n^-1/2) unless c_plus + c_minus = 0.
+        """
+        b = _limit.mlp_drift(config, v)
+        if width is None:
+            return b
+        return relu_slopes(config, check_width(width, name="width"))[2] * b
+
+    @classmethod
+    def noise_terms(cls, config: ShapedConfig) -> _limit.NoiseTerms:
+        """kappa_mlp Lin, kappa_mlp = gam^2 (2 - gam^2 + gam^2 / r); no attention term."""
+        return _limit.NoiseTerms(_limit.mlp_coefficient(config))
 
     @classmethod
     def noise_covariance(
@@ -75,18 +90,14 @@ class ShapedMLP(Block):
         return _limit.mlp_coefficient(config) * _limit.lin_tensor(v)
 
     @classmethod
-    def noise_factor(cls, config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m k"]:
-        """F (m, m, m(m+1)/2) with F F^T = Sigma_mlp (see `_limit`), for PSD V."""
-        return math.sqrt(_limit.mlp_coefficient(config)) * _limit.lin_factor(psd_sqrt(v))
-
-    @classmethod
     def law_step(
         cls, config: ShapedConfig, n: int, v: Float[Array, "m m"], *, key: PRNGKeyArray
     ) -> Float[Array, "m m"]:
         """Exact draw of V_next = X_next X_next^T / n given V_Z = Z Z^T / n = `v` at width n.
 
-        SPEC.md section 4: pre-activations `H = L_Z N` (N: m x n_h iid N(0, 1), L_Z L_Z^T = V_Z),
-        `S = sigma(H) sigma(H)^T`, `L_S L_S^T = S`, `P = L_S E''` (E'': m x m iid N(0, 1)) and
+        docs/theory.md section 5: pre-activations `H = L_Z N` (N: m x n_h iid N(0, 1),
+        L_Z L_Z^T = V_Z), `S = sigma(H) sigma(H)^T`, `L_S L_S^T = S`, `P = L_S E''`
+        (E'': m x m iid N(0, 1)) and
         `W ~ Wish_m(n - m)` (Bartlett):
 
             V_next = lam^2 V_Z + lam gam sqrt(c / (n n_h)) (L_Z P^T + P L_Z^T)
