@@ -13,7 +13,10 @@ import jax.random as jr
 
 from sdeformer.cli.common import markdown_table as markdown_table
 
-RESULTS = Path(__file__).parent / "results"
+DEFAULT_RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("SDEFORMER_BENCH_RESULTS") or DEFAULT_RESULTS).resolve()
+"""Where the benchmarks write their JSON: benchmarks/results, or $SDEFORMER_BENCH_RESULTS (the
+GPU script writes each device's results to their own directory)."""
 
 
 def machine() -> dict:

@@ -140,8 +140,8 @@ PROFILES = {
         max_samples=4096,
         compare_samples=2000,
         matmul_flops=1e12,
-        limit=40,
-        budget=240,
+        limit=30,
+        budget=200,
     ),
 }
 
