@@ -2,7 +2,7 @@
 
 About 60 lines a user would write by hand (issue 12): `lax.scan` over steps, all paths in one
 array of shape (paths, m, m), one Cholesky factor L of V per step and the noise of
-docs/theory.md (the covariance SDE section) in factored form,
+docs/theory.md (the covariance SDE section) in factored form (docs/theory.md section 4),
 
     dV = b(V) dt + sqrt(kappa) L S L^T + (sqrt(alpha) / m) (L E M^T + M E^T L^T),
 
