@@ -1,8 +1,8 @@
 """The reference opponent of `solve_sde`: a plain O(m^3) batched Euler-Maruyama, no diffrax.
 
 About 60 lines a user would write by hand (issue 12): `lax.scan` over steps, all paths in one
-array of shape (paths, m, m), one Cholesky factor L of V per step and the noise of
-docs/theory.md (the covariance SDE section) in factored form (docs/theory.md section 4),
+array of shape (paths, m, m), one Cholesky factor L of V per step and the noise of the
+covariance SDE (docs/theory.md section 4) in factored form,
 
     dV = b(V) dt + sqrt(kappa) L S L^T + (sqrt(alpha) / m) (L E M^T + M E^T L^T),
 
