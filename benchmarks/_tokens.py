@@ -52,14 +52,14 @@ def _ready(x):
     return jax.block_until_ready(x)
 
 
-def timed(fn, *args, repeat: int = 1, memory_budget: float | None = None) -> dict:
-    """Compile `jax.jit(fn)` ahead of time, then time `repeat` runs (best) of the executable.
+def prepare(fn, *args, memory_budget: float | None = None) -> dict:
+    """Compile `jax.jit(fn)` for `args` ahead of time: `run` (a callable), `compile_s` and
+    `memory_bytes` (XLA's estimate, None where unknown); or `skip` (why nothing may run).
 
-    Returns `seconds`, `compile_s`, `memory_bytes` (XLA's estimate, None where unknown) and
-    `output`. If `memory_budget` is given and XLA's estimate exceeds it, nothing runs and
-    `skip` holds the reason. Functions that cannot be traced as a whole (a Python loop over
-    batches with host callbacks, say) fall back to plain calls: the first call (compile + run)
-    is discarded and `memory_bytes` is None.
+    If `memory_budget` is given and XLA's estimate exceeds it, `skip` holds the reason. A
+    function that cannot be traced as a whole (a Python loop with host callbacks, say) falls
+    back to plain calls: the first call (compile + run) counts as compilation, `memory_bytes`
+    is None and `note` says so.
     """
     start = time.perf_counter()
     try:
@@ -70,17 +70,10 @@ def timed(fn, *args, repeat: int = 1, memory_budget: float | None = None) -> dic
             return {"skip": f"compilation ran out of memory ({reason})"}
         first = time.perf_counter()
         _ready(fn(*args))
-        compile_s = time.perf_counter() - first
-        best, out = math.inf, None
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            out = _ready(fn(*args))
-            best = min(best, time.perf_counter() - t0)
         return {
-            "seconds": best,
-            "compile_s": max(compile_s - best, 0.0),
+            "run": fn,
+            "compile_s": time.perf_counter() - first,
             "memory_bytes": None,
-            "output": out,
             "note": f"not jittable as a whole ({reason}); timed as plain calls",
         }
     compile_s = time.perf_counter() - start
@@ -92,12 +85,26 @@ def timed(fn, *args, repeat: int = 1, memory_budget: float | None = None) -> dic
             "memory_bytes": memory,
             "compile_s": compile_s,
         }
-    best, out = math.inf, None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = _ready(compiled(*args))
-        best = min(best, time.perf_counter() - t0)
-    return {"seconds": best, "compile_s": compile_s, "memory_bytes": memory, "output": out}
+    return {"run": compiled, "compile_s": compile_s, "memory_bytes": memory}
+
+
+def run_once(program: dict, *args) -> None:
+    """One timed run of a prepared program: keeps the best time and the last output."""
+    t0 = time.perf_counter()
+    out = _ready(program["run"](*args))
+    seconds = time.perf_counter() - t0
+    program["seconds"] = min(program.get("seconds", math.inf), seconds)
+    program["output"] = out
+
+
+def timed(fn, *args, repeat: int = 1, memory_budget: float | None = None) -> dict:
+    """`prepare` then the best of `repeat` runs: `seconds`, `compile_s`, `memory_bytes`,
+    `output` (or `skip`)."""
+    program = prepare(fn, *args, memory_budget=memory_budget)
+    if "skip" not in program:
+        for _ in range(repeat):
+            run_once(program, *args)
+    return {k: v for k, v in program.items() if k != "run"}
 
 
 def _rates(result: dict, units: float) -> dict:
@@ -129,32 +136,51 @@ def solve(config, v0, T, num_samples: int, *, key, num_steps: int, **options):
         return solve_sde(config, v0, T, num_samples, key=key, num_steps=num_steps, **options)
 
 
-def measure_sde(config, m: int, paths: int, steps: int, *, T: float, memory_budget: float, key):
-    """`solve_sde` (Euler): path-steps/s, compile time, XLA memory estimate, RSS / device peak."""
+def measure_sde_and_baseline(
+    config,
+    m: int,
+    paths: int,
+    steps: int,
+    *,
+    T: float,
+    bound: float,
+    memory_budget: float,
+    key,
+    repeat: int = 2,
+    with_sde: bool = True,
+    with_baseline: bool = True,
+) -> dict[str, dict]:
+    """`solve_sde` (Euler) and the O(m^3) batched Euler of `benchmarks._baseline` at the same
+    paths and steps: both compiled first, then `repeat` runs of each, alternating (so a
+    change of the machine's load hits both alike), best time of each. The SDE's result adds
+    its XLA memory estimate and survival fraction; skipped programs say why."""
     v0 = initial_covariance(m)
 
-    def run(key):
+    def sde_run(key):
         sol = solve(config, v0, T, paths, key=key, num_steps=steps, progress=False)
         return sol.vs[:, -1], sol.alive[:, -1]
 
-    result = timed(run, key, memory_budget=memory_budget)
-    if "skip" in result:
-        return {"status": "skipped", "reason": result.pop("skip"), **result}
-    out = _rates(result, paths * steps)
-    out["survived"] = float(np.mean(np.asarray(result["output"][1])))
-    return out
-
-
-def measure_baseline(config, m: int, paths: int, steps: int, *, T: float, bound: float, key):
-    """The O(m^3) batched Euler of `benchmarks._baseline` at the same paths and steps."""
-    v0 = initial_covariance(m)
-
-    def run(key):
+    def baseline_run(key):
         return euler_paths(config, v0, T, bound, key=key, num_paths=paths, num_steps=steps)
 
-    result = timed(run, key)
-    out = _rates(result, paths * steps)
-    out["survived"] = float(np.mean(np.asarray(result["output"][1])))
+    programs = {}
+    if with_sde:
+        programs["sde"] = prepare(sde_run, key, memory_budget=memory_budget)
+    if with_baseline:
+        programs["baseline"] = prepare(baseline_run, key)
+    live = {k: p for k, p in programs.items() if "skip" not in p}
+    for _ in range(repeat):
+        for program in live.values():
+            run_once(program, key)
+    out = {}
+    for name, program in programs.items():
+        if "skip" in program:
+            out[name] = {"status": "skipped", "reason": program.pop("skip"), **program}
+            continue
+        res = _rates({k: v for k, v in program.items() if k != "run"}, paths * steps)
+        res["survived"] = float(np.mean(np.asarray(program["output"][1])))
+        res["repeat"] = repeat
+        out[name] = res
     return out
 
 
@@ -164,7 +190,7 @@ def measure_matmul(m: int, batch: int, *, flops: float, key) -> dict:
     `batch` matrices of size m are multiplied `r` times in a `fori_loop` (by orthogonal
     matrices, so values stay bounded), r chosen so one run does about `flops` flops.
     """
-    reps = int(min(max(1, flops // (2 * m**3 * batch)), 20000))
+    reps = int(min(max(1, flops // (2 * m**3 * batch)), 200))
     ka, kb = jr.split(key)
     q, _ = jnp.linalg.qr(jr.normal(ka, (batch, m, m), jnp.float32))
     x = jr.normal(kb, (batch, m, m), jnp.float32)

@@ -87,6 +87,7 @@ class Profile:
     net_work: float  # modelled flops per law-chain / explicit run
     min_samples: int
     max_samples: int
+    explicit_max_samples: int
     compare_samples: int
     matmul_flops: float
     limit: float  # seconds per measure and size
@@ -106,6 +107,7 @@ PROFILES = {
         net_work=1e5,
         min_samples=2,
         max_samples=4,
+        explicit_max_samples=4,
         compare_samples=32,
         matmul_flops=1e5,
         limit=60,
@@ -114,7 +116,7 @@ PROFILES = {
     "cpu": Profile(
         tokens=tuple(2**k for k in range(1, 9)),
         steps=50,
-        work=2e10,
+        work=1e10,
         min_paths=4,
         max_paths=1000,
         width=256,
@@ -122,6 +124,7 @@ PROFILES = {
         net_work=1e10,
         min_samples=4,
         max_samples=512,
+        explicit_max_samples=32,
         compare_samples=2000,
         matmul_flops=4e9,
         limit=90,
@@ -138,6 +141,7 @@ PROFILES = {
         net_work=2e12,
         min_samples=8,
         max_samples=4096,
+        explicit_max_samples=512,
         compare_samples=2000,
         matmul_flops=1e12,
         limit=30,
@@ -174,7 +178,8 @@ def default_units(measure: str, m: int, p: Profile) -> int:
     else:
         cost = 8 * m * n * n + 20 * weights_per_layer(config, n)
     samples = p.net_work / (p.depth * cost)
-    return int(min(max(samples, p.min_samples), p.max_samples))
+    most = p.max_samples if measure.startswith("law") else p.explicit_max_samples
+    return int(min(max(samples, p.min_samples), most))
 
 
 def units_per_run(measure: str, size: int, p: Profile) -> int:
@@ -266,23 +271,33 @@ def run_size(job: dict) -> dict:
         size = step["size"]
         print(f"  m={m} {measure} ({size})", flush=True)
         try:
-            if measure == "sde":
-                res = tk.measure_sde(
+            if measure in ("sde", "baseline"):
+                pair = tk.measure_sde_and_baseline(
                     config,
                     m,
                     size,
                     p.steps,
                     T=T_FINAL,
+                    bound=BOUND,
                     memory_budget=job["memory_budget"],
                     key=key,
+                    with_sde=measure == "sde",
+                    with_baseline=(
+                        measure == "baseline"
+                        or (
+                            plan["baseline"].get("size") == size
+                            and "baseline" not in unit["measures"]
+                        )
+                    ),
                 )
-                res["rss_peak_bytes"] = tk.rss_peak_bytes()
-                res["rss_growth_bytes"] = res["rss_peak_bytes"] - rss_start
-                res["device_peak_bytes"] = tk.device_peak_bytes()
-            elif measure == "baseline":
-                res = tk.measure_baseline(
-                    config, m, size, p.steps, T=T_FINAL, bound=BOUND, key=jr.fold_in(key, 1)
-                )
+                if measure == "sde" and "baseline" in pair:  # measured together, alternating
+                    pair["baseline"]["size"] = plan["baseline"]["size"]
+                    unit["measures"]["baseline"] = pair["baseline"]
+                res = pair[measure]
+                if measure == "sde":
+                    res["rss_peak_bytes"] = tk.rss_peak_bytes()
+                    res["rss_growth_bytes"] = res["rss_peak_bytes"] - rss_start
+                    res["device_peak_bytes"] = tk.device_peak_bytes()
             elif measure == "matmul":
                 res = tk.measure_matmul(m, size, flops=p.matmul_flops, key=jr.fold_in(key, 2))
             elif measure == "compare":

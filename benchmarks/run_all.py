@@ -305,10 +305,17 @@ def tokens_summary(data: dict) -> list[str]:
     ]
     rows = []
     for r in data["rows"]:
+        sde = r["measures"].get("sde", {})
+        per_path = (
+            sde["memory_bytes"] / (sde["size"] * r["m"] ** 2)
+            if sde.get("status") == "ok" and sde.get("memory_bytes")
+            else None
+        )
         rows.append(
             [
                 r["m"],
                 rate(r, "sde"),
+                per_path,
                 rate(r, "baseline"),
                 r.get("sde_over_baseline"),
                 r.get("sde_fraction_of_matmul"),
@@ -323,6 +330,7 @@ def tokens_summary(data: dict) -> list[str]:
         [
             "m",
             "SDE path-steps/s",
+            "SDE memory bytes / (paths m^2)",
             "O(m^3) Euler path-steps/s",
             "SDE / Euler time",
             "SDE / matmul rate",
@@ -344,7 +352,9 @@ def tokens_summary(data: dict) -> list[str]:
                 e["unit"],
                 *[round(e[k]["exponent"], 2) if e.get(k) else None for k in ("m32_256", "all")],
             ]
-            for name, e in fits.items()
+            for name, e in sorted(
+                fits.items(), key=lambda kv: list(bench_tokens.MEASURES).index(kv[0])
+            )
         ],
     )
     out.append(
