@@ -22,7 +22,10 @@ from .common import (
 )
 
 DEFAULTS = ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
-"""The setting checked in SPEC.md section 6 (m = 2, rho0 = 0.3, T = 1)."""
+"""The setting checked in docs/theory.md (m = 2, rho0 = 0.3, T = 1)."""
+
+MOMENT_TABLE_MAX_TOKENS = 8
+"""The one-step moment table needs the dense noise tensor (m^4 entries): small m only."""
 
 
 def _add_input_arguments(group) -> None:
@@ -49,7 +52,21 @@ def _add_input_arguments(group) -> None:
         "--bound",
         type=float,
         default=1e3,
-        help="stop paths (SDE and finite) where some |V_ab| exceeds this (default: 1000)",
+        help="stop paths (SDE and finite) where some |V_ab| exceeds this, checked at the layer "
+        "times of the finite network (default: 1000)",
+    )
+    group.add_argument(
+        "--finite-width-sde",
+        action="store_true",
+        help="compare with the finite-width SDE at the network's width (exact finite-width "
+        "drifts, docs/theory.md) instead of the limit SDE",
+    )
+    group.add_argument(
+        "--max-failed-fraction",
+        type=float,
+        default=0.01,
+        help="refuse a comparison where more than this fraction of SDE paths left the PSD cone "
+        "(discretisation failures of the Euler scheme; more --steps fix them) (default: 0.01)",
     )
 
 
@@ -94,7 +111,8 @@ def _add_compare(sub) -> None:
     )
     add_config_arguments(parser, DEFAULTS)
     group = parser.add_argument_group("experiment")
-    group.add_argument("--n", type=positive_int, default=64, help="width n (default: 64)")
+    group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
+    group.add_argument("--n", type=positive_int, dest="width", help=argparse.SUPPRESS)
     _add_input_arguments(group)
     group.add_argument(
         "--method",
@@ -105,16 +123,17 @@ def _add_compare(sub) -> None:
     group.add_argument(
         "--samples",
         type=positive_int,
-        default=400,
-        help="explicit networks (default: 400)",
+        default=8000,
+        help="samples of the law chain and of the SDE (default: 8000)",
     )
     group.add_argument(
-        "--law-samples",
+        "--explicit-samples",
         type=positive_int,
-        default=8000,
-        help="law-chain samples (default: 8000)",
+        default=400,
+        help="explicit networks (default: 400; each costs O(n^2) normal draws per layer)",
     )
-    group.add_argument("--paths", type=positive_int, default=8000, help="SDE paths (default: 8000)")
+    group.add_argument("--law-samples", type=positive_int, default=None, help=argparse.SUPPRESS)
+    group.add_argument("--paths", type=positive_int, default=None, help=argparse.SUPPRESS)
     group.add_argument(
         "--mode",
         choices=("survival", "stopped"),
@@ -122,55 +141,86 @@ def _add_compare(sub) -> None:
         help="compare laws conditional on survival to t, or of the stopped processes",
     )
     group.add_argument(
+        "--max-pairs",
+        type=positive_int,
+        default=2048,
+        help="compare every token pair up to this many, else a random subset of this size "
+        "drawn with --pair-seed (recorded in compare.json) (default: 2048, every pair up to "
+        "m = 64)",
+    )
+    group.add_argument(
+        "--pair-seed", type=int, default=0, help="seed of the random pair subset (default: 0)"
+    )
+    group.add_argument(
         "--moment-samples",
         type=int,
         default=1000,
-        help="antithetic pairs for the one-step drift/noise table at V0 (0 skips it)",
+        help="antithetic pairs for the one-step drift/noise table at V0 (0 skips it; skipped "
+        f"above m = {MOMENT_TABLE_MAX_TOKENS}, where the dense noise tensor is too large)",
     )
     add_run_arguments(parser, "results/compare")
     parser.set_defaults(func=compare_command)
 
 
+def _sde_options(args: argparse.Namespace, width: int) -> dict:
+    """Keywords of `compare.sde_source` chosen by the flags shared by both commands."""
+    return {
+        "num_steps": args.steps,
+        "bound": args.bound,
+        "width": width if args.finite_width_sde else None,
+        "progress": not args.no_progress,
+    }
+
+
+def _exits_line(exits: dict) -> str:
+    return (
+        f"SDE paths: {exits['paths']}, survived {exits['survived']}, crossed the bound "
+        f"{exits['crossed_bound']}, non-finite {exits['non_finite']}; discretisation failures "
+        f"(left the PSD cone {exits['left_psd_cone']}, solver failures "
+        f"{exits['solver_failure']}): {exits['discretisation_failure_fraction']:.2%}, excluded"
+    )
+
+
 def compare_command(args: argparse.Namespace) -> int:
-    import jax.numpy as jnp
     import jax.random as jr
 
     from .. import compare, plot
     from ..results import ResultStore, write_json
-    from ..sde import SDESolution
 
     dtype = setup_precision(args)
     config = config_from_args(args)
     v0 = _input_covariance(args, dtype)
-    n = args.n
+    m = int(v0.shape[0])
+    n = args.width
     depth = compare.depth_for(args.T, n)
     every = max(1, depth // 16)
     methods = ["law", "explicit"] if args.method == "both" else [args.method]
-    sizes = {"law": args.law_samples, "explicit": args.samples}
+    sizes = {
+        "law": args.law_samples or args.samples,
+        "explicit": args.explicit_samples,
+        "sde": args.paths or args.samples,
+    }
+    moment_samples = args.moment_samples if m <= MOMENT_TABLE_MAX_TOKENS else 0
     key = jr.key(args.seed)
     out = Path(args.out)
+    settings = {
+        "config": config.to_dict(),
+        "width": n,
+        "T": args.T,
+        "v0": np.asarray(v0).tolist(),
+        "method": args.method,
+        "num_samples": {k: sizes[k] for k in (*methods, "sde")},
+        "steps": args.steps,
+        "bound": args.bound,
+        "finite_width_sde": args.finite_width_sde,
+        "moment_samples": moment_samples,
+        "seed": args.seed,
+        "float64": args.float64,
+    }
     # One unit per source (arrays, .npz) and one for the moments table: a killed run resumes.
-    store = ResultStore(
-        out,
-        "compare",
-        {
-            "config": config.to_dict(),
-            "n": n,
-            "T": args.T,
-            "v0": np.asarray(v0).tolist(),
-            "method": args.method,
-            "samples": {m: sizes[m] for m in methods},
-            "paths": args.paths,
-            "steps": args.steps,
-            "bound": args.bound,
-            "moment_samples": args.moment_samples,
-            "seed": args.seed,
-            "float64": args.float64,
-        },
-        overwrite=args.overwrite,
-    )
+    store = ResultStore(out, "compare", settings, overwrite=args.overwrite)
     started = time.perf_counter()
-    steps = len(methods) + 1 + (args.moment_samples > 0)
+    steps = len(methods) + 1 + (moment_samples > 0)
     finite = {}
     with progress(steps, "compare", args.no_progress) as bar:
         for i, method in enumerate(methods):
@@ -197,47 +247,56 @@ def compare_command(args: argparse.Namespace) -> int:
                 store.save_arrays(method, {"ts": src.ts, "vs": src.vs, "alive": src.alive})
             bar.update(1)
         times = finite[methods[0]].ts
-        if store.has_arrays("sde"):
+        label = "SDE" if not args.finite_width_sde else f"SDE (width {n})"
+        if store.has_arrays("sde") and store.has("sde_exits"):
             saved = store.load_arrays("sde")
-            solution = SDESolution(**{k: jnp.asarray(v) for k, v in saved.items()})
-            sde = compare.CovarianceSamples("SDE", saved["ts"], saved["vs"], saved["alive"])
+            sde = compare.CovarianceSamples(
+                label, saved["ts"], saved["vs"], saved["alive"], saved["failed"]
+            )
+            exits = store.load("sde_exits")
         else:
             sde, solution = compare.sde_source(
                 config,
                 v0,
                 times,
-                args.paths,
+                sizes["sde"],
                 key=jr.fold_in(key, 10),
-                num_steps=args.steps,
-                bound=args.bound,
+                label=label,
+                **_sde_options(args, n),
             )
+            exits = compare.exit_summary(solution)
             store.save_arrays(
-                "sde",
-                {
-                    name: getattr(solution, name)
-                    for name in ("ts", "vs", "alive", "exit_time", "exit_reason")
-                },
+                "sde", {"ts": sde.ts, "vs": sde.vs, "alive": sde.alive, "failed": sde.failed}
             )
+            store.save("sde_exits", exits)
         bar.update(1)
         moments = []
-        if args.moment_samples > 0:
+        if moment_samples > 0:
             if store.has("moments"):
                 moments = store.load("moments")
             else:
                 moments = compare.coefficient_table(
-                    config, n, v0, args.moment_samples, key=jr.fold_in(key, 20)
+                    config, n, v0, moment_samples, key=jr.fold_in(key, 20)
                 )
                 store.save("moments", moments)
             bar.update(1)
+    sampled = time.perf_counter()
     T = float(times[-1])
     compare_times = sorted({float(times[np.argmin(np.abs(times - T / 2))]), T})
     comparisons = {
         method: compare.compare_sources(
-            src, sde, times=compare_times, mode=args.mode, seed=args.seed
+            src,
+            sde,
+            times=compare_times,
+            mode=args.mode,
+            seed=args.seed,
+            max_pairs=args.max_pairs,
+            pair_seed=args.pair_seed,
+            max_failed_fraction=args.max_failed_fraction,
         )
         for method, src in finite.items()
     }
-    elapsed = time.perf_counter() - started
+    compared = time.perf_counter()
     sources = [*finite.values(), sde]
     figures = [
         plot.save_figure(plot.rho_density_figure(sources), out / "rho_density.png"),
@@ -245,22 +304,12 @@ def compare_command(args: argparse.Namespace) -> int:
     ]
     report = {
         "command": "compare",
-        "settings": {
-            "config": config.to_dict(),
-            "n": n,
-            "depth": depth,
-            "T": T,
-            "v0": np.asarray(v0).tolist(),
-            "samples": {m: sizes[m] for m in methods},
-            "paths": args.paths,
-            "steps": args.steps,
-            "bound": args.bound,
-            "mode": args.mode,
-            "seed": args.seed,
-        },
-        "seconds": elapsed,
-        "sde_exits": solution.summary(),
-        "comparisons": {m: c.to_dict() for m, c in comparisons.items()},
+        "settings": {**settings, "depth": depth, "T": T, "mode": args.mode},
+        "seconds": compared - started,
+        "seconds_sampling": sampled - started,
+        "seconds_comparison": compared - sampled,
+        "sde_exits": exits,
+        "comparisons": {k: c.to_dict() for k, c in comparisons.items()},
         "one_step_moments": moments,
         "figures": [str(f) for f in figures],
     }
@@ -268,17 +317,13 @@ def compare_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"Finite shaped Transformers (n = {n}, depth {depth}) vs the SDE (T = {T:.4g}):\n")
+    sde_name = "the finite-width SDE" if args.finite_width_sde else "the SDE"
+    print(f"Finite shaped Transformers (n = {n}, depth {depth}) vs {sde_name} (T = {T:.4g}):\n")
     for comparison in comparisons.values():
         print(comparison.table(), "\n")
-    exits = solution.summary()
-    print(
-        f"SDE paths: {exits['paths']}, survived {exits['survived']}, crossed the bound "
-        f"{exits['crossed_bound']}, left the PSD cone {exits['left_psd_cone']}, non-finite "
-        f"{exits['non_finite']}\n"
-    )
+    print(_exits_line(exits) + "\n")
     if moments:
-        print(f"One-step moments at V0, width {n} ({args.moment_samples} antithetic pairs):")
+        print(f"One-step moments at V0, width {n} ({moment_samples} antithetic pairs):")
         print(
             markdown_table(
                 ["entry", "n E[dV]", "+-se", "SDE drift", "z", "n Var[dV]", "+-se", "SDE", "z"],
@@ -288,17 +333,22 @@ def compare_command(args: argparse.Namespace) -> int:
                         r["drift_finite"],
                         r["drift_finite_se"],
                         r["drift_sde"],
-                        r["drift_z"],
+                        "undetermined" if r["drift_z"] is None else r["drift_z"],
                         r["noise_finite"],
                         r["noise_finite_se"],
                         r["noise_sde"],
-                        r["noise_z"],
+                        "undetermined" if r["noise_z"] is None else r["noise_z"],
                     ]
                     for r in moments
                 ],
             )
         )
-    print(f"\n{elapsed:.1f} s; results written to {report_path}")
+    elif m > MOMENT_TABLE_MAX_TOKENS:
+        print(f"(one-step moment table skipped above m = {MOMENT_TABLE_MAX_TOKENS} tokens)")
+    print(
+        f"\n{compared - started:.1f} s ({sampled - started:.1f} s sampling, "
+        f"{compared - sampled:.1f} s comparing); results written to {report_path}"
+    )
     for figure in figures:
         print(f"figure: {figure}")
     return 0
@@ -334,11 +384,23 @@ def _add_sweep_width(sub) -> None:
         help="finite source (default: the exact law chain)",
     )
     group.add_argument(
-        "--samples", type=positive_int, default=20000, help="finite samples per width"
+        "--samples",
+        type=positive_int,
+        default=20000,
+        help="finite samples per width, and SDE samples per width (default: 20000)",
     )
-    group.add_argument("--paths", type=positive_int, default=20000, help="SDE paths")
+    group.add_argument("--paths", type=positive_int, default=None, help=argparse.SUPPRESS)
     group.add_argument(
-        "--feature", default="rho_01", help="feature compared (rho_ab or logvar_a; default rho_01)"
+        "--shared-sde",
+        action="store_true",
+        help="one SDE sample for every width (cheaper; the fit then models the correlation, "
+        "see docs) instead of independent SDE samples per width",
+    )
+    group.add_argument(
+        "--feature",
+        default="rho_0_1",
+        help="feature compared: rho_a_b, logvar_a, mean_rho, min_eig_rho, stable_rank_rho or "
+        "logvar_spread (default: rho_0_1)",
     )
     add_run_arguments(parser, "results/sweep_width")
     parser.set_defaults(func=sweep_width_command)
@@ -353,27 +415,38 @@ def sweep_width_command(args: argparse.Namespace) -> int:
     dtype = setup_precision(args)
     config = config_from_args(args)
     v0 = _input_covariance(args, dtype)
+    m = int(v0.shape[0])
+    feature = compare.canonical_name(args.feature, m)
     try:
         widths = sorted({int(w) for w in csv_list(args.widths)})
     except ValueError as err:
         raise ValueError(f"--widths {args.widths!r}: pass integers separated by commas") from err
-    if len(widths) < 2 or widths[0] < v0.shape[0]:
+    if len(widths) < 2 or widths[0] < m:
         raise ValueError(
             f"--widths {args.widths!r}: need at least two widths, each >= the number of tokens "
-            f"m = {v0.shape[0]}"
+            f"m = {m}"
         )
     depths = {n: compare.depth_for(args.T, n) for n in widths}
+    times = {n: depths[n] / n for n in widths}
+    sde_size = args.paths or args.samples
+    design = (
+        "finite-width SDE per width"
+        if args.finite_width_sde
+        else ("shared" if args.shared_sde else "independent per width")
+    )
     settings = {
         "config": config.to_dict(),
         "widths": widths,
         "T": args.T,
         "v0": np.asarray(v0).tolist(),
         "method": args.method,
-        "samples": args.samples,
-        "paths": args.paths,
+        "num_samples": args.samples,
+        "sde_num_samples": sde_size,
+        "sde_design": design,
+        "finite_width_sde": args.finite_width_sde,
         "steps": args.steps,
         "bound": args.bound,
-        "feature": args.feature,
+        "feature": feature,
         "seed": args.seed,
         "float64": args.float64,
     }
@@ -381,31 +454,59 @@ def sweep_width_command(args: argparse.Namespace) -> int:
     store = ResultStore(out, "sweep-width", settings, overwrite=args.overwrite)
     key = jr.key(args.seed)
     started = time.perf_counter()
-    times = sorted({depths[n] / n for n in widths})
     rows = {}
-    with progress(len(widths) + 1, "sweep-width", args.no_progress) as bar:
-        sde = None
-        for n in widths:
+    sde_all = None
+    exits = {}
+
+    def sde_for(i: int, n: int):
+        """The SDE sample of width n (index i) and its block id (same id: same paths)."""
+        nonlocal sde_all
+        if args.finite_width_sde:
+            sde, solution = compare.sde_source(
+                config,
+                v0,
+                [times[n]],
+                sde_size,
+                key=jr.fold_in(key, 1000 + n),
+                **_sde_options(args, n),
+            )
+            exits[n] = compare.exit_summary(solution)
+            return sde, i
+        if sde_all is None:
+            count = sde_size if args.shared_sde else sde_size * len(widths)
+            sde_all, solution = compare.sde_source(
+                config,
+                v0,
+                sorted(set(times.values())),
+                count,
+                key=jr.fold_in(key, 0),
+                **_sde_options(args, n),
+            )
+            exits["all"] = compare.exit_summary(solution)
+        if args.shared_sde:
+            return sde_all, 0
+        return sde_all.subset(slice(i * sde_size, (i + 1) * sde_size)), i
+
+    with progress(len(widths), "sweep-width", args.no_progress) as bar:
+        for i, n in enumerate(widths):
             unit = f"n={n}"
-            if store.has(unit):
+            if store.has(unit) and (not args.shared_sde or store.has_arrays(unit)):
                 rows[n] = store.load(unit)
+                if args.shared_sde:
+                    rows[n]["_sde_deviations"] = store.load_arrays(unit)
                 bar.update(1)
                 continue
-            if sde is None:
-                sde, solution = compare.sde_source(
-                    config,
-                    v0,
-                    times,
-                    args.paths,
-                    key=jr.fold_in(key, 0),
-                    num_steps=args.steps,
-                    bound=args.bound,
+            sde, block = sde_for(i, n)
+            failed = float(sde.failed_fraction[sde.index_of(times[n])])
+            if failed > args.max_failed_fraction:
+                raise compare.DiscretisationError(
+                    f"width {n}: {failed:.2%} of the SDE paths left the PSD cone, above "
+                    f"--max-failed-fraction {args.max_failed_fraction}; increase --steps"
                 )
-                bar.update(1)
             finite = compare.finite_source(
                 config,
                 n,
-                depths[n] / n,
+                times[n],
                 v0,
                 args.samples,
                 key=jr.fold_in(key, n),
@@ -414,10 +515,20 @@ def sweep_width_command(args: argparse.Namespace) -> int:
                 every=depths[n],
             )
             row = compare.width_distances(
-                finite, sde, time=depths[n] / n, feature=args.feature, seed=args.seed
+                finite, sde, time=times[n], feature=feature, seed=args.seed
             )
-            rows[n] = {"n": n, "depth": depths[n], **row}
+            deviations = row["_sde_deviations"]
+            rows[n] = {
+                "n": n,
+                "depth": depths[n],
+                **compare.public_row(row),
+                "sde_failed_fraction": failed,
+                "_sde_block": block,
+            }
             store.save(unit, rows[n])
+            if args.shared_sde:
+                store.save_arrays(unit, deviations)
+                rows[n]["_sde_deviations"] = deviations
             bar.update(1)
     ordered = [rows[n] for n in widths]
     fits = compare.fit_width_sweep(widths, ordered)
@@ -433,7 +544,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
                 )
                 for name in compare.DISTANCES
             },
-            fits,
+            {k: (v if v.determined else None) for k, v in fits.items()},
         ),
         out / "distance_vs_width.png",
     )
@@ -441,30 +552,35 @@ def sweep_width_command(args: argparse.Namespace) -> int:
         "command": "sweep-width",
         "settings": settings,
         "seconds": elapsed,
-        "rows": ordered,
-        "fits": {k: (v.to_dict() if v is not None else None) for k, v in fits.items()},
+        "sde_exits": {str(k): v for k, v in exits.items()},
+        "rows": [compare.public_row(r) for r in ordered],
+        "fits": {k: v.to_dict() for k, v in fits.items()},
+        "expected_slopes": (
+            "about -1/2 for MLP blocks with c_plus + c_minus != 0 against the limit SDE; about -1 "
+            "otherwise and against the finite-width SDE (docs/theory.md)"
+        ),
         "figure": str(figure),
     }
     report_path = write_json(out / "sweep_width.json", report)
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"Distance between the law of {args.feature} at t = T and the SDE's, by width:\n")
+    print(f"Distance between the law of {feature} at t = T and the SDE's ({design}), by width:\n")
     print(
         markdown_table(
-            ["n", "depth", "KS", "+-se", "noise", "W1", "+-se", "noise", "|dmean|", "+-se"],
+            ["n", "depth", "energy", "+-se", "mean diff", "+-se", "KS", "KS noise", "W1", "noise"],
             [
                 [
                     r["n"],
                     r["depth"],
+                    r["energy"],
+                    r["energy_se"],
+                    r["mean_diff"],
+                    r["mean_se"],
                     r["ks"],
-                    r["ks_se"],
                     r["ks_noise"],
                     r["w1"],
-                    r["w1_se"],
                     r["w1_noise"],
-                    r["mean"],
-                    r["mean_se"],
                 ]
                 for r in ordered
             ],
@@ -472,10 +588,10 @@ def sweep_width_command(args: argparse.Namespace) -> int:
     )
     print()
     for name, fit in fits.items():
-        if fit is None:
-            print(f"{name}: fewer than three widths above noise, no rate fitted")
-        else:
-            used = [w for w, u in zip(fit.widths, fit.used, strict=True) if u]
-            print(f"{name}: distance ~ n^({fit.slope:.3f} +- {fit.slope_se:.3f}) over n in {used}")
+        print(f"{name}: distance ~ {fit.describe()}")
+    print(
+        "expected: about n^-1/2 with MLP blocks and c_plus + c_minus != 0 against the limit SDE, "
+        "about n^-1 otherwise (docs/theory.md)"
+    )
     print(f"\n{elapsed:.1f} s; results written to {report_path}\nfigure: {figure}")
     return 0

@@ -62,8 +62,13 @@ def fit_loglog(widths, samples) -> dict[str, float | None]:
         return {"slope": None, "slope_se": None, "intercept": None, "chi2_dof": None}
     means = np.array([np.mean(s) for s in samples])
     ses = np.array([np.std(s, ddof=1) / math.sqrt(len(s)) for s in samples])
-    slope, slope_se, intercept, chi2_dof = loglog_fit(widths, means, np.maximum(ses, 1e-12 * means))
-    return {"slope": slope, "slope_se": slope_se, "intercept": intercept, "chi2_dof": chi2_dof}
+    fit = loglog_fit(widths, means, np.maximum(ses, 1e-12 * means))
+    return {
+        "slope": fit.slope,
+        "slope_se": fit.slope_se,
+        "intercept": fit.intercept,
+        "chi2_dof": fit.chi2_dof,
+    }
 
 
 def run_unit(

@@ -1,0 +1,55 @@
+"""The comparison layer: distances between laws of covariance samples, their noise levels,
+stopping and exits, and convergence rates in the width (docs/theory.md).
+
+Modules: `features` (names, pair subsets, many-token summaries), `distances` (vectorised KS, W1,
+energy distance, permutation and `scipy.stats.kstwo` noise levels), `samples`
+(`CovarianceSamples`: one grid, one stopping rule, PSD exits as failures), `comparison`
+(`compare_sources`), `sources` (finite networks and the SDE on the layer grid), `sweep` (width
+sweeps), `rates` (unbiased power-law fits), `simulate` (coverage study of the rate fit).
+"""
+
+from __future__ import annotations
+
+from .comparison import MODES as MODES
+from .comparison import Comparison as Comparison
+from .comparison import DiscretisationError as DiscretisationError
+from .comparison import FeatureComparison as FeatureComparison
+from .comparison import compare_arrays as compare_arrays
+from .comparison import compare_feature as compare_feature
+from .comparison import compare_sources as compare_sources
+from .comparison import z_score as z_score
+from .distances import QUANTILES as QUANTILES
+from .distances import JackknifeEstimate as JackknifeEstimate
+from .distances import energy_distance as energy_distance
+from .distances import ks_noise as ks_noise
+from .distances import ks_pvalue as ks_pvalue
+from .distances import ks_statistic as ks_statistic
+from .distances import mean_difference as mean_difference
+from .distances import wasserstein1 as wasserstein1
+from .distances import wasserstein_noise as wasserstein_noise
+from .features import MAX_PAIRS as MAX_PAIRS
+from .features import SUMMARY_FEATURES as SUMMARY_FEATURES
+from .features import FeatureSet as FeatureSet
+from .features import canonical_name as canonical_name
+from .features import features as features
+from .features import select_pairs as select_pairs
+from .features import summary_features as summary_features
+from .rates import PowerLawFit as PowerLawFit
+from .rates import fit_power_law as fit_power_law
+from .rates import loglog_fit as loglog_fit
+from .samples import FAILURE_REASONS as FAILURE_REASONS
+from .samples import CovarianceSamples as CovarianceSamples
+from .sources import coefficient_table as coefficient_table
+from .sources import depth_for as depth_for
+from .sources import exit_summary as exit_summary
+from .sources import finite_source as finite_source
+from .sources import sde_source as sde_source
+from .sweep import DESCRIPTIVE as DESCRIPTIVE
+from .sweep import DISTANCES as DISTANCES
+from .sweep import fit_width_sweep as fit_width_sweep
+from .sweep import public_row as public_row
+from .sweep import sweep_covariance as sweep_covariance
+from .sweep import width_distances as width_distances
+
+ks_distance = ks_statistic
+"""Alias of `ks_statistic` (the name before the vectorised version)."""

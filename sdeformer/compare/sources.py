@@ -1,0 +1,185 @@
+"""Sources of covariance samples on one grid with one stopping rule: finite networks (explicit or
+the exact law chain) at width n, and the SDE saved at the same layer times t = l / n.
+
+Both stop where some |V_ab| exceeds `bound` (or V is non-finite), checked on the layer grid, and
+hold the state at the exit (`samples.CovarianceSamples`). The SDE's PSD-cone exits are counted as
+discretisation failures, apart from the events (`CovarianceSamples.failed`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from .comparison import z_score
+from .samples import CovarianceSamples
+
+
+def depth_for(T: float, n: int) -> int:
+    """Depth d = round(T n) of a network of width n at depth-to-width ratio T (at least 1)."""
+    if not (math.isfinite(T) and T > 0):
+        raise ValueError(f"T={T!r} is invalid; pass a depth-to-width ratio T > 0")
+    depth = round(T * n)
+    if depth < 1:
+        raise ValueError(
+            f"T={T!r} at width n={n} gives round(T n) = 0 layers; pass T >= {0.5 / n:.3g} or a "
+            "larger width"
+        )
+    return depth
+
+
+def finite_source(
+    config,
+    n: int,
+    T: float,
+    v0,
+    num_samples: int,
+    *,
+    key,
+    method: str = "law",
+    bound: float = 1e3,
+    every: int = 1,
+    label: str | None = None,
+    memory_budget: int = 2**30,
+) -> CovarianceSamples:
+    """Covariance samples of finite networks of width n and depth round(T n) at init.
+
+    `method`: "law" (the exact covariance chain, fast) or "explicit" (networks with all their
+    weights). Times are layer times l / n (every `every`-th layer and the last); paths stop where
+    some |V_ab| exceeds `bound`. When all layers of all samples would exceed `memory_budget`
+    bytes (many tokens), the samples are drawn in equal chunks (keys folded with the chunk index)
+    and only the kept layers are stored.
+    """
+    import jax.random as jr
+
+    from ..laws import sample_covariance_paths
+
+    depth = depth_for(T, n)
+    label = label or f"{method} n={n}"
+    m = int(np.shape(v0)[-1])
+    per_sample = (depth + 1) * m * m * 4
+    if num_samples * per_sample <= memory_budget:
+        paths = sample_covariance_paths(config, n, depth, v0, num_samples, key=key, method=method)
+        return CovarianceSamples.from_paths(label, paths, n, bound=bound, every=every)
+    chunk = max(1, memory_budget // per_sample)
+    parts = []
+    for c, start in enumerate(range(0, num_samples, chunk)):
+        paths = sample_covariance_paths(
+            config, n, depth, v0, chunk, key=jr.fold_in(key, c), method=method
+        )
+        keep = min(chunk, num_samples - start)
+        parts.append(CovarianceSamples.from_paths(label, paths[:keep], n, bound=bound, every=every))
+    return CovarianceSamples.concatenate(parts)
+
+
+def sde_source(
+    config,
+    v0,
+    times,
+    num_samples: int,
+    *,
+    key,
+    num_steps: int = 1000,
+    bound: float = 1e3,
+    solver: str = "euler",
+    width: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    label: str | None = None,
+):
+    """SDE paths saved at `times` (the layer times of a finite source), as `CovarianceSamples`.
+
+    `width=n` solves the finite-width SDE (`CovarianceSDE(config, width=n)`, exact finite-width
+    drifts where known, docs/theory.md) instead of the limit. Paths stop on the bound (and on
+    non-finite values); a path that leaves the PSD cone is a discretisation failure (marked in
+    `failed`, see `samples`). Returns `(samples, solution)`; the solution keeps the exit reasons
+    and times.
+    """
+    from ..sde import solve_sde
+
+    times = np.asarray(times, dtype=np.float64)
+    # Keywords of the solver contract, passed only when used (and `progress` only where the
+    # solver takes it), so this also runs against a solver that predates them.
+    accepted = inspect.signature(solve_sde).parameters
+    options = {}
+    if width is not None:
+        if "width" not in accepted:
+            raise ValueError(
+                f"sde_source(width={width}): this solve_sde has no finite-width SDE (no `width` "
+                "keyword); update sdeformer or compare with the limit SDE (width=None)"
+            )
+        options["width"] = width
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    if progress and "progress" in accepted:
+        options["progress"] = True
+    solution = solve_sde(
+        config,
+        v0,
+        float(times.max()),
+        num_samples,
+        key=key,
+        save_times=times,
+        num_steps=num_steps,
+        bound=bound,
+        solver=solver,
+        **options,
+    )
+    if label is None:
+        label = "SDE" if width is None else f"SDE (width {width})"
+    return CovarianceSamples.from_solution(label, solution), solution
+
+
+def exit_summary(solution) -> dict:
+    """Exit counts of an `SDESolution`, with the PSD exits (discretisation failures) apart."""
+    summary = dict(solution.summary())
+    total = max(int(summary.get("paths", 0)), 1)
+    failures = summary.get("left_psd_cone", 0) + summary.get("solver_failure", 0)
+    summary["discretisation_failures"] = int(failures)
+    summary["discretisation_failure_fraction"] = failures / total
+    return summary
+
+
+def coefficient_table(config, n: int, v, num_samples: int, *, key) -> list[dict]:
+    """One-step drift and noise of finite networks at V = `v` and width n beside the SDE's.
+
+    Rows for every upper-triangular entry (a, b): the Monte Carlo estimates of n E[dV_ab] and
+    n Var[dV_ab] with standard errors (`sdeformer.one_step_moments`, explicit networks of one
+    layer) and the SDE's drift b_ab(V) and Sigma_{ab,ab}(V), with the z-scores of the gaps
+    (None, "undetermined", where a standard error is 0 or non-finite).
+    """
+    from ..moments import one_step_moments
+    from ..sde import CovarianceSDE
+
+    sde = CovarianceSDE(config)
+    est = one_step_moments(config, n, v, num_samples, key=key)
+    v = jnp.asarray(v, dtype=est.drift.dtype)
+    drift, noise = np.asarray(sde.drift(v)), np.asarray(sde.noise_covariance(v))
+    rows = []
+    m = drift.shape[-1]
+
+    def z(value, se):
+        out = float(z_score(value, se))
+        return out if math.isfinite(out) else None
+
+    for a in range(m):
+        for b in range(a, m):
+            d_est, d_se = float(est.drift[a, b]), float(est.drift_se[a, b])
+            s_est, s_se = float(est.noise[a, b, a, b]), float(est.noise_se[a, b, a, b])
+            rows.append(
+                {
+                    "entry": f"{a}_{b}",
+                    "drift_finite": d_est,
+                    "drift_finite_se": d_se,
+                    "drift_sde": float(drift[a, b]),
+                    "drift_z": z(d_est - float(drift[a, b]), d_se),
+                    "noise_finite": s_est,
+                    "noise_finite_se": s_se,
+                    "noise_sde": float(noise[a, b, a, b]),
+                    "noise_z": z(s_est - float(noise[a, b, a, b]), s_se),
+                }
+            )
+    return rows
