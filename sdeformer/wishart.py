@@ -18,11 +18,13 @@ only on request.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
@@ -40,13 +42,51 @@ def _check_dims(m: object, dof: object) -> tuple[int, int]:
 CHI_SQUARE_ROUNDS = 12
 """Marsaglia-Tsang candidates drawn per chi-square variate (see `chi_square_from_normals`)."""
 
+REJECTION_BOUNDS = (
+    (1.0, 0.0484),
+    (1.5, 0.0269),
+    (2.0, 0.0184),
+    (3.0, 0.0112),
+    (10.0, 0.00294),
+    (20.0, 0.00143),
+    (50.0, 0.000562),
+)
+"""(a, p): the Marsaglia-Tsang proposal for Gamma(shape) is rejected with probability at most p
+for every shape >= a (exact values by quadrature at shape a, rounded up; the rejection
+probability decreases with the shape, about 0.028 / shape for large shapes). Checked by
+tests/test_wishart.py."""
 
-def chi_square_size(r: int) -> int:
-    """Standard normals `chi_square_from_normals` consumes for r chi-square variates."""
-    return r * (2 * CHI_SQUARE_ROUNDS + 1)
+FAILURE_BOUND = 3e-16
+"""Largest probability per variate that every candidate is rejected (then the first is kept)."""
 
 
-def chi_square_from_normals(z: Float[Array, " size"], df: Float[Array, " r"]) -> Float[Array, " r"]:
+def chi_square_rounds(min_df: int | None = None) -> int:
+    """Candidates per chi-square variate so that all fail with probability < 3e-16.
+
+    `min_df` is a static lower bound of the degrees of freedom (None: any df > 0, the
+    `CHI_SQUARE_ROUNDS` = 12 of shape 1). Large degrees of freedom need fewer candidates
+    (5 for df >= 100), which the Bartlett factors use: their df are known when tracing.
+    """
+    if min_df is None or min_df < 2:
+        return CHI_SQUARE_ROUNDS
+    shape = min_df / 2
+    p = min(bound for a, bound in REJECTION_BOUNDS if a <= shape)
+    return max(1, math.ceil(math.log(FAILURE_BOUND) / math.log(p)))
+
+
+def chi_square_size(r: int, min_df: int | None = None) -> int:
+    """Standard normals `chi_square_from_normals` consumes for r chi-square variates.
+
+    Two per candidate (the proposal and its uniform) plus, when some df may be below 2, one
+    per variate for the shape boost.
+    """
+    boost = min_df is None or min_df < 2
+    return r * (2 * chi_square_rounds(min_df) + int(boost))
+
+
+def chi_square_from_normals(
+    z: Float[Array, " size"], df: Float[Array, " r"], min_df: int | None = None
+) -> Float[Array, " r"]:
     """chi^2(df) variates (df > 0 elementwise) from iid N(0, 1) numbers, with no further draws.
 
     chi^2(df) = 2 Gamma(df / 2), and Gamma(a) is drawn by Marsaglia-Tsang rejection (proposal
@@ -55,16 +95,22 @@ def chi_square_from_normals(z: Float[Array, " size"], df: Float[Array, " r"]) ->
     `while_loop`, `CHI_SQUARE_ROUNDS` = 12 candidates are drawn at once and the first accepted
     one is kept: each is accepted with probability > 0.95 (shape >= 1), so all twelve fail with
     probability < 0.05^12 < 3e-16 per variate, far below float32 resolution (that event keeps
-    the first candidate). Everything comes from one flat normal vector so that the whole law
-    step needs one call to the PRNG: on CPU each call site of `jax.random` costs about a second
-    of compile time (`jax.random.chisquare` about ten).
+    the first candidate). With a static lower bound `min_df` of the degrees of freedom, fewer
+    candidates give the same bound (`chi_square_rounds`, `REJECTION_BOUNDS`) and the boost is
+    dropped when min_df >= 2. Everything comes from one flat normal vector of
+    `chi_square_size(r, min_df)` numbers so that the whole law step needs one call to the PRNG:
+    on CPU each call site of `jax.random` costs about a second of compile time
+    (`jax.random.chisquare` about ten).
     """
     (r,) = df.shape
     dtype = df.dtype
-    rounds = CHI_SQUARE_ROUNDS
+    rounds = chi_square_rounds(min_df)
     x = z[: rounds * r].reshape(rounds, r)
     u = jax.scipy.special.ndtr(z[rounds * r : 2 * rounds * r].reshape(rounds, r))
-    u_boost = jax.scipy.special.ndtr(z[2 * rounds * r :])
+    if min_df is None or min_df < 2:
+        u_boost = jax.scipy.special.ndtr(z[2 * rounds * r :])
+    else:
+        u_boost = jnp.ones((r,), dtype)
     a = df / 2
     boost = a < 1
     d = jnp.where(boost, a + 1, a) - 1.0 / 3.0
@@ -78,22 +124,42 @@ def chi_square_from_normals(z: Float[Array, " size"], df: Float[Array, " r"]) ->
     return 2.0 * g
 
 
+def _below_count(m: int, r: int) -> int:
+    """Entries strictly below the diagonal of an m x r lower trapezoidal matrix (r <= m)."""
+    return r * (m - 1) - r * (r - 1) // 2
+
+
 def bartlett_size(m: int, dof: int) -> int:
-    """Standard normals `bartlett_from_normals` consumes for a factor of Wish_m(dof)."""
+    """Standard normals `bartlett_from_normals` consumes for a factor of Wish_m(dof).
+
+    One per entry strictly below the diagonal of the m x min(m, dof) factor (about m^2 / 2 for
+    dof >= m) and `chi_square_size` per diagonal entry.
+    """
     m, dof = _check_dims(m, dof)
     r = min(m, dof)
-    return m * r + chi_square_size(r)
+    return _below_count(m, r) + chi_square_size(r, dof - r + 1)
 
 
 def bartlett_from_normals(z: Float[Array, " size"], m: int, dof: int) -> Float[Array, "m r"]:
-    """The Bartlett factor of `bartlett_factor`, built from `bartlett_size(m, dof)` iid N(0, 1)."""
+    """The Bartlett factor of `bartlett_factor`, built from `bartlett_size(m, dof)` iid N(0, 1).
+
+    The first `r (m - 1) - r (r - 1) / 2` numbers fill the entries below the diagonal (column
+    by column, as `numpy.tril_indices` orders them row by row), the rest give the diagonal's
+    chi variates: no number is drawn for the zeros above the diagonal.
+    """
     m, dof = _check_dims(m, dof)
     r = min(m, dof)
     dtype = z.dtype
+    count = _below_count(m, r)
     df = jnp.asarray(dof, dtype) - jnp.arange(r, dtype=dtype)
-    diag = jnp.sqrt(chi_square_from_normals(z[m * r :], df))
-    below = jnp.tril(z[: m * r].reshape(m, r), k=-1)
-    return below.at[jnp.arange(r), jnp.arange(r)].set(diag)
+    diag = jnp.sqrt(chi_square_from_normals(z[count:], df, min_df=dof - r + 1))
+    # One gather with a static index table (a scatter is about 4x slower on CPU): entries below
+    # the diagonal read z, the diagonal reads `diag`, the zeros above it read a trailing 0.
+    index = np.full((m, r), count + r, np.int32)
+    rows, cols = np.tril_indices(m, k=-1, m=r)
+    index[rows, cols] = np.arange(count)
+    index[np.arange(r), np.arange(r)] = count + np.arange(r)
+    return jnp.concatenate([z[:count], diag, jnp.zeros((1,), dtype)])[index]
 
 
 def bartlett_factor(key: PRNGKeyArray, m: int, dof: int, dtype=jnp.float32) -> Float[Array, "m r"]:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._linalg import psd_sqrt, symmetrize
+from .._linalg import cov_factor, symmetrize
 from ..config import ShapedConfig, check_width
 from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
 from ._base import Block, normals
@@ -95,40 +95,69 @@ class AbstractAttention(Block):
         return jnp.transpose(mixed, (1, 0, 2)).reshape(m, n) @ self.wo / math.sqrt(n)
 
     @classmethod
+    def _check_law_width(cls, config: ShapedConfig, n: int, m: int) -> int:
+        n = check_width(n, name="n")
+        complement_dof(n, m)  # raises for n < m
+        if config.out_proj and n % config.heads:
+            raise ValueError(
+                f"width n={n} is not divisible by heads={config.heads}; with out_proj=True each "
+                "head has n / heads value columns: pick n a multiple of heads or set out_proj=False"
+            )
+        return n
+
+    @classmethod
     def law_step(
         cls, config: ShapedConfig, n: int, v: Float[Array, "m m"], *, key: PRNGKeyArray
     ) -> Float[Array, "m m"]:
         """Exact draw of V_Z = Z Z^T / n given V = X X^T / n at width n (no n x n matrix).
 
-        With L L^T = V (any factor; `psd_sqrt`), per head h the logits are
+        `F F^T` for the factor `F = law_factor_step(config, n, cov_factor(v), key=key)`; see
+        `law_factor_step` for the law. The law chain calls `law_factor_step` directly.
+        """
+        n = cls._check_law_width(config, n, v.shape[-1])
+        f = cls.law_factor_step(config, n, cov_factor(v), key=key)
+        return symmetrize(f @ f.T)
+
+    @classmethod
+    def law_factor_step(
+        cls, config: ShapedConfig, n: int, l: Float[Array, "m m"], *, key: PRNGKeyArray
+    ) -> Float[Array, "m k"]:
+        """A factor F (m x k, k <= 2m) with F F^T distributed as V_Z given V = L L^T at width n.
+
+        `l` is any factor of the current covariance V = X X^T / n (L L^T = V, for example
+        `cov_factor(V)`): the law below is invariant under L -> L Q for orthogonal Q, because
+        the logit draws, E and the Wishart are rotation invariant. Per head h the logits are
         `G_h = L E_h R_h^T L^T / sqrt(n_k)` with `E_h` (m x min(m, n_k)) iid N(0, 1) and
         `R_h R_h^T ~ Wish_m(n_k)` (Bartlett), and `A_h` comes from `attention_from_logits`.
-        The value branch enters only through the m x m matrix
+        The value branch enters only through a factor M (m x k_v) of the m x m matrix
 
-            Sigma = (1/H) sum_h A_h V A_h^T                            (no output projection)
+            Sigma = (1/H) sum_h A_h V A_h^T = M M^T,  M = [A_1 L, ..., A_H L] / sqrt(H)
             Sigma = (1/n) sum_h (A_h L T_h)(A_h L T_h)^T,  T_h T_h^T ~ Wish_m(n/H)   (with Wo)
 
-        and with `M M^T = Sigma`, `E` (m x m) iid N(0, 1), `W ~ Wish_m(n - m)`:
+        (any M with M M^T = Sigma gives the same law: M is used as it is when it has at most
+        m columns, one head without Wo needs no factorisation at all; otherwise M is the
+        Cholesky factor `cov_factor(Sigma)`). With `E` (k_v x m) iid N(0, 1) and
+        `T T^T = W ~ Wish_k_v(n - m)` (Bartlett):
 
             V_Z = lam^2 V + (lam gam / sqrt(n)) (L E^T M^T + M E L^T)
                   + (gam^2 / n) M (E E^T + W) M^T
+                = F F^T,   F = [lam L + (gam / sqrt(n)) M E,  (gam / sqrt(n)) M T]
 
-        See docs/theory.md, section 5, for the derivation (SPEC.md section 4, extended to H heads
-        and Wo).
-        Cost: O(H m^3) flops and O(H m^2) random numbers, whatever n and n_k.
+        which is `Z / sqrt(n)` in an orthonormal basis of the width adapted to X. See
+        docs/theory.md, section 5, for the derivation (extended to H heads and Wo).
+        Cost: about 8 m^3 flops and 3 m^2 random numbers per head, whatever n and n_k; no
+        eigendecomposition.
         """
-        m = v.shape[-1]
-        n = check_width(n, name="n")
+        m = l.shape[-1]
+        n = cls._check_law_width(config, n, m)
         dof = complement_dof(n, m)
         heads, nk = config.heads, config.n_k(n)
-        if config.out_proj and n % heads:
-            raise ValueError(
-                f"width n={n} is not divisible by heads={heads}; with out_proj=True each head has "
-                "n / heads value columns: pick n a multiple of heads or set out_proj=False"
-            )
-        dtype = v.dtype
+        dtype = l.dtype
         lam, gam = config.lam, config.gamma
         p = n // heads if config.out_proj else n
+        # Columns of the value-branch factor M before any factorisation.
+        k_v = heads * (min(m, p) if config.out_proj else m)
+        k = min(k_v, m)
         # One PRNG call for the whole step (each jax.random call site costs compile time).
         e_q, z_k, z_o, e, z_w = normals(
             key,
@@ -136,29 +165,25 @@ class AbstractAttention(Block):
                 (heads, m, min(m, nk)),
                 (heads, bartlett_size(m, nk)),
                 (heads, bartlett_size(m, p) if config.out_proj else 0),
-                (m, m),
-                (bartlett_size(m, dof),),
+                (k, m),
+                (bartlett_size(k, dof),),
             ],
             dtype,
         )
-        l = psd_sqrt(v)
         # Logits: q_h k_h^T = L N_q N_k^T L^T, and N_q N_k^T = E_q R^T in law (LQ of N_k).
         r_k = jax.vmap(lambda z: bartlett_from_normals(z, m, nk))(z_k)
-        g = l @ e_q @ jnp.swapaxes(r_k, -1, -2) @ l.T / math.sqrt(nk)
+        lq, lk = jnp.split(l @ jnp.concatenate([e_q, r_k], axis=-1), 2, axis=-1)
+        g = lq @ jnp.swapaxes(lk, -1, -2) / math.sqrt(nk)
         al = cls.attention_from_logits(config, g, n) @ l  # (H, m, m): A_h L
         if config.out_proj:
             t_h = jax.vmap(lambda z: bartlett_from_normals(z, m, p))(z_o)
-            mixed = al @ t_h  # the heads' A_h L O Wv_h, up to a rotation of their columns
-            sigma = jnp.einsum("hij,hkj->ik", mixed, mixed) / n
+            # the heads' A_h L O Wv_h, up to a rotation of their columns
+            wide = al @ t_h / math.sqrt(n)
         else:
-            sigma = jnp.einsum("hij,hkj->ik", al, al) / heads
-        factor = psd_sqrt(sigma)
-        p_mat = factor @ e  # M E
-        t_w = factor @ bartlett_from_normals(z_w, m, dof)  # M W^(1/2)
-        cross = l @ p_mat.T
-        out = (
-            lam**2 * v
-            + (lam * gam / math.sqrt(n)) * (cross + cross.T)
-            + (gam**2 / n) * (p_mat @ p_mat.T + t_w @ t_w.T)
-        )
-        return symmetrize(out)
+            wide = al / math.sqrt(heads)
+        wide = jnp.moveaxis(wide, 0, 1).reshape(m, k_v)  # M M^T = Sigma
+        factor = wide if k_v <= m else cov_factor(wide @ wide.T)
+        # F = [lam L + s M E, s M T] with one product M [E, T].
+        noise = jnp.concatenate([e, bartlett_from_normals(z_w, k, dof)], axis=1)
+        f = (gam / math.sqrt(n)) * (factor @ noise)
+        return f.at[:, :m].add(lam * l)

@@ -8,6 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .. import _linalg
 from .._linalg import psd_sqrt, symmetrize
 from ..config import ShapedConfig, check_width
 from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
@@ -95,35 +96,45 @@ class ShapedMLP(Block):
     ) -> Float[Array, "m m"]:
         """Exact draw of V_next = X_next X_next^T / n given V_Z = Z Z^T / n = `v` at width n.
 
-        docs/theory.md section 5: pre-activations `H = L_Z N` (N: m x n_h iid N(0, 1),
-        L_Z L_Z^T = V_Z), `S = sigma(H) sigma(H)^T`, `L_S L_S^T = S`, `P = L_S E''`
-        (E'': m x m iid N(0, 1)) and
-        `W ~ Wish_m(n - m)` (Bartlett):
+        `F F^T` for the factor `F = law_factor_step(config, n, cov_factor(v), key=key)`; see
+        `law_factor_step` for the law. The law chain calls `law_factor_step` directly.
+        """
+        f = cls.law_factor_step(config, n, _linalg.cov_factor(v), key=key)
+        return symmetrize(f @ f.T)
+
+    @classmethod
+    def law_factor_step(
+        cls, config: ShapedConfig, n: int, l_z: Float[Array, "m m"], *, key: PRNGKeyArray
+    ) -> Float[Array, "m k"]:
+        """A factor F (m x k, k <= 2m) with F F^T distributed as V_next given V_Z = L_Z L_Z^T.
+
+        docs/theory.md section 5: pre-activations `H = L_Z N` (N: m x n_h
+        iid N(0, 1); any factor L_Z L_Z^T = V_Z gives the same law since N is rotation
+        invariant), `S = sigma(H) sigma(H)^T = L_S L_S^T`, `P = L_S E''` (E'': k x m iid
+        N(0, 1)) and `T T^T = W ~ Wish_k(n - m)` (Bartlett):
 
             V_next = lam^2 V_Z + lam gam sqrt(c / (n n_h)) (L_Z P^T + P L_Z^T)
                      + gam^2 (c / (n n_h)) (P P^T + L_S W L_S^T)
+                   = F F^T,  F = [lam L_Z + gam sqrt(c/(n n_h)) P,  gam sqrt(c/(n n_h)) L_S T]
 
-        Cost: m n_h Gaussian draws (the nonlinearity needs them) and O(m^2 n_h + m^3) flops.
+        Any L_S (m x k) with L_S L_S^T = S gives the same law: the Cholesky factor
+        `cov_factor(S)` (k = m) when n_h > m, else sigma(H) itself (k = n_h, S is singular).
+        Cost: m n_h Gaussian draws (the nonlinearity needs them), O(m^2 n_h + m^3) flops and
+        no eigendecomposition.
         """
-        m = v.shape[-1]
+        m = l_z.shape[-1]
         n = check_width(n, name="n")
         dof = complement_dof(n, m)
         nh = config.n_h(n)
+        k = min(m, nh)
         s_plus, s_minus, c = relu_slopes(config, n)
-        dtype = v.dtype
+        dtype = l_z.dtype
         lam, gam = config.lam, config.gamma
         # One PRNG call for the whole step (each jax.random call site costs compile time).
-        z_h, e, z_w = normals(key, [(m, nh), (m, m), (bartlett_size(m, dof),)], dtype)
-        l_z = psd_sqrt(v)
+        z_h, e, z_w = normals(key, [(m, nh), (k, m), (bartlett_size(k, dof),)], dtype)
         act = shaped_relu(l_z @ z_h, s_plus, s_minus)
-        l_s = psd_sqrt(act @ act.T)
-        p_mat = l_s @ e
-        t_w = l_s @ bartlett_from_normals(z_w, m, dof)
-        coef = c / (n * nh)
-        cross = l_z @ p_mat.T
-        out = (
-            lam**2 * v
-            + (lam * gam * math.sqrt(coef)) * (cross + cross.T)
-            + (gam**2 * coef) * (p_mat @ p_mat.T + t_w @ t_w.T)
-        )
-        return symmetrize(out)
+        l_s = act if nh <= m else _linalg.cov_factor(act @ act.T)
+        # F = [lam L_Z + s L_S E'', s L_S T] with one product L_S [E'', T].
+        noise = jnp.concatenate([e, bartlett_from_normals(z_w, k, dof)], axis=1)
+        f = (gam * math.sqrt(c / (n * nh))) * (l_s @ noise)
+        return f.at[:, :m].add(lam * l_z)
