@@ -26,6 +26,7 @@ The solver (`solve_sde`, in `sdeformer.sde_solve`) steps whole batches of paths 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -65,23 +66,62 @@ def triu_matrix(y: Float[Array, "*batch p"], m: int) -> Float[Array, "*batch m m
     return out.at[..., j, i].set(y)
 
 
-def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array = 0.0):
-    """(L, psd): L L^T = V and whether V is PSD up to `psd_tol tr(V)/m`.
+def default_psd_tol(m: int, dtype) -> float:
+    """100 m eps: above the rounding error of a Cholesky factorisation of an m x m matrix."""
+    return 100 * m * float(jnp.finfo(dtype).eps)
 
-    Cholesky when V is positive definite (a finite factor is the PSD test); otherwise, only
-    then, the clipped eigen-root `U sqrt(max(w, 0))` (exact for a PSD-singular V) and the test
-    `smallest eigenvalue >= -psd_tol tr(V)/m`. Under `vmap` both branches run; the solver
-    batches the fallback itself (`sdeformer.sde_solve`).
+
+def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array | None = None):
+    """(L, psd): a factor L L^T = V and whether V is PSD up to `psd_tol tr(V)/m`.
+
+    1. Cholesky of V when V is positive definite (a finite factor is the PSD test);
+    2. else Cholesky of V + delta I, delta = psd_tol tr(V)/m (default `default_psd_tol`): V is
+       PSD up to delta exactly when this exists (a singular PSD V lands here; L L^T = V + delta I,
+       relative error psd_tol);
+    3. else (V indefinite beyond the tolerance, `psd` False) the factor of V + s I with s from
+       Gershgorin's bound on the smallest eigenvalue, so the factor is never NaN.
+
+    Only Cholesky factorisations, O(m^3); steps 2-3 run only when 1 fails (under `vmap` all
+    run). No eigendecomposition: batched eigh is slow on CPUs (XLA loops over matrices).
     """
+    m = v.shape[-1]
+    if psd_tol is None:
+        psd_tol = default_psd_tol(m, v.dtype)
     chol = jnp.linalg.cholesky(v)
     ok = jnp.all(jnp.isfinite(jnp.diagonal(chol)))
 
     def fallback(_):
-        w, u = jnp.linalg.eigh(symmetrize(v))
-        scale = jnp.maximum(jnp.trace(v) / v.shape[-1], jnp.finfo(v.dtype).tiny)
-        return u * jnp.sqrt(jnp.clip(w, 0.0)), w[0] >= -psd_tol * scale
+        eye = jnp.eye(m, dtype=v.dtype)
+        delta = psd_tol * jnp.maximum(jnp.trace(v) / m, jnp.finfo(v.dtype).tiny)
+        jittered = jnp.linalg.cholesky(v + delta * eye)
+        psd = jnp.all(jnp.isfinite(jnp.diagonal(jittered)))
+        diag = jnp.diagonal(v)
+        gershgorin = jnp.min(2 * diag - jnp.sum(jnp.abs(v), axis=-1))
+        repaired = jnp.linalg.cholesky(v + (delta + jnp.maximum(-gershgorin, 0.0)) * eye)
+        factor = jnp.where(psd, jittered, repaired)
+        return jnp.where(jnp.isfinite(factor), factor, 0.0), psd
 
     return jax.lax.cond(ok, lambda _: (chol, jnp.asarray(True)), fallback, None)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_limit_faces(config: ShapedConfig, width: int | None) -> None:
+    """Raise ValueError unless every block of the pattern has the limit faces the solver uses
+    (abstract evaluation, cached: it costs a trace)."""
+    probe = jnp.eye(2, dtype=jnp.float32)
+    for cls in block_types(config.blocks):
+        try:
+            terms = cls.noise_terms(config)
+            jax.eval_shape(lambda v, cls=cls: cls.drift(config, v, width=width), probe)
+            jax.eval_shape(lambda v, cls=cls: cls.noise_covariance(config, v), probe)
+            if terms.mix:
+                jax.eval_shape(lambda v, cls=cls: cls.mix_noise(config, v, v, v), probe)
+        except MissingFaceError as err:
+            raise ValueError(
+                f"CovarianceSDE: config.blocks={config.blocks!r} contains {cls.name!r}, which "
+                f"has no covariance SDE limit ({err}); only stacks of shaped 'attention' "
+                "and 'mlp' blocks have one"
+            ) from err
 
 
 class CovarianceSDE(eqx.Module):
@@ -94,7 +134,7 @@ class CovarianceSDE(eqx.Module):
     - `drift(V)` (m, m): b(V);
     - `noise_covariance(V)` (m, m, m, m): `Sigma[a, b, c, d] = Cov(dV_ab, dV_cd) / dt`,
       dense O(m^4) (tests, small m);
-    - `factor(V)` (m, m): L with L L^T = V (Cholesky; clipped eigen-root for singular V);
+    - `factor(V)` (m, m): L with L L^T = V (Cholesky; jittered for singular V, `psd_factor`);
     - `brownian_shape(m, dtype)`: the Brownian pytree {"lin": (m, m), "mix": (m, m)}
       ("mix" only with attention blocks);
     - `noise(V, L, dw)` (m, m): the symmetric noise increment above, linear in dw, O(m^3);
@@ -111,20 +151,7 @@ class CovarianceSDE(eqx.Module):
     def __init__(self, config: ShapedConfig, width: int | None = None):
         if width is not None:
             width = check_width(width, name="width")
-        probe = jnp.eye(2, dtype=jnp.float32)
-        for cls in block_types(config.blocks):
-            try:
-                terms = cls.noise_terms(config)
-                jax.eval_shape(lambda v, cls=cls: cls.drift(config, v, width=width), probe)
-                jax.eval_shape(lambda v, cls=cls: cls.noise_covariance(config, v), probe)
-                if terms.mix:
-                    jax.eval_shape(lambda v, cls=cls: cls.mix_noise(config, v, v, v), probe)
-            except MissingFaceError as err:
-                raise ValueError(
-                    f"CovarianceSDE: config.blocks={config.blocks!r} contains {cls.name!r}, which "
-                    f"has no covariance SDE limit ({err}); only stacks of shaped 'attention' "
-                    "and 'mlp' blocks have one"
-                ) from err
+        _check_limit_faces(config, width)
         self.config = config
         self.width = width
 
@@ -156,8 +183,8 @@ class CovarianceSDE(eqx.Module):
         return sum(cls.noise_covariance(self.config, v) for cls in self._blocks())
 
     def factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        """L with L L^T = V: Cholesky, or for a singular / non-PD V the eigen-root with negative
-        eigenvalues clipped to 0 (`psd_factor`)."""
+        """L with L L^T = V: Cholesky; for a singular V the Cholesky factor of V + delta I,
+        delta = 100 m eps tr(V)/m; never NaN (`psd_factor` documents the fallbacks)."""
         return psd_factor(v)[0]
 
     def brownian_shape(self, m: int, dtype=jnp.float32) -> dict[str, jax.ShapeDtypeStruct]:
@@ -171,11 +198,21 @@ class CovarianceSDE(eqx.Module):
         self, v: Float[Array, "m m"], factor: Float[Array, "m m"], dw: dict[str, Array]
     ) -> Float[Array, "m m"]:
         """sqrt(kappa) L S L^T + sqrt(alpha) (unit attention noise), O(m^3), symmetric."""
-        out = math.sqrt(self.lin_coefficient) * _limit.lin_noise(factor, dw["lin"])
         block = self._mix_block()
+        kappa, alpha = self.lin_coefficient, self.mix_coefficient
+        if block is not None and not self.config.causal:
+            # fused: B = L (sqrt(kappa/2) Z L^T + (sqrt(alpha)/m) E M^T), noise = B + B^T
+            # (the same numbers as the two faces below, four m x m products instead of five)
+            m = v.shape[-1]
+            other = _limit.attention_other(v, factor)
+            half = factor @ (
+                math.sqrt(kappa / 2) * (dw["lin"] @ factor.T)
+                + (math.sqrt(alpha) / m) * (dw["mix"] @ other.T)
+            )
+            return half + half.T
+        out = math.sqrt(kappa) * _limit.lin_noise(factor, dw["lin"])
         if block is not None:
-            mix = block.mix_noise(self.config, v, factor, dw["mix"])
-            out = out + math.sqrt(self.mix_coefficient) * mix
+            out = out + math.sqrt(alpha) * block.mix_noise(self.config, v, factor, dw["mix"])
         return out
 
     def stratonovich_correction(

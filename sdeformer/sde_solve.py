@@ -5,8 +5,9 @@ The state of one solve is a whole batch: {"v": (batch, m, m), "code": (batch,), 
 
 1. the exit check of every path at the start of the step, sharing ONE factorisation of V with
    the noise: a finite Cholesky factor is the PSD test; only when some path's Cholesky fails
-   (singular or indefinite V) does the batch pay for eigendecompositions (`lax.cond`), which
-   then decide "PSD up to psd_tol tr(V)/m" and give the clipped eigen-root;
+   (singular or indefinite V) does the batch pay for a second Cholesky of
+   V + psd_tol tr(V)/m I (`lax.cond`), which decides "PSD up to that tolerance" and is then
+   that path's factor (`_batch_factor`);
 2. `b(V) dt + noise(V, L, dW)` (`CovarianceSDE.noise`, O(m^3), docs/theory.md section 4) for the
    paths alive, 0 for the others: a path that failed a check is frozen at the state that failed
    it, its exit code and exit time written into the state.
@@ -35,9 +36,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from diffrax._misc import force_bitcast_convert_type
+from jax.extend.random import threefry2x32_p
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from ._linalg import symmetrize
 from .config import ShapedConfig, check_width
 
 SOLVERS = ("euler", "heun")
@@ -51,18 +52,17 @@ DEFAULT_MEMORY_BUDGET = 2**30
 
 
 def _batch_factor(v, psd_tol):
-    """(L, psd) for a batch of symmetric V (batch, m, m); see the module docstring."""
+    """(L, psd) for a batch of symmetric V (batch, m, m): `sdeformer.sde.psd_factor` per path,
+    with its fallback Cholesky factorisations paid by the batch only on steps where some path
+    needs them (`lax.cond` on the whole batch)."""
+    from .sde import psd_factor
+
     chol = jnp.linalg.cholesky(v)
     ok = jnp.all(jnp.isfinite(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
 
     def fallback(_):
-        w, u = jnp.linalg.eigh(symmetrize(v))
-        m = v.shape[-1]
-        scale = jnp.trace(v, axis1=-2, axis2=-1) / m
-        scale = jnp.maximum(scale, jnp.finfo(v.dtype).tiny)
-        root = u * jnp.sqrt(jnp.clip(w, 0.0))[..., None, :]
-        factor = jnp.where(ok[:, None, None], jnp.where(jnp.isfinite(chol), chol, 0.0), root)
-        return factor, ok | (w[:, 0] >= -psd_tol * scale)
+        factor, psd = jax.vmap(lambda u: psd_factor(u, psd_tol))(v)
+        return jnp.where(ok[:, None, None], chol, factor), ok | psd
 
     return jax.lax.cond(jnp.all(ok), lambda _: (chol, ok), fallback, None)
 
@@ -81,13 +81,27 @@ def _check(v, code, bound, psd_tol):
     return jnp.where(live, checked, code), safe, factor
 
 
-class _PathBrownian(diffrax.AbstractBrownianPath):
-    """Brownian increments for a batch of paths, each from its own key: the increment of path
-    i on [t0, t1] is drawn from fold_in(fold_in(key_i, t0), t1) (bits of the times), so it
-    depends on the path's key and the step only, not on the batch (as `UnsafeBrownianPath`,
-    which does the same for one key)."""
+def _uniform_open(words, dtype):
+    """Uniform numbers in (-1, 1) from uint32 words (one word per float32, two per float64)."""
+    if jnp.dtype(dtype) == jnp.float64:
+        hi, lo = words[..., 0::2].astype(jnp.uint64), words[..., 1::2].astype(jnp.uint64)
+        bits = ((hi << 32) | lo) >> 12 | jnp.uint64(0x3FF0000000000000)
+    else:
+        bits = (words >> 9) | jnp.uint32(0x3F800000)
+    u = jax.lax.bitcast_convert_type(bits, dtype) - 1.0  # [0, 1)
+    return jnp.maximum(2.0 * u - 1.0, jnp.nextafter(jnp.asarray(-1.0, dtype), 0.0))
 
-    keys: PRNGKeyArray
+
+class _PathBrownian(diffrax.AbstractBrownianPath):
+    """Brownian increments of a batch of paths, counter-based: the increment of path i on
+    [t0, t1] is Threefry-2x32 of the counters (i, j) under a step key that hashes (t0, t1) with
+    the solve's 64-bit key, turned into normals by the inverse error function (as
+    `jax.random.normal`). It depends on the key, the path's index i and the step only, not on
+    the batch it runs in, and costs one Threefry call per step for the whole batch (vmapping
+    per-path keys cost 5x more)."""
+
+    pair: Array  # uint32 (2,): the solve's key
+    path_ids: Array  # uint32 (batch,): global path indices
     shape: dict = eqx.field(static=True)
     t0: float | Array = 0.0
     t1: float | Array = math.inf
@@ -98,15 +112,18 @@ class _PathBrownian(diffrax.AbstractBrownianPath):
         names = list(self.shape)
         dtype = self.shape[names[0]].dtype
         mshape = self.shape[names[0]].shape
-        t0_bits = force_bitcast_convert_type(t0, jnp.int32)
-        t1_bits = force_bitcast_convert_type(t1, jnp.int32)
-        scale = jnp.sqrt(jnp.asarray(t1 - t0, dtype))
-
-        def draw(key):
-            key = jr.fold_in(jr.fold_in(key, t0_bits), t1_bits)
-            return jr.normal(key, (len(names), *mshape), dtype)
-
-        draws = jax.vmap(draw)(self.keys) * scale
+        count = len(names) * math.prod(mshape)
+        words = count * (2 if jnp.dtype(dtype) == jnp.float64 else 1)
+        npairs = -(-words // 2)
+        times = [force_bitcast_convert_type(t, jnp.int32).astype(jnp.uint32) for t in (t0, t1)]
+        k0, k1 = threefry2x32_p.bind(self.pair[0], self.pair[1], *times)
+        batch = self.path_ids.shape[0]
+        x0 = jnp.broadcast_to(self.path_ids[:, None], (batch, npairs))
+        x1 = jnp.broadcast_to(jnp.arange(npairs, dtype=jnp.uint32)[None], (batch, npairs))
+        y0, y1 = threefry2x32_p.bind(k0, k1, x0, x1)
+        bits = jnp.concatenate([y0, y1], axis=-1)[:, :words]
+        normal = math.sqrt(2.0) * jax.scipy.special.erfinv(_uniform_open(bits, dtype))
+        draws = normal.reshape(batch, len(names), *mshape) * jnp.sqrt(jnp.asarray(t1 - t0, dtype))
         return {name: draws[:, i] for i, name in enumerate(names)}
 
 
@@ -161,14 +178,14 @@ class _CovarianceTerm(diffrax.AbstractTerm):
 
 
 @eqx.filter_jit
-def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, keys, solver, max_steps, progress):
+def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_steps, progress):
     _TRACES[0] += 1
     m = v0.shape[-1]
     dtype = v0.dtype
-    batch = keys.shape[0]
+    batch = ids.shape[0]
     zeros = jnp.zeros((batch,), dtype)
     y0 = {"v": jnp.broadcast_to(v0, (batch, m, m)), "code": zeros, "exit": zeros}
-    path = _PathBrownian(keys, sde.brownian_shape(m, dtype))
+    path = _PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
     stratonovich = solver == "heun"
     term = _CovarianceTerm(sde, path, bound, psd_tol, stratonovich, 2.0 if stratonovich else 1.0)
     method = diffrax.Heun() if stratonovich else diffrax.Euler()
@@ -302,8 +319,9 @@ def solve_sde(
     - `solver`: "euler" (Ito Euler-Maruyama) or "heun" (Stratonovich Heun on the converted
       SDE); see `sdeformer.sde_solve`.
     - `bound`: a path stops when some |V_ab| exceeds it; it also stops when V leaves the PSD
-      cone (Cholesky fails and the smallest eigenvalue is below -psd_tol tr(V)/m, default
-      100 eps of the dtype) or is non-finite. See `SDESolution` (`v_exit` is the state at exit).
+      cone (neither V nor V + psd_tol tr(V)/m I has a Cholesky factor; default psd_tol
+      100 m eps of the dtype, above the rounding of a Cholesky factorisation) or is
+      non-finite. See `SDESolution` (`v_exit` is the state at exit).
     - `batch_size`: paths per `diffeqsolve` (None: as many as fit `memory_budget` bytes by
       `sde_memory_estimate`; default budget `default_memory_budget()`). A `ValueError` names
       the size when even one path does not fit. Batching does not change the paths.
@@ -311,12 +329,13 @@ def solve_sde(
     - `dtype`: float32 (default, or v0's dtype) or float64 (needs `jax_enable_x64`).
 
     T, dt0, bound and psd_tol are passed to the compiled solver as values: new values do not
-    recompile (the number of steps, of save times and of paths per batch do). Path i is driven
-    by `jr.split(key, num_samples)[i]`; the same key gives the same paths. `num_paths` is the
+    recompile (the number of save times, of paths per batch and the bucket of max_steps do).
+    Path i is a function of (key, i) only: the same key gives the same paths, and the first k
+    paths of a run with more samples or another batch size are the same. `num_paths` is the
     old name of `num_samples` (deprecated).
     """
     from .model import check_covariance
-    from .sde import CovarianceSDE, SDESolution
+    from .sde import CovarianceSDE, SDESolution, default_psd_tol
 
     if num_paths is not None:
         if num_samples is not None:
@@ -371,7 +390,7 @@ def solve_sde(
             raise ValueError("solve_sde: save_times must be non-decreasing times in [0, T]")
         ts = jnp.asarray(ts_np, dtype)
     if psd_tol is None:
-        psd_tol = 100 * float(jnp.finfo(dtype).eps)
+        psd_tol = default_psd_tol(m, dtype)
     bound_value = _concrete(bound)
     if bound_value is not None and not bound_value > 0:  # also refuses NaN
         raise ValueError(f"solve_sde: bound={bound!r} is invalid; pass a bound > 0 (inf: none)")
@@ -396,11 +415,9 @@ def solve_sde(
         per_path = sde_memory_estimate(m, num_saves, 2, dtype=dtype, solver=solver) - one
         batch_size = max(1, min(num_samples, (budget - 2**20) // max(per_path, 1)))
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
-    keys = jr.split(key, num_samples)
+    pair = jr.bits(key, (2,), jnp.uint32)
     num_batches = -(-num_samples // batch_size)
-    pad = num_batches * batch_size - num_samples
-    if pad:
-        keys = jnp.concatenate([keys, keys[:pad]])
+    ids = jnp.arange(num_batches * batch_size, dtype=jnp.uint32) % num_samples
     args = (
         jnp.asarray(T, dtype),
         jnp.asarray(dt0, dtype),
@@ -419,7 +436,8 @@ def solve_sde(
             v0,
             ts,
             *args,
-            keys[i * batch_size : (i + 1) * batch_size],
+            pair,
+            ids[i * batch_size : (i + 1) * batch_size],
             solver,
             max_steps,
             progress and num_batches == 1,
