@@ -40,7 +40,7 @@ echo "gpu_all.sh: $DEVICE; results in $SDEFORMER_BENCH_RESULTS" | tee "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 
 # name and timeout (s); bench_tokens stops starting new sizes after its own budget (200 s)
-for job in tokens:270 sde:75 init:60 laws:60 train:50; do
+for job in tokens:250 sde:70 compare:50 init:55 laws:55 train:45; do
     name=${job%%:*}
     limit=${job##*:}
     start=$(date +%s)
@@ -53,7 +53,7 @@ done
 "$PY" -m benchmarks.run_all --summary-only >/dev/null 2>&1
 echo "gpu_all.sh: summary in $SDEFORMER_BENCH_RESULTS/README.md" | tee -a "$LOG"
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-    for f in tokens.json tokens.png sde.json init.json laws.json train.json README.md gpu_all.log; do
+    for f in tokens.json tokens.png sde.json compare.json init.json laws.json train.json README.md; do
         [ -f "$SDEFORMER_BENCH_RESULTS/$f" ] && cp "$SDEFORMER_BENCH_RESULTS/$f" "$OUT/"
     done
 fi

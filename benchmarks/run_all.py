@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jax
 
-from . import bench_init, bench_laws, bench_sde, bench_tokens, bench_train
+from . import bench_compare, bench_init, bench_laws, bench_sde, bench_tokens, bench_train
 from ._common import DEFAULT_RESULTS, RESULTS, machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "sde": ["--tokens", "2", "4", "8", "--paths", "1000", "--steps", "200"],
         "train": ["--quick"],
         "tokens": ["--profile", "cpu"],
+        "compare": ["--tokens", "16", "64", "256", "--samples", "2000"],
     },
     # GPU: the same scripts at sizes where an accelerator is busy.
     "gpu": {
@@ -50,6 +51,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "sde": ["--tokens", "2", "4", "8", "16", "32", "--paths", "20000", "--steps", "500"],
         "train": ["--steps", "50", "--batch-size", "64"],
         "tokens": ["--profile", "gpu"],
+        "compare": ["--tokens", "16", "64", "256", "1024", "--samples", "2000"],
     },
 }
 SCRIPTS = {
@@ -58,12 +60,13 @@ SCRIPTS = {
     "sde": bench_sde,
     "train": bench_train,
     "tokens": bench_tokens,
+    "compare": bench_compare,
 }
 
 
 def _out_flag(name: str) -> list[str]:
     """Absolute output path for the scripts that take --out (they default to a cwd path)."""
-    return [] if name == "init" else ["--out", str(RESULTS / f"{name}.json")]
+    return [] if name in ("init", "compare") else ["--out", str(RESULTS / f"{name}.json")]
 
 
 def _cpu_model() -> str:
@@ -132,9 +135,11 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
 
 def summary_markdown(run_record: dict | None) -> str:
     """The markdown summary of every benchmark JSON present in benchmarks/results."""
-    init, laws, sde, train, tokens = (_read(n) for n in ("init", "laws", "sde", "train", "tokens"))
+    init, laws, sde, train, tokens, comparison = (
+        _read(n) for n in ("init", "laws", "sde", "train", "tokens", "compare")
+    )
     out: list[str] = []
-    ref = next((d for d in (init, laws, sde, train, tokens) if d is not None), None)
+    ref = next((d for d in (init, laws, sde, train, tokens, comparison) if d), None)
     if ref is None:
         return "No benchmark results yet: run `make bench`."
     m = ref.get("machine", {})
@@ -255,6 +260,24 @@ def summary_markdown(run_record: dict | None) -> str:
         )
     if tokens:
         out += tokens_summary(tokens)
+    if comparison:
+        out.append(
+            "\n**Comparison cost** (`bench_compare`: `compare_sources` on two Wishart sources, two "
+            "times, sampling excluded):\n"
+        )
+        out += _table(
+            ["m", "samples / source", "rows", "pairs compared / total", "seconds"],
+            [
+                [
+                    r["m"],
+                    r["num_samples"],
+                    r["rows"],
+                    f"{r['pairs_compared']} / {r['pairs_total']}",
+                    r["seconds"],
+                ]
+                for r in comparison["rows"]
+            ],
+        )
     if train:
         out.append("\n**Training step** (`bench_train`, AdamW, byte-level LM):\n")
         out += _table(
