@@ -98,14 +98,14 @@ def test_baseline_euler_has_the_law_of_solve_sde():
     assert np.max(np.abs((vr - vw) / np.hypot(svr, svw))) > 4.5, "the check has no power"
 
 
-@pytest.mark.parametrize("measure", ["sde", "law_attention", "compare"])
+@pytest.mark.parametrize("measure", ["sde", "law_attention", "explicit_full"])
 def test_plan_skips_a_measure_predicted_past_the_limit(measure):
-    """A run of size 10 that took 80 s at m = 32 predicts past the 90 s limit at m = 64 even at
+    """A run of size 10 that took 80 s at m = 32 predicts past the 90 s limit at m = 128 even at
     the smallest size; a measure skipped at a smaller m stays skipped."""
     p = bench_tokens.PROFILES["cpu"]
     cost = 80.0 / bench_tokens.units_per_run(measure, 10, p)
     last = {"status": "ok", "seconds": 80.0, "compile_s": 1.0, "cost": cost}
-    size, reason = bench_tokens.plan_measure(measure, 64, 1000, [(32, last)], p)
+    size, reason = bench_tokens.plan_measure(measure, 128, 1000, [(32, last)], p)
     assert size is None and "limit" in reason
     failed = {"status": "skipped", "reason": "memory"}
     size, reason = bench_tokens.plan_measure(measure, 64, 10, [(32, failed)], p)
@@ -117,3 +117,13 @@ def test_plan_shrinks_paths_to_fit_the_limit():
     last = {"status": "ok", "seconds": 30.0, "compile_s": 1.0, "cost": 30.0 / (1000 * p.steps)}
     size, reason = bench_tokens.plan_measure("sde", 64, 1000, [(32, last)], p)
     assert reason is None and p.min_paths <= size < 1000
+
+
+def test_plan_skips_the_comparison_only_after_it_took_past_the_limit():
+    """compare_sources caps its pairs, so its cost is not extrapolated in m."""
+    p = bench_tokens.PROFILES["cpu"]
+    quick = {"status": "ok", "seconds": 60.0, "compile_s": 0.0, "cost": 60.0}
+    assert bench_tokens.plan_measure("compare", 256, 2000, [(128, quick)], p) == (2000, None)
+    slow = {"status": "ok", "seconds": 100.0, "compile_s": 0.0, "cost": 100.0}
+    size, reason = bench_tokens.plan_measure("compare", 256, 2000, [(128, slow)], p)
+    assert size is None and "took" in reason
