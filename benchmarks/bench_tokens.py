@@ -157,6 +157,15 @@ def sde_config():
 
 
 T_FINAL, BOUND = 0.5, 1e3
+STEP_SCALE = 0.1
+"""The SDE runs to T = min(T_FINAL, STEP_SCALE steps / m), so that m dt <= STEP_SCALE: an Euler
+step of the Lin noise perturbs V by about sqrt(kappa m dt) relative to its smallest eigenvalue,
+and with m dt of order 1 every path leaves the PSD cone within a few steps (both solvers would
+then time their exit branch, not the SDE)."""
+
+
+def t_final(m: int, steps: int) -> float:
+    return min(T_FINAL, STEP_SCALE * steps / m)
 
 
 # ------------------------------------------------------------------------------ planning
@@ -279,7 +288,7 @@ def run_size(job: dict) -> dict:
                     m,
                     size,
                     p.steps,
-                    T=T_FINAL,
+                    T=t_final(m, p.steps),
                     bound=BOUND,
                     memory_budget=job["memory_budget"],
                     key=key,
@@ -295,6 +304,8 @@ def run_size(job: dict) -> dict:
                 if measure == "sde" and "baseline" in pair:  # measured together, alternating
                     pair["baseline"]["size"] = plan["baseline"]["size"]
                     unit["measures"]["baseline"] = pair["baseline"]
+                for res in pair.values():
+                    res["T"] = t_final(m, p.steps)
                 res = pair[measure]
                 if measure == "sde":
                     res["rss_peak_bytes"] = tk.rss_peak_bytes()

@@ -311,11 +311,16 @@ def tokens_summary(data: dict) -> list[str]:
         res = r["measures"].get(name, {})
         return res.get(key) if res.get("status") == "ok" else res.get("status", "-")
 
+    def alive(r):
+        got = [r["measures"].get(k, {}).get("survived") for k in ("sde", "baseline")]
+        return " / ".join("-" if x is None else f"{x:.2f}" for x in got)
+
     load = data.get("load", {})
     s = data["settings"]
     out = [
         f"\n**Many tokens** (`bench_tokens`, profile `{data['profile']}`, "
-        f"{s['steps']} SDE steps, law chain / explicit networks at n = max({s['width']}, m), "
+        f"{s['steps']} SDE steps on [0, T], T = min(0.5, 0.1 steps / m), law chain / explicit "
+        f"networks at n = max({s['width']}, m), "
         f"depth {s['depth']}, compare on {s['compare_samples']} samples per source; load average "
         f"{load.get('before')} before, {load.get('now')} after on {load.get('cpu_count')} cores"
         + (
@@ -341,6 +346,7 @@ def tokens_summary(data: dict) -> list[str]:
                 per_path,
                 rate(r, "baseline"),
                 r.get("sde_over_baseline"),
+                alive(r),
                 r.get("sde_fraction_of_matmul"),
                 rate(r, "law_attention"),
                 rate(r, "explicit_attention"),
@@ -356,6 +362,7 @@ def tokens_summary(data: dict) -> list[str]:
             "SDE memory bytes / (paths m^2)",
             "O(m^3) Euler path-steps/s",
             "SDE / Euler time",
+            "alive at T (SDE / Euler)",
             "SDE / matmul rate",
             "law att s-l/s",
             "explicit att s-l/s",
