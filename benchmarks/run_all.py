@@ -372,6 +372,13 @@ def tokens_summary(data: dict) -> list[str]:
         ],
         rows,
     )
+    blas = (data.get("env") or {}).get("OPENBLAS_NUM_THREADS")
+    if blas:
+        out.append(
+            f"\nRun with OPENBLAS_NUM_THREADS={blas}: on this shared machine the threaded LAPACK "
+            "Cholesky inside jaxlib spins when the cores are busy (4 x 256 x 256 factors took "
+            "488 ms threaded, 12 ms on one thread), which would time the load, not the solvers."
+        )
     out.append("\nCost exponents p (seconds per unit ~ m^p):\n")
     fits = data["exponents"]
     out += _table(
