@@ -13,7 +13,10 @@ import jax.random as jr
 
 from sdeformer.cli.common import markdown_table as markdown_table
 
-RESULTS = Path(__file__).parent / "results"
+DEFAULT_RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("SDEFORMER_BENCH_RESULTS") or DEFAULT_RESULTS).resolve()
+"""Where the benchmarks write their JSON: benchmarks/results, or $SDEFORMER_BENCH_RESULTS (the
+GPU script writes each device's results to their own directory)."""
 
 
 def machine() -> dict:
@@ -68,3 +71,36 @@ def write_results(name: str, data: dict) -> Path:
 
 def float32_array(x) -> jax.Array:
     return jnp.asarray(x, jnp.float32)
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the platform has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def fit_exponent(points, lo: float | None = None, hi: float | None = None) -> dict | None:
+    """p of cost ~ C size^p: least squares of log cost on log size over lo <= size <= hi.
+
+    `points` are (size, cost) pairs; returns {"exponent", "points", "range"} or None when fewer
+    than two distinct sizes fall in the range.
+    """
+    import numpy as np
+
+    sel = [
+        (s, c)
+        for s, c in points
+        if (lo is None or s >= lo) and (hi is None or s <= hi) and c and c > 0
+    ]
+    if len({s for s, _ in sel}) < 2:
+        return None
+    x = np.log([s for s, _ in sel])
+    y = np.log([c for _, c in sel])
+    slope = float(np.polyfit(x, y, 1)[0])
+    return {
+        "exponent": slope,
+        "points": len(sel),
+        "range": [min(s for s, _ in sel), max(s for s, _ in sel)],
+    }

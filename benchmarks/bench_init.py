@@ -21,7 +21,7 @@ from sdeformer import ShapedConfig, ShapedTransformer
 from sdeformer.model import _explicit_paths, weights_per_layer
 from sdeformer.rank_collapse import equicorrelated
 
-from ._common import best_time, ceilings, markdown_table, write_results
+from ._common import best_time, ceilings, fit_exponent, markdown_table, write_results
 
 
 def compile_seconds(config: ShapedConfig, n: int, depth: int, m: int) -> float:
@@ -84,6 +84,9 @@ def main(argv=None) -> dict:
     speed_rows = [throughput(config, n, args.depth, m, args.samples) for n in args.widths]
     for row in speed_rows:
         row["fraction_of_normal_ceiling"] = row["normals_per_s"] / machine_ceilings["normals_per_s"]
+    # cost exponent in n: seconds per sample-layer ~ n^p (O(n^2) weights drawn per layer)
+    width_fit = fit_exponent([(r["n"], 1.0 / r["sample_layers_per_s"]) for r in speed_rows])
+    p_text = f"{width_fit['exponent']:.2f}" if width_fit else "-"
 
     print("Machine ceilings (measured now):")
     print(
@@ -100,10 +103,18 @@ def main(argv=None) -> dict:
     print(f"\nInit Monte Carlo memory (n = 256, {args.samples} samples, XLA buffer assignment):")
     print(markdown_table(["depth", "MiB"], [[r["depth"], r["bytes"] / 2**20] for r in memory_rows]))
     print(f"ratio depth 1024 / depth 16: {memory_ratio:.2f} (goal: flat, about 1)")
-    print(f"\nInit Monte Carlo throughput (m = {m}, depth {args.depth}, {args.samples} samples):")
+    print(
+        f"\nInit Monte Carlo throughput (m = {m}, depth {args.depth}, {args.samples} samples; "
+        "p: cost exponent in n, seconds per sample-layer ~ n^p):"
+    )
     print(
         markdown_table(
-            ["n", "samples x layers / s", "normals / s", "fraction of normal ceiling"],
+            [
+                "n",
+                f"samples x layers / s (p = {p_text})",
+                "normals / s",
+                "fraction of normal ceiling",
+            ],
             [
                 [
                     r["n"],
@@ -123,6 +134,7 @@ def main(argv=None) -> dict:
         "memory": memory_rows,
         "memory_ratio": memory_ratio,
         "throughput": speed_rows,
+        "width_exponent": width_fit,
     }
     write_results("init", data)
     return data

@@ -1,67 +1,34 @@
-"""Paths per second of `solve_sde` (diffrax Euler-Maruyama) against a bare `lax.scan` baseline.
+"""Paths per second of `solve_sde` (diffrax Euler-Maruyama) against a plain O(m^3) batched Euler.
 
     python -m benchmarks.bench_sde                    # CPU-friendly defaults
     python -m benchmarks.bench_sde --paths 10000 --steps 1000 --tokens 2 4 8   # the full sizes
 
-Prints a markdown table and writes benchmarks/results/sde.json.
+The opponent is `benchmarks._baseline.euler_paths`: the same Euler scheme written by hand with
+`lax.scan` over steps, all paths in one (paths, m, m) array, one Cholesky per step and the O(m^3)
+noise formula (the baseline of `bench_tokens`, which sweeps m much further). Both are timed at
+the same paths and steps, compile excluded (ahead-of-time compiled, then one timed run). The
+cost exponent in m (seconds per path-step ~ m^p, log-log least squares over the sizes given) is
+printed next to each solver. Prints a markdown table and writes benchmarks/results/sde.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 
 import sdeformer as sf
-from sdeformer.sde import exit_code, triu_matrix, triu_vector
+
+from ._baseline import euler_paths
+from ._common import fit_exponent, load_average, machine, markdown_table
+from ._tokens import initial_covariance, solve, timed
+
+BOUND = 1e3
 
 
-def baseline(config, v0, T, num_paths, num_steps, key, bound=1e3):
-    """Minimal Euler-Maruyama on the upper triangle with masking of exited paths."""
-    sde = sf.CovarianceSDE(config)
-    m = v0.shape[-1]
-    k = sde.brownian_dim(m)
-    dt = T / num_steps
-    psd_tol = 100 * float(jnp.finfo(v0.dtype).eps)
-
-    @jax.jit
-    def run(key):
-        def one(path_key):
-            def step(carry, step_key):
-                y, alive = carry
-                v = triu_matrix(y, m)
-                dw = jr.normal(step_key, (k,), y.dtype) * jnp.sqrt(dt)
-                y_new = y + triu_vector(sde.drift(v)) * dt + sde.diffusion(v) @ dw
-                ok = alive & (exit_code(triu_matrix(y_new, m), bound, psd_tol) == 0)
-                return (jnp.where(ok, y_new, y), ok), None
-
-            (y, alive), _ = jax.lax.scan(
-                step, (triu_vector(v0), jnp.array(True)), jr.split(path_key, num_steps)
-            )
-            return triu_matrix(y, m), alive
-
-        return jax.vmap(one)(jr.split(key, num_paths))
-
-    return run(key)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return out, first, time.perf_counter() - start
-
-
-def main(argv=None):
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--paths", type=int, default=1000)
@@ -70,54 +37,91 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results/sde.json")
     args = parser.parse_args(argv)
     config = sf.ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
+    load_before = load_average()
     rows = []
     for m in args.tokens:
-        v0 = 0.7 * jnp.eye(m) + 0.3
+        v0 = initial_covariance(m)
         key = jr.key(m)
-        sol, d_first, d_run = timed(
-            lambda v0=v0, key=key: (
-                sf.solve_sde(
-                    config, v0, args.T, args.paths, key=key, num_steps=args.steps, save_times=2
-                ).vs
+
+        def diffrax_run(key, v0=v0):
+            sol = solve(config, v0, args.T, args.paths, key=key, num_steps=args.steps)
+            return sol.vs[:, -1]
+
+        def baseline_run(key, v0=v0):
+            return euler_paths(
+                config, v0, args.T, BOUND, key=key, num_paths=args.paths, num_steps=args.steps
             )
-        )
-        _, b_first, b_run = timed(
-            lambda v0=v0, key=key: baseline(config, v0, args.T, args.paths, args.steps, key)
-        )
+
+        d = timed(diffrax_run, key)
+        b = timed(baseline_run, key)
+        path_steps = args.paths * args.steps
         rows.append(
             {
                 "m": m,
                 "paths": args.paths,
                 "steps": args.steps,
-                "diffrax_paths_per_s": args.paths / d_run,
-                "baseline_paths_per_s": args.paths / b_run,
-                "ratio_diffrax_over_baseline_time": d_run / b_run,
-                "diffrax_compile_s": d_first - d_run,
-                "baseline_compile_s": b_first - b_run,
+                "diffrax_paths_per_s": args.paths / d["seconds"],
+                "baseline_paths_per_s": args.paths / b["seconds"],
+                "diffrax_path_steps_per_s": path_steps / d["seconds"],
+                "baseline_path_steps_per_s": path_steps / b["seconds"],
+                "ratio_diffrax_over_baseline_time": d["seconds"] / b["seconds"],
+                "diffrax_compile_s": d["compile_s"],
+                "baseline_compile_s": b["compile_s"],
+                "diffrax_memory_bytes": d["memory_bytes"],
+                "baseline_memory_bytes": b["memory_bytes"],
             }
         )
-    print("| m | paths | steps | diffrax paths/s | scan paths/s | time ratio | compile (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['m']} | {r['paths']} | {r['steps']} | {r['diffrax_paths_per_s']:.0f} | "
-            f"{r['baseline_paths_per_s']:.0f} | {r['ratio_diffrax_over_baseline_time']:.2f} | "
-            f"{r['diffrax_compile_s']:.1f} / {r['baseline_compile_s']:.1f} |"
-        )
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
+    exponents = {
+        name: fit_exponent([(r["m"], 1.0 / r[f"{name}_path_steps_per_s"]) for r in rows])
+        for name in ("diffrax", "baseline")
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"machine": machine, "config": config.to_dict(), "rows": rows}, indent=2)
+
+    def p(name):
+        fit = exponents[name]
+        return f"{fit['exponent']:.2f}" if fit else "-"
+
+    print(
+        markdown_table(
+            [
+                "m",
+                "paths",
+                "steps",
+                f"diffrax paths/s (p = {p('diffrax')})",
+                f"O(m^3) Euler paths/s (p = {p('baseline')})",
+                "time ratio",
+                "compile s (diffrax / Euler)",
+            ],
+            [
+                [
+                    r["m"],
+                    r["paths"],
+                    r["steps"],
+                    r["diffrax_paths_per_s"],
+                    r["baseline_paths_per_s"],
+                    r["ratio_diffrax_over_baseline_time"],
+                    f"{r['diffrax_compile_s']:.1f} / {r['baseline_compile_s']:.1f}",
+                ]
+                for r in rows
+            ],
+        )
     )
+    print("p: cost exponent in m (seconds per path-step ~ m^p) over the sizes above")
+    from sdeformer.results import write_json
+
+    data = {
+        "benchmark": "sde",
+        "machine": machine(),
+        "config": config.to_dict(),
+        "baseline": "benchmarks._baseline.euler_paths (O(m^3) batched Euler, lax.scan)",
+        "load": {"before": load_before, "after": load_average()},
+        "exponents": exponents,
+        "rows": rows,
+    }
+    out = write_json(Path(args.out), data)
+    print(f"\nwrote {out}")
+    return data
 
 
 if __name__ == "__main__":
+    jax.config.update("jax_numpy_dtype_promotion", "standard")
     main()

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import jax
 
-from . import bench_init, bench_laws, bench_sde, bench_train
-from ._common import RESULTS, machine
+from . import bench_compare, bench_init, bench_laws, bench_sde, bench_tokens, bench_train
+from ._common import DEFAULT_RESULTS, RESULTS, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = RESULTS / "README.md"
@@ -41,21 +41,32 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "laws": ["--widths", "128", "512", "1024", "--law-samples", "500", "--depth", "8"],
         "sde": ["--tokens", "2", "4", "8", "--paths", "1000", "--steps", "200"],
         "train": ["--quick"],
+        "tokens": ["--profile", "cpu"],
+        "compare": ["--tokens", "16", "64", "256", "--samples", "2000"],
     },
     # GPU: the same scripts at sizes where an accelerator is busy.
     "gpu": {
         "init": ["--widths", "1024", "4096", "16384", "--samples", "16", "--depth", "64"],
         "laws": ["--widths", "1024", "4096", "16384", "65536", "--law-samples", "20000"],
-        "sde": ["--tokens", "2", "4", "8", "16", "--paths", "100000", "--steps", "1000"],
+        "sde": ["--tokens", "2", "4", "8", "16", "32", "--paths", "20000", "--steps", "500"],
         "train": ["--steps", "50", "--batch-size", "64"],
+        "tokens": ["--profile", "gpu"],
+        "compare": ["--tokens", "16", "64", "256", "1024", "--samples", "2000"],
     },
 }
-SCRIPTS = {"init": bench_init, "laws": bench_laws, "sde": bench_sde, "train": bench_train}
+SCRIPTS = {
+    "init": bench_init,
+    "laws": bench_laws,
+    "sde": bench_sde,
+    "train": bench_train,
+    "tokens": bench_tokens,
+    "compare": bench_compare,
+}
 
 
 def _out_flag(name: str) -> list[str]:
     """Absolute output path for the scripts that take --out (they default to a cwd path)."""
-    return [] if name == "init" else ["--out", str(RESULTS / f"{name}.json")]
+    return [] if name in ("init", "compare") else ["--out", str(RESULTS / f"{name}.json")]
 
 
 def _cpu_model() -> str:
@@ -124,9 +135,11 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
 
 def summary_markdown(run_record: dict | None) -> str:
     """The markdown summary of every benchmark JSON present in benchmarks/results."""
-    init, laws, sde, train = (_read(n) for n in ("init", "laws", "sde", "train"))
+    init, laws, sde, train, tokens, comparison = (
+        _read(n) for n in ("init", "laws", "sde", "train", "tokens", "compare")
+    )
     out: list[str] = []
-    ref = next((d for d in (init, laws, sde, train) if d is not None), None)
+    ref = next((d for d in (init, laws, sde, train, tokens, comparison) if d), None)
     if ref is None:
         return "No benchmark results yet: run `make bench`."
     m = ref.get("machine", {})
@@ -177,6 +190,11 @@ def summary_markdown(run_record: dict | None) -> str:
                 "(one jitted call drawing 2^22 normals and summing them), so that kernel is a "
                 "reference rate, not an upper bound, on this machine."
             )
+        if init.get("width_exponent"):
+            out.append(
+                f"\nCost exponent in n (seconds per sample-layer ~ n^p): "
+                f"p = {init['width_exponent']['exponent']:.2f}."
+            )
         out.append(
             f"\nCompile time depth 1024 / depth 16: {init['compile_ratio']:.2f}; "
             f"memory depth 1024 / depth 16: {init['memory_ratio']:.2f} (flat in depth)."
@@ -208,9 +226,25 @@ def summary_markdown(run_record: dict | None) -> str:
             rows,
         )
     if sde:
-        out.append("\n**Covariance SDE** (`bench_sde`: diffrax Euler vs a hand-written scan):\n")
+        fits = sde.get("exponents") or {}
+
+        def p(name):
+            return f" (p = {fits[name]['exponent']:.2f})" if fits.get(name) else ""
+
+        out.append(
+            "\n**Covariance SDE** (`bench_sde`: diffrax Euler vs the plain O(m^3) batched Euler of "
+            "`benchmarks/_baseline.py`; p: cost exponent in m):\n"
+        )
         out += _table(
-            ["m", "paths", "steps", "diffrax paths/s", "scan paths/s", "time ratio", "compile s"],
+            [
+                "m",
+                "paths",
+                "steps",
+                f"diffrax paths/s{p('diffrax')}",
+                f"O(m^3) Euler paths/s{p('baseline')}",
+                "time ratio",
+                "compile s",
+            ],
             [
                 [
                     r["m"],
@@ -222,6 +256,26 @@ def summary_markdown(run_record: dict | None) -> str:
                     r["diffrax_compile_s"],
                 ]
                 for r in sde["rows"]
+            ],
+        )
+    if tokens:
+        out += tokens_summary(tokens)
+    if comparison:
+        out.append(
+            "\n**Comparison cost** (`bench_compare`: `compare_sources` on two Wishart sources, two "
+            "times, sampling excluded):\n"
+        )
+        out += _table(
+            ["m", "samples / source", "rows", "pairs compared / total", "seconds"],
+            [
+                [
+                    r["m"],
+                    r["num_samples"],
+                    r["rows"],
+                    f"{r['pairs_compared']} / {r['pairs_total']}",
+                    r["seconds"],
+                ]
+                for r in comparison["rows"]
             ],
         )
     if train:
@@ -250,6 +304,120 @@ def summary_markdown(run_record: dict | None) -> str:
     return "\n".join(out)
 
 
+def tokens_summary(data: dict) -> list[str]:
+    """The `bench_tokens` part of the summary: costs per m, exponents, goals, load."""
+
+    def rate(r, name, key="rate"):
+        res = r["measures"].get(name, {})
+        return res.get(key) if res.get("status") == "ok" else res.get("status", "-")
+
+    def alive(r):
+        got = [r["measures"].get(k, {}).get("survived") for k in ("sde", "baseline")]
+        return " / ".join("-" if x is None else f"{x:.2f}" for x in got)
+
+    load = data.get("load", {})
+    s = data["settings"]
+    out = [
+        f"\n**Many tokens** (`bench_tokens`, profile `{data['profile']}`, "
+        f"{s['steps']} SDE steps on [0, T], T = min(0.5, 0.1 steps / m), law chain / explicit "
+        f"networks at n = max({s['width']}, m), "
+        f"depth {s['depth']}, compare on {s['compare_samples']} samples per source; load average "
+        f"{load.get('before')} before, {load.get('now')} after on {load.get('cpu_count')} cores"
+        + (
+            ": the machine was shared, so rates are low and noisy; ratios measured in the same "
+            "run are the meaningful numbers"
+            if load.get("before") and load["before"][0] > (load.get("cpu_count") or 1)
+            else ""
+        )
+        + "):\n"
+    ]
+    rows = []
+    for r in data["rows"]:
+        sde = r["measures"].get("sde", {})
+        per_path = (
+            sde["memory_bytes"] / (sde["size"] * r["m"] ** 2)
+            if sde.get("status") == "ok" and sde.get("memory_bytes")
+            else None
+        )
+        rows.append(
+            [
+                r["m"],
+                rate(r, "sde"),
+                per_path,
+                rate(r, "baseline"),
+                r.get("sde_over_baseline"),
+                alive(r),
+                r.get("sde_fraction_of_matmul"),
+                rate(r, "law_attention"),
+                rate(r, "explicit_attention"),
+                rate(r, "law_full"),
+                rate(r, "explicit_full"),
+                rate(r, "compare", "seconds"),
+            ]
+        )
+    out += _table(
+        [
+            "m",
+            "SDE path-steps/s",
+            "SDE memory bytes / (paths m^2)",
+            "O(m^3) Euler path-steps/s",
+            "SDE / Euler time",
+            "alive at T (SDE / Euler)",
+            "SDE / matmul rate",
+            "law att s-l/s",
+            "explicit att s-l/s",
+            "law full s-l/s",
+            "explicit full s-l/s",
+            "compare s",
+        ],
+        rows,
+    )
+    blas = (data.get("env") or {}).get("OPENBLAS_NUM_THREADS")
+    if blas:
+        out.append(
+            f"\nRun with OPENBLAS_NUM_THREADS={blas}: on this shared machine the threaded LAPACK "
+            "Cholesky inside jaxlib spins when the cores are busy (4 x 256 x 256 factors took "
+            "488 ms threaded, 12 ms on one thread), which would time the load, not the solvers."
+        )
+    out.append("\nCost exponents p (seconds per unit ~ m^p):\n")
+    fits = data["exponents"]
+    out += _table(
+        ["measure", "unit", "p, m = 32..256", "p, all m"],
+        [
+            [
+                name,
+                e["unit"],
+                *[round(e[k]["exponent"], 2) if e.get(k) else None for k in ("m32_256", "all")],
+            ]
+            for name, e in sorted(
+                fits.items(), key=lambda kv: list(bench_tokens.MEASURES).index(kv[0])
+            )
+        ],
+    )
+    out.append(
+        "\nGoals of issue 12: "
+        + "; ".join(
+            f"{k}: {_fmt(g['value']) if g['value'] is not None else 'not measured'}"
+            + ("" if g["met"] is None else (" (met)" if g["met"] else " (not met)"))
+            for k, g in data["goals"].items()
+        )
+        + "."
+    )
+    skipped = [
+        f"m={r['m']} {n}: {res.get('reason', '')}"
+        for r in data["rows"]
+        for n, res in r["measures"].items()
+        if res.get("status") != "ok"
+    ]
+    if skipped:
+        out.append(
+            f"\n{len(skipped)} measurements skipped (reasons in tokens.json), first: {skipped[0]}."
+        )
+    if data.get("figure"):
+        out.append(f"\nFigure (log-log cost against m): `benchmarks/results/{data['figure']}`.")
+    return out
+
+
 def write_summary(run_record: dict | None, *, save_record: bool = True) -> str:
     body = summary_markdown(run_record)
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +427,7 @@ def write_summary(run_record: dict | None, *, save_record: bool = True) -> str:
     )
     if run_record is not None and save_record:
         (RESULTS / "run_all.json").write_text(json.dumps(run_record, indent=2) + "\n")
-    if README.exists():
+    if README.exists() and RESULTS == DEFAULT_RESULTS.resolve():
         text = README.read_text()
         if START in text and END in text:
             head, rest = text.split(START, 1)

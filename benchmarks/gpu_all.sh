@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every benchmark's GPU profile in one call, about 9 minutes in all (fits a 10-minute command).
+#
+#   bash benchmarks/gpu_all.sh         # on a machine with an NVIDIA GPU and a CUDA build of JAX
+#
+# Checks for a GPU first and exits cleanly (status 0, a message, nothing run) when there is none.
+# Each benchmark runs through `python -m benchmarks.run_all --profile gpu --only NAME` under its
+# own timeout; results go to benchmarks/results/gpu-<device>/ (JSON with the machine in it,
+# tokens.png, README.md with the summary), never over the CPU results. Where $OUT is set (the
+# device tool of this workplace), the files are also copied there. The Python used is $PYTHON,
+# else .venv/bin/python if present, else python3; the package runs from this checkout
+# (PYTHONPATH=.), so no install is needed where JAX, Equinox, diffrax and optax are present.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "gpu_all.sh: no NVIDIA GPU on this machine (nvidia-smi finds none); nothing was run."
+    echo "The CPU benchmarks are 'make bench' (python -m benchmarks.run_all)."
+    exit 0
+fi
+DEVICE=$("$PY" -c 'import jax; d = jax.devices()[0]; print(d.platform, d.device_kind)' 2>/dev/null)
+case "$DEVICE" in
+    gpu*|cuda*) ;;
+    *)
+        echo "gpu_all.sh: nvidia-smi sees a GPU but JAX in $PY reports '${DEVICE:-nothing}';"
+        echo "install a CUDA build of JAX (pip install 'jax[cuda12]') or set PYTHON=...; nothing run."
+        exit 0
+        ;;
+esac
+SLUG=$(echo "${DEVICE#* }" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
+export SDEFORMER_BENCH_RESULTS="benchmarks/results/gpu-$SLUG"
+mkdir -p "$SDEFORMER_BENCH_RESULTS"
+LOG="$SDEFORMER_BENCH_RESULTS/gpu_all.log"
+echo "gpu_all.sh: $DEVICE; results in $SDEFORMER_BENCH_RESULTS" | tee "$LOG"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
+
+# name and timeout (s); bench_tokens stops starting new sizes after its own budget (200 s)
+for job in tokens:250 sde:70 compare:50 init:55 laws:55 train:45; do
+    name=${job%%:*}
+    limit=${job##*:}
+    start=$(date +%s)
+    timeout -k 10 "$limit" "$PY" -m benchmarks.run_all --profile gpu --only "$name" 2>&1 \
+        | tee -a "$LOG"
+    status=${PIPESTATUS[0]}
+    echo "gpu_all.sh: $name exited with $status after $(($(date +%s) - start)) s" \
+        "(124: stopped at its $limit s timeout)" | tee -a "$LOG"
+done
+"$PY" -m benchmarks.run_all --summary-only >/dev/null 2>&1
+echo "gpu_all.sh: summary in $SDEFORMER_BENCH_RESULTS/README.md" | tee -a "$LOG"
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+    for f in tokens.json tokens.png sde.json compare.json init.json laws.json train.json README.md; do
+        [ -f "$SDEFORMER_BENCH_RESULTS/$f" ] && cp "$SDEFORMER_BENCH_RESULTS/$f" "$OUT/"
+    done
+fi
+exit 0
