@@ -1,4 +1,4 @@
-"""Token correlations and rank-collapse measures of covariance matrices (SPEC.md section 5).
+"""Token correlations and rank-collapse measures of covariance matrices (docs/theory.md section 6).
 
 Every function takes V of shape (..., m, m) and maps over the leading axes.
 """

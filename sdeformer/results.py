@@ -200,6 +200,24 @@ def accepting_changed(accept: bool = True) -> Iterator[None]:
         _ACCEPT_CHANGED.reset(token)
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 25] + f"... ({len(text)} chars)"
+
+
+def config_difference(old: Any, new: Any) -> str:
+    """The keys whose values differ between two configurations, one line each, long values
+    abbreviated (an m x m input covariance at m = 256 would fill a screen)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return f"  on disk: {_short(old)}\n  now:     {_short(new)}"
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
+        if a != b:
+            lines.append(f"  {key}: on disk {_short(a)}, now {_short(b)}")
+    return "\n".join(lines)
+
+
 class ResultStore:
     """A directory of results for one run configuration, resumable unit by unit.
 
@@ -249,7 +267,7 @@ class ResultStore:
                 raise ResultsError(
                     f"{self.directory} holds results of another configuration; choose another "
                     "output directory or pass --overwrite to discard them.\n"
-                    f"  on disk: {found.get('config')}\n  now:     {self.config}"
+                    + config_difference(found.get("config"), self.config)
                 )
             if found.get("version") != self.provenance["version"] and not accept_changed:
                 raise ResultsError(

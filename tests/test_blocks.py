@@ -1,4 +1,4 @@
-"""The finite faces of the blocks: shapes, dtypes, masks, scalings (SPEC.md section 2)."""
+"""The finite faces of the blocks: shapes, dtypes, masks, scalings (docs/theory.md section 2)."""
 
 import math
 

@@ -9,14 +9,14 @@ from ._attention import AbstractAttention, row_softmax
 
 
 class StandardAttention(AbstractAttention):
-    """Standard Softmax attention with the residual weights lam, gam (SPEC.md section 2).
+    """Standard Softmax attention with the residual weights lam, gam (docs/theory.md section 2).
 
         A_h = softmax_rows(G_h),   G_h = (X Wq_h / sqrt(n)) (X Wk_h / sqrt(n))^T / sqrt(n_k)
         Z   = lam X + gam (1/sqrt(H)) sum_h A_h X Wv_h / sqrt(n)
 
     No identity, no centring, temperature `sqrt(n_k)` on the raw logits `X Wq Wk^T X^T / n`.
     At initialisation the logits are O(1), so A mixes tokens at every layer and the token
-    correlations go to 1 with depth (rank collapse, SPEC.md section 5). It has no SDE limit.
+    correlations go to 1 with depth (rank collapse, docs/theory.md section 6). It has no SDE limit.
     """
 
     name = "standard_attention"

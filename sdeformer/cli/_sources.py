@@ -35,7 +35,16 @@ def _add_input_arguments(group) -> None:
         "--steps",
         type=positive_int,
         default=1000,
-        help="SDE Euler steps over [0, T] (default: 1000)",
+        help="SDE solver steps over [0, T] (default: 1000); the Euler scheme needs "
+        "m T / steps below about 0.1 at m tokens to stay in the PSD cone",
+    )
+    group.add_argument(
+        "--solver",
+        choices=("euler", "exponential", "heun"),
+        default="euler",
+        help="SDE scheme: Euler-Maruyama, the exponential step that keeps V positive definite "
+        "by construction (docs/theory.md section 9; about 2x Euler's cost, for many tokens or "
+        "coarse steps), or Stratonovich Heun (default: euler)",
     )
     group.add_argument(
         "--bound",
@@ -55,7 +64,8 @@ def _add_input_arguments(group) -> None:
         type=float,
         default=0.01,
         help="refuse a comparison where more than this fraction of SDE paths left the PSD cone "
-        "(discretisation failures of the Euler scheme; more --steps fix them) (default: 0.01)",
+        "(discretisation failures of the Euler scheme; more --steps or --solver exponential "
+        "fix them) (default: 0.01)",
     )
 
 
@@ -98,6 +108,7 @@ def _sde_options(args: argparse.Namespace, width: int) -> dict:
     """Keywords of `compare.sde_source` chosen by the flags shared by both commands."""
     return {
         "num_steps": args.steps,
+        "solver": args.solver,
         "bound": args.bound,
         "width": width if args.finite_width_sde else None,
         "progress": not args.no_progress,

@@ -168,7 +168,8 @@ def sweep_width_command(args: argparse.Namespace) -> int:
             if failed > args.max_failed_fraction:
                 raise compare.DiscretisationError(
                     f"width {n}: {failed:.2%} of the SDE paths left the PSD cone, above "
-                    f"--max-failed-fraction {args.max_failed_fraction}; increase --steps"
+                    f"--max-failed-fraction {args.max_failed_fraction}; increase --steps or use "
+                    "--solver exponential"
                 )
             finite = compare.finite_source(
                 config,

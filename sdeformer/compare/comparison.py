@@ -344,7 +344,10 @@ def compare_sources(
                     f"{src.label}: {fraction:.2%} of the paths left the PSD cone (or the solver "
                     f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
                     "these are discretisation errors of the Euler scheme, not events of the SDE; "
-                    "increase the number of solver steps (--steps)"
+                    "increase the number of solver steps (--steps; Euler needs m T / steps "
+                    "below about 0.1 at m tokens) or use the exponential scheme "
+                    "(--solver exponential), "
+                    "which stays in the cone"
                 )
         keep_a, keep_b = a.usable(ia, mode), b.usable(ib, mode)
         x = fs.values(a.vs[keep_a, ia])
