@@ -169,7 +169,7 @@ def ntk_kernel_error_figure(units, fits, *, ax=None):
     """Left: ||K - Kbar||_F / ||Kbar||_F against width (mean +- 2 se over initialisations) with the
     fitted power law; Kbar is the uniform-attention kernel, the limit under tau0 = d_m^-1 only.
     Middle and right: relative weight movement and NTK movement during training against width.
-    `fits[f"{scaling}/{init}"]` holds "slope", "slope_se" and "intercept" (`fit_loglog`).
+    `fits[f"{scaling}/{init}"]` is the `PowerLawFit` of `sdeformer.ntk.fit_loglog`.
     `ax`: three Axes or None."""
     fig, axes, new = _axes(ax, 3, (15, 4))
     for (scaling, init), group in _ntk_groups(units).items():
@@ -178,18 +178,19 @@ def ntk_kernel_error_figure(units, fits, *, ax=None):
         mean = np.array([e.mean() for e in errs])
         se = np.array([e.std(ddof=1) / np.sqrt(e.size) if e.size > 1 else 0.0 for e in errs])
         style = "-" if scaling == "linear" else ":"
-        fit = fits.get(f"{scaling}/{init}", {})
+        fit = fits.get(f"{scaling}/{init}")
+        determined = fit is not None and fit.determined
         label = f"{init}, tau0 {scaling}"
-        if fit.get("slope") is not None:
-            label += f" (slope {fit['slope']:.2f}+-{fit['slope_se']:.2f})"
+        if determined:
+            label += f" (slope {fit.slope:.2f}+-{fit.slope_se:.2f})"
         (line,) = axes[0].plot(widths, mean, ls=style, marker="o", ms=3, label=label)
         axes[0].fill_between(
             widths, mean - 2 * se, mean + 2 * se, color=line.get_color(), alpha=0.2
         )
-        if fit.get("slope") is not None and scaling == "linear":
+        if determined and scaling == "linear":
             axes[0].plot(
                 widths,
-                np.exp(fit["intercept"]) * widths ** fit["slope"],
+                np.exp(fit.intercept) * widths**fit.slope,
                 color=line.get_color(),
                 lw=0.8,
                 alpha=0.6,

@@ -136,13 +136,13 @@ def test_kernel_error_decays_like_inverse_sqrt_width(key, full):
     ]
     fit = fit_loglog(widths, samples)
     # Theory (docs/ntk.md): relative error ~ d_m^{-1/2}; 3 (chi^2-inflated) standard errors.
-    assert abs(fit["slope"] + 0.5) <= 3 * fit["slope_se"]
-    assert fit["slope_se"] < 0.15  # the window is narrow enough to tell -1/2 from 0 or -1
+    assert abs(fit.slope + 0.5) <= 3 * fit.slope_se
+    assert fit.slope_se < 0.15  # the window is narrow enough to tell -1/2 from 0 or -1
     sqrt_samples = [
         kernel_errors(xs, w, scaling="sqrt", init="ntk", seeds=4, key=jr.fold_in(key, w))["errors"]
         for w in widths
     ]
-    assert fit_loglog(widths, sqrt_samples)["slope"] > -0.2  # no convergence to Kbar under sqrt
+    assert fit_loglog(widths, sqrt_samples).slope > -0.2  # no convergence to Kbar under sqrt
 
 
 def test_limit_kernel_is_the_normalised_expected_kernel(key):
@@ -235,7 +235,10 @@ def test_fit_loglog_recovers_a_power_law():
     samples = [w**-0.5 * (1 + 0.01 * rng.standard_normal(50)) for w in widths]
     fit = fit_loglog(widths, samples)
     # 50 samples with 1% noise: se of log-mean ~ 0.0014 per width, slope se ~ 1e-3.
-    assert abs(fit["slope"] + 0.5) < 5 * fit["slope_se"] and fit["slope_se"] < 0.005
+    assert abs(fit.slope + 0.5) < 5 * fit.slope_se and fit.slope_se < 0.005
+    assert fit.method == "loglog" and fit.covers(-0.5, 0.999)
+    short = fit_loglog(widths, [s[:1] for s in samples])  # one initialisation per width
+    assert not short.determined and "undetermined" in short.describe()
 
 
 def test_data_sets(key):
@@ -284,6 +287,8 @@ def test_ntk_command_runs_writes_json_and_resumes(tmp_path, capsys):
     report = json.loads((out / "ntk.json").read_text())
     assert len(report["units"]) == 4
     assert set(report["kernel_error_fits"]) == {"linear/ntk", "sqrt/ntk"}
+    for fit in report["kernel_error_fits"].values():  # PowerLawFit.to_dict, as in sweep-width
+        assert fit["method"] == "loglog" and fit["status"] in ("determined", "undetermined")
     unit = report["units"][0]
     assert len(unit["losses"]) == 9 and len(unit["kernel_errors"]) == 2
     for unit in report["units"]:

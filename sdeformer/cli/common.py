@@ -74,11 +74,19 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     )
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+def positive_int(text: str, *, minimum: int = 1) -> int:
+    kind = "positive" if minimum == 1 else f">= {minimum}"
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {kind} integer") from err
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not a {kind} integer")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    return positive_int(text, minimum=0)
 
 
 def progress(total: int, desc: str, disable: bool):

@@ -209,7 +209,7 @@ def ntk_command(args: argparse.Namespace) -> int:
         "settings": settings,
         "provenance": provenance(),
         "seconds": elapsed,
-        "kernel_error_fits": fits,
+        "kernel_error_fits": {name: fit.to_dict() for name, fit in fits.items()},
         "table": {"headers": headers, "rows": rows},
         "units": units,
         "figures": {k: str(v) for k, v in figures.items()},
@@ -221,8 +221,7 @@ def ntk_command(args: argparse.Namespace) -> int:
     print(markdown_table(headers, rows))
     print("\nkernel error ||K - Kbar||_F/||Kbar||_F ~ d_m^slope (Kbar: uniform attention):")
     for name, fit in fits.items():
-        if fit["slope"] is not None:
-            print(f"  {name}: slope {fit['slope']:.3f} +- {fit['slope_se']:.3f}")
+        print(f"  {name}: {fit.describe()}")
     print(f"\n{len(plan)} units, N={args.samples} {args.data} inputs: {elapsed:.1f} s")
     print(f"results written to {report_path} and {out}/ntk_*.png")
     return 0

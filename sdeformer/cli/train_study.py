@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from .common import markdown_table, positive_int, progress
+from .common import markdown_table, non_negative_int, positive_int, progress
 
 
 def run_group_with_checkpoints(
@@ -71,16 +71,6 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: pass an integer >= 0") from err
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: pass an integer >= 0")
-    return value
-
-
 def _add_train_study(sub) -> None:
     from ..train.study import PROFILES
     from .train import _kind_list
@@ -111,7 +101,7 @@ def _add_train_study(sub) -> None:
     )
     parser.add_argument(
         "--max-groups",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="stop after training this many groups (the rest resume on the next call; 0: only "
         "write the report of the runs done)",

@@ -10,7 +10,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..compare import loglog_fit
+from ..compare import PowerLawFit, loglog_fit
+from ..compare.rates import _undetermined
 from .analytic import analytic_ntk, ntk_scale
 from .empirical import empirical_ntk, min_eigenvalue
 from .encoder import ShallowEncoder
@@ -48,27 +49,24 @@ def kernel_errors(
     }
 
 
-def fit_loglog(widths, samples) -> dict[str, float | None]:
-    """Fit log(mean error) = a + b log(width), weighting each width by its Monte Carlo error.
+def fit_loglog(widths, samples) -> PowerLawFit:
+    """Fit log(mean error) = intercept + slope log(width), weighting each width by its Monte
+    Carlo error (`sdeformer.compare.loglog_fit`, the same `PowerLawFit` as the width sweeps).
 
-    `samples[i]` holds the errors at `widths[i]` (one per initialisation). The standard error of
-    log(mean) is se(mean)/mean (delta method); the slope's uncertainty "slope_se" is the weighted
-    least-squares standard error, inflated by sqrt(chi^2 / dof) when the points scatter more than
-    their error bars (never deflated). "slope" and "slope_se" are None with fewer than 2 widths or
-    fewer than 2 initialisations per width.
+    `samples[i]` holds the errors at `widths[i]` (one per initialisation); the standard error of
+    log(mean) is se(mean)/mean (delta method), `slope_se` is inflated by sqrt(chi^2 / dof) when
+    the points scatter more than their error bars (never deflated). The fit is "undetermined"
+    with fewer than 2 widths or fewer than 2 initialisations per width.
     """
     widths = np.asarray(widths, dtype=np.float64)
     if widths.size < 2 or any(len(s) < 2 for s in samples):
-        return {"slope": None, "slope_se": None, "intercept": None, "chi2_dof": None}
+        used = np.zeros(widths.shape, bool)
+        return _undetermined(
+            widths, used, "need >= 2 widths with >= 2 initialisations each", method="loglog"
+        )
     means = np.array([np.mean(s) for s in samples])
     ses = np.array([np.std(s, ddof=1) / math.sqrt(len(s)) for s in samples])
-    fit = loglog_fit(widths, means, np.maximum(ses, 1e-12 * means))
-    return {
-        "slope": fit.slope,
-        "slope_se": fit.slope_se,
-        "intercept": fit.intercept,
-        "chi2_dof": fit.chi2_dof,
-    }
+    return loglog_fit(widths, means, np.maximum(ses, 1e-12 * means))
 
 
 def run_unit(
