@@ -1,7 +1,7 @@
 """Cost in the number of tokens m: the SDE, an O(m^3) Euler baseline, law chain, networks, compare.
 
     python -m benchmarks.bench_tokens                   # CPU profile: m = 2, 4, ..., 256
-    python -m benchmarks.bench_tokens --profile gpu     # m = 2, 4, ..., 1024
+    python -m benchmarks.bench_tokens --profile gpu     # m = 32, 128, 256, 512, 1024
     python -m benchmarks.bench_tokens --quick           # seconds: the test profile
     python -m benchmarks.bench_tokens --tokens 2 4 8 --fresh --out /tmp/tokens.json
 
@@ -70,7 +70,9 @@ MIN_EXPONENT = {
     "law_full": 3.0,
     "explicit_attention": 1.0,
     "explicit_full": 1.0,
-    "compare": None,  # compare_sources caps the pairs it compares: no growth law to predict by
+    # compare_sources caps the pairs it compares, but every sample still costs O(m^2) for its
+    # correlations and O(m^3) for the smallest eigenvalue: predict with at least m^2
+    "compare": 2.0,
 }
 FIT_RANGE = (32, 256)
 
@@ -131,7 +133,7 @@ PROFILES = {
         budget=2400,
     ),
     "gpu": Profile(
-        tokens=tuple(2**k for k in range(1, 11)),
+        tokens=(32, 128, 256, 512, 1024),
         steps=100,
         work=1e13,
         min_paths=8,
@@ -145,7 +147,7 @@ PROFILES = {
         compare_samples=2000,
         matmul_flops=1e12,
         limit=30,
-        budget=200,
+        budget=240,
     ),
 }
 
@@ -213,8 +215,6 @@ def plan_measure(measure: str, m: int, size: int, history: list[tuple[int, dict]
             f"m={m_last} took {last['seconds'] + last.get('compile_s', 0.0):.0f} s "
             f"> limit {p.limit:.0f} s"
         )
-    if MIN_EXPONENT[measure] is None:  # only the "took longer than the limit" rule applies
-        return size, None
     exponent = MIN_EXPONENT[measure]
     if len(history) >= 2:
         (m0, r0), (m1, r1) = history[-2], history[-1]
@@ -248,6 +248,12 @@ def network_config(measure: str):
 
 
 def memory_budget(p: Profile) -> float:
+    """Bytes one SDE program may use: on an accelerator the library's default (half the device's
+    memory), on the CPU `memory_fraction` of the available RAM."""
+    if jax.default_backend() != "cpu":
+        from sdeformer.sde_solve import default_memory_budget
+
+        return default_memory_budget()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable"):

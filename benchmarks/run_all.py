@@ -44,14 +44,20 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "tokens": ["--profile", "cpu"],
         "compare": ["--tokens", "16", "64", "256", "--samples", "2000"],
     },
-    # GPU: the same scripts at sizes where an accelerator is busy.
+    # GPU: the same scripts at sizes where an accelerator is busy, each within the timeout that
+    # benchmarks/gpu_all.sh gives it (one 10-minute command in all).
     "gpu": {
-        "init": ["--widths", "1024", "4096", "16384", "--samples", "16", "--depth", "64"],
-        "laws": ["--widths", "1024", "4096", "16384", "65536", "--law-samples", "20000"],
-        "sde": ["--tokens", "2", "4", "8", "16", "32", "--paths", "20000", "--steps", "500"],
+        "init": ["--widths", "1024", "4096", "8192", "--samples", "16", "--depth", "32"],
+        "laws": [
+            *("--widths", "1024", "4096", "16384", "65536", "--law-samples", "20000"),
+            *("--m-sweep", "8", "32", "128", "256", "--repeats", "3"),
+            *("--tokens-samples", "1024", "--explicit-samples", "64"),
+        ],
+        "sde": ["--tokens", "2", "8", "32", "--paths", "20000", "--steps", "200"],
         "train": ["--steps", "50", "--batch-size", "64"],
         "tokens": ["--profile", "gpu"],
-        "compare": ["--tokens", "16", "64", "256", "1024", "--samples", "2000"],
+        # compare_sources is NumPy on the host: m = 1024 x 2000 samples is hours of eigenvalues
+        "compare": ["--tokens", "64", "256", "--samples", "2000"],
     },
 }
 SCRIPTS = {

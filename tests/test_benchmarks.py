@@ -119,11 +119,14 @@ def test_plan_shrinks_paths_to_fit_the_limit():
     assert reason is None and p.min_paths <= size < 1000
 
 
-def test_plan_skips_the_comparison_only_after_it_took_past_the_limit():
-    """compare_sources caps its pairs, so its cost is not extrapolated in m."""
+def test_plan_predicts_the_comparison_with_at_least_m_squared():
+    """compare_sources caps its pairs, but each sample's correlations cost O(m^2)."""
     p = bench_tokens.PROFILES["cpu"]
-    quick = {"status": "ok", "seconds": 60.0, "compile_s": 0.0, "cost": 60.0}
+    quick = {"status": "ok", "seconds": 20.0, "compile_s": 0.0, "cost": 20.0}
     assert bench_tokens.plan_measure("compare", 256, 2000, [(128, quick)], p) == (2000, None)
+    mid = {"status": "ok", "seconds": 30.0, "compile_s": 0.0, "cost": 30.0}
+    size, reason = bench_tokens.plan_measure("compare", 256, 2000, [(128, mid)], p)
+    assert size is None and "predicted 120 s" in reason
     slow = {"status": "ok", "seconds": 100.0, "compile_s": 0.0, "cost": 100.0}
     size, reason = bench_tokens.plan_measure("compare", 256, 2000, [(128, slow)], p)
     assert size is None and "took" in reason
