@@ -19,12 +19,24 @@ RESULTS = Path(os.environ.get("SDEFORMER_BENCH_RESULTS") or DEFAULT_RESULTS).res
 GPU script writes each device's results to their own directory)."""
 
 
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     """The machine the numbers were measured on."""
     device = jax.devices()[0]
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),

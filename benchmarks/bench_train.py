@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import time
 from pathlib import Path
 
-import jax
 import jax.random as jr
 
 from sdeformer.results import write_json
@@ -24,6 +21,8 @@ from sdeformer.train.data import make_tasks
 from sdeformer.train.group import GroupTrainer
 from sdeformer.train.study import PROFILES
 from sdeformer.train.sweep import ModelSpec
+
+from ._common import machine
 
 SIZES = {
     "small": dict(width=64, depth=4, seq_len=64),
@@ -88,32 +87,27 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     sizes = {"small": SIZES["small"]} if args.quick else SIZES
     steps = 5 if args.quick else args.steps
+    info = machine()
     rows = []
+
+    def record(row: dict, label: str) -> None:
+        rows.append(row)
+        print(f"{label}: {row['tokens_per_second']:.0f} tokens/s", flush=True)
+        # after every setting: a run stopped by a timeout keeps what it measured
+        write_json(Path(args.out), {"benchmark": "train", "machine": info, "rows": rows})
+
     for size_name, size in sizes.items():
         train_task, _, _ = make_tasks("stdlib", size["seq_len"], max_bytes=500_000)
         for kind in MODEL_KINDS:
             row = {"size": size_name, **bench(kind, size, args.batch_size, steps, train_task)}
-            rows.append(row)
-            print(f"{size_name} {kind}: {row['tokens_per_second']:.0f} tokens/s", flush=True)
+            record(row, f"{size_name} {kind}")
     profile = PROFILES["tiny" if args.quick else "cpu"]
     study_task, _, _ = make_tasks("stdlib", profile.seq_len, max_bytes=500_000)
     for depth in profile.depths[-1:] if args.quick else profile.depths:
         for kind in MODEL_KINDS:
             row = bench_group(kind, depth, profile, 1 if args.quick else 2, study_task)
-            rows.append(row)
-            print(f"group d{depth} {kind}: {row['tokens_per_second']:.0f} tokens/s", flush=True)
-    device = jax.devices()[0]
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "jax_backend": jax.default_backend(),
-        "jax_device": str(device),
-        "jax_device_kind": device.device_kind,
-        "jax_version": jax.__version__,
-    }
-    write_json(Path(args.out), {"benchmark": "train", "machine": machine, "rows": rows})
-    print(f"\nmachine: {machine['platform']}, {machine['cpu_count']} CPUs, {machine['jax_device']}")
+            record(row, f"group d{depth} {kind}")
+    print(f"\nmachine: {info['platform']}, {info['cpu_count']} CPUs, {info['device']}")
     print(
         "| size | kind | width | depth | seq_len | batch | lanes | compile (s) | step (ms) "
         "| tokens/s |"

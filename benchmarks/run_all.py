@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import traceback
@@ -49,12 +48,12 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     "gpu": {
         "init": ["--widths", "1024", "4096", "8192", "--samples", "16", "--depth", "32"],
         "laws": [
-            *("--widths", "1024", "4096", "16384", "65536", "--law-samples", "20000"),
+            *("--widths", "1024", "4096", "16384", "--law-samples", "20000"),
             *("--m-sweep", "8", "32", "128", "256", "--repeats", "3"),
             *("--tokens-samples", "1024", "--explicit-samples", "64"),
         ],
         "sde": ["--tokens", "2", "8", "32", "--paths", "20000", "--steps", "200"],
-        "train": ["--steps", "50", "--batch-size", "64"],
+        "train": ["--steps", "20", "--batch-size", "64"],
         "tokens": ["--profile", "gpu"],
         # compare_sources is NumPy on the host: m = 1024 x 2000 samples is hours of eigenvalues
         "compare": ["--tokens", "64", "256", "--samples", "2000"],
@@ -73,16 +72,6 @@ SCRIPTS = {
 def _out_flag(name: str) -> list[str]:
     """Absolute output path for the scripts that take --out (they default to a cwd path)."""
     return [] if name in ("init", "compare") else ["--out", str(RESULTS / f"{name}.json")]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _load() -> list[float] | None:
@@ -149,12 +138,14 @@ def summary_markdown(run_record: dict | None) -> str:
     if ref is None:
         return "No benchmark results yet: run `make bench`."
     m = ref.get("machine", {})
+    backend = m.get("backend") or m.get("jax_backend")
+    device = "" if backend == "cpu" else f", {m.get('device_count', 1)} x {m.get('device')}"
     out.append(
-        f"Machine: {_cpu_model()}, {m.get('cpu_count')} CPU cores, "
-        f"{m.get('platform')}, jax {m.get('jax') or m.get('jax_version')} "
-        f"(backend {m.get('backend') or m.get('jax_backend')})."
+        f"Machine: {m.get('cpu_model') or m.get('processor')}, {m.get('cpu_count')} CPU cores"
+        f"{device}, {m.get('platform')}, jax {m.get('jax') or m.get('jax_version')} "
+        f"(backend {backend})."
     )
-    if (m.get("backend") or m.get("jax_backend")) == "cpu":
+    if backend == "cpu":
         out[-1] += (
             " No GPU was used for these numbers; `python -m benchmarks.run_all --profile gpu` "
             "runs the same scripts at GPU sizes."
@@ -420,7 +411,8 @@ def tokens_summary(data: dict) -> list[str]:
             f"\n{len(skipped)} measurements skipped (reasons in tokens.json), first: {skipped[0]}."
         )
     if data.get("figure"):
-        out.append(f"\nFigure (log-log cost against m): `benchmarks/results/{data['figure']}`.")
+        where = RESULTS.relative_to(ROOT) if RESULTS.is_relative_to(ROOT) else RESULTS
+        out.append(f"\nFigure (log-log cost against m): `{where}/{data['figure']}`.")
     return out
 
 
@@ -458,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {SUMMARY}")
         return 0
     record = run(args.only, args.profile)
-    record["machine"] = {**machine(), "cpu_model": _cpu_model()}
+    record["machine"] = machine()
     print("\n" + write_summary(record))
     print(f"\nwrote {SUMMARY}")
     return 1 if any(b["status"] != "ok" for b in record["benchmarks"].values()) else 0
