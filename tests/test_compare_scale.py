@@ -206,3 +206,21 @@ def test_psd_exits_are_failures_and_refused_above_the_threshold():
     lenient = compare.compare_sources(a, sde, mode="stopped", max_failed_fraction=0.05)
     assert lenient.row("rho_0_1").size_b == 194  # failed paths left out of the stopped law too
     assert "numerical failures" in lenient.table()
+
+
+@pytest.mark.parametrize("m", [5, 40])
+def test_smallest_eigenvalue_of_the_correlation_matrix(m):
+    """min_eig_rho is the smallest eigenvalue of D^-1/2 V D^-1/2 on both code paths (batched
+    eigvalsh below m = 32, one-eigenvalue dsyevr from 32 on), NaN for a non-finite sample."""
+    rng = np.random.default_rng(m)
+    g = rng.standard_normal((6, m, m + 2))
+    vs = g @ np.swapaxes(g, -1, -2)
+    vs[3, 1, 1] = np.nan
+    got = compare.summary_features(vs, ("min_eig_rho",))[:, 0]
+    d = np.sqrt(np.einsum("saa->sa", vs))
+    rho = vs / d[:, :, None] / d[:, None, :]
+    keep = np.arange(6) != 3
+    want = np.linalg.eigvalsh(rho[keep])[:, 0]
+    assert np.isnan(got[3])
+    np.testing.assert_allclose(got[keep], want, rtol=1e-10, atol=1e-12)
+    assert want.min() < 0.2  # the matrices are far from the identity: a real eigenproblem

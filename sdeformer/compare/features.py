@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
+import scipy.linalg
 
 SUMMARY_FEATURES = ("mean_rho", "min_eig_rho", "stable_rank_rho", "logvar_spread")
 """Features that summarise all tokens (see the module docstring)."""
@@ -178,8 +179,8 @@ class FeatureSet:
 def summary_features(vs, names=SUMMARY_FEATURES) -> np.ndarray:
     """The summary features `names` (samples, len(names)) of covariances (samples, m, m).
 
-    The smallest eigenvalue costs one symmetric eigenvalue problem per sample (O(m^3), done in
-    batches by LAPACK); the others are O(m^2)."""
+    The smallest eigenvalue costs one symmetric eigenvalue problem per sample (O(m^3); LAPACK's
+    `dsyevr` for that eigenvalue alone from m = 32 on); the others are O(m^2)."""
     vs = np.asarray(vs, dtype=np.float64)
     m = vs.shape[-1]
     diag = np.diagonal(vs, axis1=-2, axis2=-1)
@@ -206,14 +207,28 @@ def summary_features(vs, names=SUMMARY_FEATURES) -> np.ndarray:
     return np.stack(out, axis=1)
 
 
+SMALLEST_EIGENVALUE_SUBSET_FROM = 32
+"""From this m on, the smallest eigenvalue comes from LAPACK's `dsyevr` asked for that one
+eigenvalue (1.5x faster than all eigenvalues at m = 64 and 256 on one core; equal to 1e-14);
+below it, NumPy's batched `eigvalsh` (no per-matrix Python call) is faster."""
+
+
 def _smallest_eigenvalues(rho: np.ndarray) -> np.ndarray:
-    # eigvalsh reads the lower triangle only: a symmetric input needs no symmetrising copy
     finite = np.isfinite(np.einsum("sab->s", rho))
     out = np.full(rho.shape[0], np.nan)
-    if finite.all():
-        out[:] = np.linalg.eigvalsh(rho)[:, 0]
-    elif finite.any():
-        out[finite] = np.linalg.eigvalsh(rho[finite])[:, 0]
+    if not finite.any():
+        return out
+    good = rho if finite.all() else rho[finite]
+    if rho.shape[-1] < SMALLEST_EIGENVALUE_SUBSET_FROM:
+        # eigvalsh reads the lower triangle only: a symmetric input needs no symmetrising copy
+        out[finite] = np.linalg.eigvalsh(good)[:, 0]
+        return out
+    values = np.empty(good.shape[0])
+    for i, matrix in enumerate(good):
+        # the transpose is the same symmetric matrix in Fortran order (no copy); one eigenvalue
+        w, _, _, _, info = scipy.linalg.lapack.dsyevr(matrix.T, compute_v=0, range="I", il=1, iu=1)
+        values[i] = w[0] if info == 0 else np.nan
+    out[finite] = values
     return out
 
 
