@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import atomic_path
+from .results.files import atomic_path
 
 
 def _pyplot():

@@ -114,7 +114,7 @@ def test_docstring_examples_run():
         if result.failed:
             reports.append(out.getvalue())
     assert failed == 0, "\n".join(reports)
-    assert tried >= 10  # power: the examples exist (results.py alone has several)
+    assert tried >= 10  # power: the examples exist (sdeformer.results alone has several)
 
 
 def test_api_reference_builds_without_warnings(tmp_path):

@@ -187,21 +187,21 @@ class Comparison:
     feature_set: dict = dataclasses.field(default_factory=dict)
 
     def save(self, path):
-        """Write this comparison to one `.npz` file (see `sdeformer.results`)."""
-        from ..results import save_arrays_module
+        """Write this comparison to one `.npz` file (see `sdeformer.results.arrays`)."""
+        from ..results.arrays import save_arrays_module
 
         return save_arrays_module(path, self)
 
     @classmethod
     def load(cls, path) -> Comparison:
         """Read a comparison written by `save`."""
-        from ..results import load_arrays_module
+        from ..results.arrays import load_arrays_module
 
         return load_arrays_module(cls, path)
 
     def to_dataframe(self):
         """A `pandas.DataFrame` with one row per (feature, time) comparison."""
-        from ..results import to_dataframe
+        from ..results.views import to_dataframe
 
         return to_dataframe(self, records="rows")
 

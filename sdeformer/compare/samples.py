@@ -60,26 +60,26 @@ class CovarianceSamples:
 
     def save(self, path):
         """Write these samples to one `.npz` file (see `sdeformer.results.save_arrays_module`)."""
-        from ..results import save_arrays_module
+        from ..results.arrays import save_arrays_module
 
         return save_arrays_module(path, self)
 
     @classmethod
     def load(cls, path) -> CovarianceSamples:
         """Read samples written by `save`."""
-        from ..results import load_arrays_module
+        from ..results.arrays import load_arrays_module
 
         return load_arrays_module(cls, path)
 
     def to_xarray(self):
         """An `xarray.Dataset` with dims (sample, time, token_a, token_b)."""
-        from ..results import SAMPLES_DIMS, to_xarray
+        from ..results.views import SAMPLES_DIMS, to_xarray
 
         return to_xarray(self, SAMPLES_DIMS, coords={"time": "ts"})
 
     def to_dataframe(self):
         """A long `pandas.DataFrame` of `vs`: one row per (sample, time, token_a, token_b)."""
-        from ..results import SAMPLES_DIMS, to_dataframe
+        from ..results.views import SAMPLES_DIMS, to_dataframe
 
         return to_dataframe(self, field="vs", dims=SAMPLES_DIMS["vs"], coords={"time": "ts"})
 
