@@ -153,8 +153,10 @@ class ShapedConfig:
 
     @property
     def is_shaped(self) -> bool:
-        """True when every block defines the limit faces of the covariance SDE (among the
-        built-in blocks: shaped attention and shaped MLP)."""
+        """True when every block defines the limit faces of the covariance SDE.
+
+        Among the built-in blocks: shaped attention and shaped MLP.
+        """
         from .blocks import _base, registered_blocks
 
         types = registered_blocks()

@@ -34,10 +34,12 @@ SCHEMES = ("euler", "exponential", "heun")
 
 
 class CoupledRun(eqx.Module):
-    """Final states of coupled runs: `vs[scheme][i]` (paths, m, m) is V_T with `steps[i]` steps;
-    `exit_step[scheme][i]` (paths,) the 1-based step of the first exit (0: none) and
-    `exit_code[scheme][i]` its code (0 none, 1 left the PSD cone, 2 crossed the bound,
-    3 non-finite)."""
+    """Final states of coupled runs, with the step and reason of each path's first exit.
+
+    `vs[scheme][i]` (paths, m, m) is V_T with `steps[i]` steps; `exit_step[scheme][i]` (paths,)
+    the 1-based step of the first exit (0: none) and `exit_code[scheme][i]` its code (0 none,
+    1 left the PSD cone, 2 crossed the bound, 3 non-finite).
+    """
 
     steps: tuple[int, ...] = eqx.field(static=True)
     vs: dict[str, Float[Array, "levels paths m m"]]
@@ -70,9 +72,12 @@ def _scheme(name, sde):
 
 
 def heun_step(sde, v: Float[Array, "m m"], dt, dw: dict[str, Array]) -> Float[Array, "m m"]:
-    """Heun on the Stratonovich form, as `solve_sde(solver="heun")` takes it (diffrax's Heun on
-    the increment `k(V) = (b + CovarianceSDE.stratonovich_correction)(V) dt + noise(V, L, dw)`):
-    `V + (k(V) + k(V + k(V))) / 2`."""
+    """Heun on the Stratonovich form, as `solve_sde(solver="heun")` takes it.
+
+    diffrax's Heun on the increment
+    `k(V) = (b + CovarianceSDE.stratonovich_correction)(V) dt + noise(V, L, dw)`:
+    `V + (k(V) + k(V + k(V))) / 2`.
+    """
 
     def k(u):
         factor = sde.factor(u)
@@ -96,10 +101,13 @@ def coupled_run(
     bound: float = 1e3,
     batch_size: int | None = None,
 ) -> CoupledRun:
-    """Run `schemes` with each number of steps in `steps` on [0, T], all driven by the same
-    Brownian path per path (see the module docstring). Every entry of `steps` must divide
-    `max(steps)` and be a multiple of `min(steps)`. Paths are processed `batch_size` at a time
-    (default all); path i uses the key `jr.fold_in(key, i)`, so batching does not change them."""
+    """Run `schemes` with each number of steps in `steps` on [0, T], on one Brownian path per path.
+
+    All runs of a path are driven by the same Brownian path (see the module docstring). Every
+    entry of `steps` must divide `max(steps)` and be a multiple of `min(steps)`. Paths are
+    processed `batch_size` at a time (default all); path i uses the key `jr.fold_in(key, i)`, so
+    batching does not change them.
+    """
     steps = tuple(int(s) for s in steps)
     n0, fine = min(steps), max(steps)
     if any(fine % s or s % n0 for s in steps) or n0 < 1:

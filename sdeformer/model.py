@@ -50,10 +50,12 @@ class ShapedTransformer(eqx.Module):
 
     @property
     def depth(self) -> int:
+        """The number of layers d (the length of the stacked parameters)."""
         leaf = jax.tree_util.tree_leaves(eqx.filter(self.layers, eqx.is_array))[0]
         return leaf.shape[0]
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """The output X_d (m, n) of the network at input `x`."""
         return self.covariance_path(x)[0]
 
     def covariance_path(

@@ -32,12 +32,14 @@ from .model import check_covariance, input_from_covariance
 
 
 class OneStepMoments(eqx.Module):
-    """n E[dV] (`drift`, (m, m)) and n Cov[dV] (`noise`, (m, m, m, m)) of one layer at width `n`,
-    with their Monte Carlo standard errors (`drift_se`, `noise_se`); `num_samples` pairs.
+    """n E[dV] and n Cov[dV] of one layer at width `n`, with their Monte Carlo standard errors.
+
+    `drift` (m, m) and `noise` (m, m, m, m), with `drift_se` and `noise_se`; `num_samples` pairs.
 
     `conditional_noise` is n Cov of the conditional drift samples / n (for an attention-only layer:
     n Cov(E[dV | W^Q, W^K]), whose limit is the attention part gam^4/(tau0^2 m^2 H) Att of
-    Sigma_att, free of the Lin term's Monte Carlo noise)."""
+    Sigma_att, free of the Lin term's Monte Carlo noise).
+    """
 
     drift: Float[Array, "m m"]
     drift_se: Float[Array, "m m"]
@@ -68,8 +70,10 @@ def _pairs(config, n, v, keys):
 
 
 def _pair_cov(dv1, dv2):
-    """Covariance of paired samples (one sample per pair: the pair's mean outer product) and the
-    standard errors of its entries."""
+    """Covariance of paired samples and the standard errors of its entries.
+
+    One sample per pair: the pair's mean outer product.
+    """
     num = dv1.shape[0]
     mean = 0.5 * (dv1.mean(0) + dv2.mean(0))
     c1 = dv1 - mean
@@ -97,8 +101,10 @@ def _reduce(n, d1, d2, dv1, dv2):
 
 
 def _layer_sample(config, n, x0, blocks, sign):
-    """(conditional drift sample, dV) of one layer; every attention block's W^Q is multiplied by
-    `sign` (the antithetic member of a pair uses -1)."""
+    """(conditional drift sample, dV) of one layer.
+
+    Every attention block's W^Q is multiplied by `sign` (the antithetic member of a pair uses -1).
+    """
     v0 = gram(x0)
     x = x0
     drift = jnp.zeros_like(v0)
@@ -132,8 +138,10 @@ def one_step_moments(
     batch_size: int | None = None,
     key_impl: str | None = "rbg",
 ) -> OneStepMoments:
-    """Estimate n E[dV] and n Cov[dV] for one layer (all blocks of `config.blocks`, in order) of
-    explicit networks at width `n` started from `input_from_covariance(v, n)`.
+    """Estimate n E[dV] and n Cov[dV] for one layer of explicit networks at width `n`.
+
+    The layer is all blocks of `config.blocks`, in order, started from
+    `input_from_covariance(v, n)`.
 
     `num_samples` antithetic pairs of independent layers (2 num_samples networks); see the module
     docstring for the variance reduction.

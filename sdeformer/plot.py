@@ -94,9 +94,12 @@ def _ntk_groups(units):
 
 
 def ntk_eigenvalue_figure(units, *, ax=None):
-    """Smallest NTK eigenvalue at initialisation against the width d_m, raw and divided by the
-    NTK's width scale (d_m for LeCun/He, 1 for NTK initialisation); dashed: the uniform-attention
-    kernel's. Bars: min-max over the initialisations of each unit. `ax`: two Axes or None."""
+    """Smallest NTK eigenvalue at initialisation against the width d_m, raw and rescaled.
+
+    Rescaled: divided by the NTK's width scale (d_m for LeCun/He, 1 for NTK initialisation);
+    dashed: the uniform-attention kernel's. Bars: min-max over the initialisations of each unit.
+    `ax`: two Axes or None.
+    """
     fig, axes, new = _axes(ax, 2, (11, 4))
     for (scaling, init), group in _ntk_groups(units).items():
         widths = np.array([u["width"] for u in group], dtype=float)
@@ -130,8 +133,11 @@ def ntk_eigenvalue_figure(units, *, ax=None):
 
 
 def ntk_loss_figure(units, *, ax=None):
-    """Training loss of full-batch GD against the step: one panel per (scaling, init), one curve
-    per width (darker = wider). `ax`: None, or len(scalings) x len(inits) Axes (row-major)."""
+    """Training loss of full-batch GD against the step.
+
+    One panel per (scaling, init), one curve per width (darker = wider). `ax`: None, or
+    len(scalings) x len(inits) Axes (row-major).
+    """
     plt = _pyplot()
     groups = _ntk_groups(units)
     scalings = sorted({k[0] for k in groups})
@@ -166,11 +172,14 @@ def ntk_loss_figure(units, *, ax=None):
 
 
 def ntk_kernel_error_figure(units, fits, *, ax=None):
-    """Left: ||K - Kbar||_F / ||Kbar||_F against width (mean +- 2 se over initialisations) with the
+    """NTK distance from its limit, weight movement and NTK movement against width.
+
+    Left: ||K - Kbar||_F / ||Kbar||_F against width (mean +- 2 se over initialisations) with the
     fitted power law; Kbar is the uniform-attention kernel, the limit under tau0 = d_m^-1 only.
     Middle and right: relative weight movement and NTK movement during training against width.
     `fits[f"{scaling}/{init}"]` is the `PowerLawFit` of `sdeformer.ntk.fit_loglog`.
-    `ax`: three Axes or None."""
+    `ax`: three Axes or None.
+    """
     fig, axes, new = _axes(ax, 3, (15, 4))
     for (scaling, init), group in _ntk_groups(units).items():
         widths = np.array([u["width"] for u in group], dtype=float)
@@ -263,8 +272,10 @@ def rho_density_figure(sources, *, feature: str = "rho_01", time: float | None =
 
 
 def feature_bands_figure(sources, *, feature: str = "rho_01", ax=None):
-    """Mean and 5-95 % / 25-75 % quantile bands of one feature over t for each source
-    (surviving paths at each time)."""
+    """Mean and 5-95 % / 25-75 % quantile bands of one feature over t for each source.
+
+    Over the surviving paths at each time.
+    """
     from .compare import features
 
     fig, (ax,), new = _axes(ax, 1, (7, 4))

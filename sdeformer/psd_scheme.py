@@ -1,5 +1,6 @@
-"""A step of the covariance SDE that keeps V positive definite by construction (docs/theory.md,
-section "A scheme that stays in the cone").
+"""A step of the covariance SDE that keeps V positive definite by construction.
+
+docs/theory.md, section "A scheme that stays in the cone".
 
 The SDE (docs/theory.md, "The limiting covariance SDE") is `dV = b(V) dt + dN`, with the noise
 applied in O(m^3) from matrix Brownian increments `dw = {"lin": Z, "mix": E}` (iid N(0, dt)
@@ -93,8 +94,10 @@ __all__ = [
 
 
 def ito_correction(v: Float[Array, "m m"], kappa: float, alpha: float) -> Float[Array, "m m"]:
-    """c(V) = L E[X_N^2] L^T / (2 dt) for the non-causal noise, in closed form (O(m^3)):
-    (1/2) [(kappa (m+1) + alpha s/m^2) V + alpha (m+2)/m^2 K], s = tr(V C V C), K = V C V C V."""
+    """c(V) = L E[X_N^2] L^T / (2 dt) for the non-causal noise, in closed form (O(m^3)).
+
+    (1/2) [(kappa (m+1) + alpha s/m^2) V + alpha (m+2)/m^2 K], s = tr(V C V C), K = V C V C V.
+    """
     m = v.shape[-1]
     cv = _limit.centre_rows(v)  # C V
     s = jnp.trace(cv @ cv)
@@ -105,15 +108,20 @@ def ito_correction(v: Float[Array, "m m"], kappa: float, alpha: float) -> Float[
 def ito_correction_dense(
     sigma: Float[Array, "m m m m"], factor: Float[Array, "m m"]
 ) -> Float[Array, "m m"]:
-    """c_ad = (1/2) sum_bc Sigma_{ab,cd} (V^-1)_bc for any noise covariance Sigma (O(m^4)),
-    given a nonsingular lower-triangular `factor` L of V."""
+    """c_ad = (1/2) sum_bc Sigma_{ab,cd} (V^-1)_bc for any noise covariance Sigma (O(m^4)).
+
+    Given a nonsingular lower-triangular `factor` L of V.
+    """
     vinv = jsl.cho_solve((factor, True), jnp.eye(factor.shape[-1], dtype=factor.dtype))
     return 0.5 * symmetrize(jnp.einsum("abcd,bc->ad", sigma, vinv))
 
 
 def _whitened_parts(factor, dw, kappa, alpha):
-    """(X_N, L^-1 c L^-T) in closed form: X_N = sqrt(kappa) S + (sqrt(alpha)/m)(E P + P E^T) and
-    L^-1 c L^-T = (1/2)[(kappa (m+1) + alpha tr(P^2)/m^2) I + alpha (m+2)/m^2 P^2], P = L^T C L."""
+    """(X_N, L^-1 c L^-T) in closed form.
+
+    X_N = sqrt(kappa) S + (sqrt(alpha)/m)(E P + P E^T) and
+    L^-1 c L^-T = (1/2)[(kappa (m+1) + alpha tr(P^2)/m^2) I + alpha (m+2)/m^2 P^2], P = L^T C L.
+    """
     m = factor.shape[-1]
     z = dw["lin"]
     s = (z + z.T) / math.sqrt(2.0)
@@ -156,13 +164,15 @@ def _noise_and_correction(sde, factor, dw):
 def exponential_step(
     sde, factor: Float[Array, "m m"], dt, dw: dict[str, Array], *, split_drift: bool = True
 ) -> Float[Array, "m m"]:
-    """One step of the scheme: the Cholesky factor of V_next, given the nonsingular
-    lower-triangular factor L of V (see the module docstring). O(m^3).
+    """One step of the scheme: the Cholesky factor of V_next, in O(m^3).
+
+    Given the nonsingular lower-triangular factor L of V (see the module docstring).
 
     `split_drift=True` (default): V_next = L (expm(X_N - c_w dt - Y_-) + Y_+) L^T with the
     whitened drift Y = L^-1 b L^-T dt = Y_+ - Y_- split into its positive and negative parts;
     `split_drift=False`: the plain exponential step V_next = L expm(X_N + (Y - c_w dt)) L^T
-    (c_w = L^-1 c L^-T), which overflows where the drift pushes a nearly singular V outwards."""
+    (c_w = L^-1 c L^-T), which overflows where the drift pushes a nearly singular V outwards.
+    """
     x_noise, corr = _noise_and_correction(sde, factor, dw)
     y = _whiten(factor, sde.drift(factor @ factor.T)) * dt
     if not split_drift:
@@ -183,9 +193,12 @@ def exponential_step(
 def exponential_increment(
     sde, v: Float[Array, "m m"], factor: Float[Array, "m m"], dt, dw: dict[str, Array]
 ) -> Float[Array, "m m"]:
-    """V_next - V for `solve_sde(solver="exponential")`, whose state is V: `factor` is the
-    Cholesky factor of V computed by the solver's exit check. (In floating point V + (V_next - V)
-    is V_next up to rounding of order eps |V|, which the PSD check's tolerance covers.)"""
+    """V_next - V for `solve_sde(solver="exponential")`, whose state is V.
+
+    `factor` is the Cholesky factor of V computed by the solver's exit check. (In floating point
+    V + (V_next - V) is V_next up to rounding of order eps |V|, which the PSD check's tolerance
+    covers.)
+    """
     nxt = exponential_step(sde, factor, dt, dw)
     return symmetrize(nxt @ nxt.T - v)
 

@@ -31,12 +31,14 @@ def _uniform_open(words, dtype):
 
 
 class PathBrownian(diffrax.AbstractBrownianPath):
-    """Brownian increments of a batch of paths, counter-based: the increment of path i on
-    [t0, t1] is Threefry-2x32 of the counters (i, j) under a step key that hashes (t0, t1) with
-    the solve's 64-bit key, turned into normals by the inverse error function (as
-    `jax.random.normal`). It depends on the key, the path's index i and the step only, not on
-    the batch it runs in, and costs one Threefry call per step for the whole batch (vmapping
-    per-path keys cost 5x more)."""
+    """Brownian increments of a batch of paths, counter-based.
+
+    The increment of path i on [t0, t1] is Threefry-2x32 of the counters (i, j) under a step key
+    that hashes (t0, t1) with the solve's 64-bit key, turned into normals by the inverse error
+    function (as `jax.random.normal`). It depends on the key, the path's index i and the step
+    only, not on the batch it runs in, and costs one Threefry call per step for the whole batch
+    (vmapping per-path keys cost 5x more).
+    """
 
     pair: Array  # uint32 (2,): the solve's key
     path_ids: Array  # uint32 (batch,): global path indices
@@ -46,6 +48,7 @@ class PathBrownian(diffrax.AbstractBrownianPath):
     levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
 
     def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        """The increment over [t0, t1]: a dict of (batch, m, m) N(0, t1 - t0) arrays per name."""
         assert t1 is not None, "only increments are used"
         names = list(self.shape)
         dtype = self.shape[names[0]].dtype

@@ -140,3 +140,36 @@ def test_api_reference_builds_without_warnings(tmp_path):
     api = (tmp_path / "api" / "sde" / "index.html").read_text()
     assert "solve_sde" in api and "CovarianceSDE" in api  # the reference has the real content
     assert "provenance" in (tmp_path / "api" / "results" / "index.html").read_text()
+
+
+# ------------------------------------------------------------------------ one docstring style
+
+
+def _ruff(*args: str, stdin: str | None = None):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", *args],
+        cwd=README.parent,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_package_docstrings_follow_pep257():
+    """`ruff check` (pyproject: pydocstyle, PEP 257 convention) passes on the package.
+
+    The style (docs/usage.md, "Docstrings"): a one-line summary ending in a period, a blank line,
+    then the prose; every public function, method and class has a docstring.
+    """
+    pytest.importorskip("ruff", reason="ruff is not installed: pip install -e '.[dev]'")
+    done = _ruff("sdeformer")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    # power: the same configuration flags a summary that runs on and an undocumented function
+    bad = 'def f():\n    """A summary that runs on\n    to a second line."""\n\n\ndef g():\n    pass\n'
+    probe = _ruff("--stdin-filename", "sdeformer/_probe.py", "-", stdin=bad)
+    assert probe.returncode == 1
+    assert {"D205", "D209", "D103"} <= set(re.findall(r"\bD\d{3}\b", probe.stdout)), probe.stdout

@@ -1,5 +1,7 @@
-"""The comparison layer: distances between laws of covariance samples, their noise levels,
-stopping and exits, and convergence rates in the width (docs/theory.md).
+"""The comparison layer: distances between laws of covariance samples and their rates in the width.
+
+Distances between laws of covariance samples, their noise levels, stopping and exits, and
+convergence rates in the width (docs/theory.md).
 
 Modules: `features` (names, pair subsets, many-token summaries), `distances` (vectorised KS, W1,
 energy distance, permutation and `scipy.stats.kstwo` noise levels), `samples`

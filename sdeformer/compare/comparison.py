@@ -35,7 +35,7 @@ class DiscretisationError(ValueError):
 
 
 def z_score(difference, se):
-    """difference / se, NaN where se is 0 or non-finite (undetermined, never 0)."""
+    """The z-score difference / se, NaN where se is 0 or non-finite (undetermined, never 0)."""
     difference, se = np.asarray(difference, float), np.asarray(se, float)
     ok = np.isfinite(se) & (se > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -74,9 +74,12 @@ class FeatureComparison:
 
     @property
     def verdict(self) -> str:
-        """One of "undetermined" (no usable standard error of the means), "above noise" (the
-        KS p-value or the two-sided p-value of the mean z-score below `alpha`, a family-wise
-        level when the row is one of many, see `compare_arrays`) or "within noise"."""
+        """One of "undetermined", "above noise" or "within noise".
+
+        "undetermined": no usable standard error of the means; "above noise": the KS p-value or
+        the two-sided p-value of the mean z-score below `alpha` (a family-wise level when the row
+        is one of many, see `compare_arrays`); "within noise" otherwise.
+        """
         z = self.mean_z
         if not math.isfinite(z):
             return "undetermined"
@@ -93,6 +96,7 @@ class FeatureComparison:
         return max(ratios)
 
     def to_dict(self) -> dict:
+        """The row as a JSON-ready dict, with its `mean_z` (None if not finite) and verdict."""
         out = dataclasses.asdict(self)
         z = self.mean_z
         out["mean_z"] = z if math.isfinite(z) else None
@@ -115,7 +119,8 @@ def compare_arrays(
     Each row's verdict tests at alpha = level / (2 F) (Bonferroni over the F features and the
     two tests, KS and means), so among many rows of equal laws none is "above noise" with
     probability at least 1 - level. Non-finite values are an error (compare surviving paths
-    only), as are fewer than 2 values."""
+    only), as are fewer than 2 values.
+    """
     x, y, _ = dist._as_2d(x, y)
     for which, s in (("first", x), ("second", y)):
         if s.shape[0] < 2:
@@ -206,6 +211,7 @@ class Comparison:
         return to_dataframe(self, records="rows")
 
     def row(self, feature: str, time: float | None = None) -> FeatureComparison:
+        """The row of `feature` (at `time`, else the last time); KeyError if there is none."""
         m = self.feature_set.get("m", 10)
         try:
             feature = canonical_name(feature, m)
@@ -219,6 +225,7 @@ class Comparison:
         return matches[-1]
 
     def to_dict(self) -> dict:
+        """The comparison as a JSON-ready dict: labels, stopped fractions, verdicts and rows."""
         return {
             "a": self.label_a,
             "b": self.label_b,
@@ -233,15 +240,19 @@ class Comparison:
         }
 
     def verdict_counts(self) -> dict[str, int]:
+        """How many rows have each verdict ("within noise", "above noise", "undetermined")."""
         out = {"within noise": 0, "above noise": 0, "undetermined": 0}
         for r in self.rows:
             out[r.verdict] += 1
         return out
 
     def table(self, *, max_rows: int = 24, worst: int = 8) -> str:
-        """A markdown table. With at most `max_rows` rows, every (time, feature); otherwise the
-        summary features and, at each time, the `worst` pairs and log variances furthest above
-        their noise levels (the JSON output keeps every row)."""
+        """A markdown table of the comparison.
+
+        With at most `max_rows` rows, every (time, feature); otherwise the summary features and,
+        at each time, the `worst` pairs and log variances furthest above their noise levels (the
+        JSON output keeps every row).
+        """
         head = (
             f"| t | feature | mean {self.label_a} | mean {self.label_b} | z | "
             f"sd {self.label_a} | sd {self.label_b} | KS | KS noise | W1 | W1 noise | verdict |"

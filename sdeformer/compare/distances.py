@@ -57,8 +57,11 @@ def _out(value, one):
 
 @dataclasses.dataclass(frozen=True)
 class Pooled:
-    """The pooled sample sorted per feature: values `z` (N, F), `is_x` (N, F) labels and
-    `order` (N, F) the input row (x rows first, then y rows) at each sorted position."""
+    """The pooled sample sorted per feature.
+
+    Values `z` (N, F), `is_x` (N, F) labels and `order` (N, F) the input row (x rows first, then
+    y rows) at each sorted position.
+    """
 
     z: np.ndarray
     is_x: np.ndarray
@@ -68,6 +71,7 @@ class Pooled:
 
     @classmethod
     def of(cls, x, y) -> Pooled:
+        """The pooled, per-feature sorted sample of `x` (size_a, F) and `y` (size_b, F)."""
         z = np.concatenate([x, y], axis=0)
         order = np.argsort(z, axis=0)
         z = np.take_along_axis(z, order, axis=0)
@@ -104,6 +108,7 @@ def wasserstein1(x, y):
 
 
 def ks_effective_size(size_a: int, size_b: int) -> int:
+    """The effective size size_a size_b / (size_a + size_b) (at least 1) of a two-sample KS test."""
     return max(1, round(size_a * size_b / (size_a + size_b)))
 
 
@@ -118,8 +123,11 @@ def ks_pvalue(statistic, size_a: int, size_b: int):
 
 
 def permutation_labels(size_a: int, size_b: int, rounds: int, seed: int) -> np.ndarray:
-    """`rounds` uniformly random label sequences (rounds, size_a + size_b), True for the first
-    sample: the relabellings of the permutation null (the same for every feature)."""
+    """`rounds` uniformly random label sequences (rounds, size_a + size_b) of the permutation null.
+
+    True marks the first sample; these are the relabellings of the permutation null (the same for
+    every feature).
+    """
     rng = np.random.default_rng(seed)
     base = np.zeros((rounds, size_a + size_b), bool)
     base[:, :size_a] = True
@@ -158,6 +166,7 @@ class JackknifeEstimate:
 
     @property
     def variance(self) -> np.ndarray:
+        """The jackknife variance (F,) of `value` (formula in the class docstring)."""
         na, nb = self.dev_a.shape[0], self.dev_b.shape[0]
         return (na - 1) / na * np.sum(self.dev_a**2, axis=0) + (nb - 1) / nb * np.sum(
             self.dev_b**2, axis=0
@@ -165,6 +174,7 @@ class JackknifeEstimate:
 
     @property
     def se(self) -> np.ndarray:
+        """The jackknife standard error (F,) of `value`: the square root of `variance`."""
         return np.sqrt(self.variance)
 
 
@@ -234,8 +244,11 @@ def jackknife_covariance(dev_1: np.ndarray, dev_2: np.ndarray) -> np.ndarray:
 
 
 def moments(x):
-    """Per feature: mean, its standard error, standard deviation, its (normal-theory) standard
-    error, and the quantiles `QUANTILES` (len(QUANTILES), F)."""
+    """Per feature: mean, standard deviation, their standard errors and quantiles.
+
+    The standard error of the standard deviation is the normal-theory one; the quantiles are
+    `QUANTILES` (len(QUANTILES), F).
+    """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]

@@ -60,6 +60,7 @@ class PowerLawFit:
 
     @property
     def determined(self) -> bool:
+        """True when the data determine a slope (`status` is not "undetermined")."""
         return self.status == DETERMINED
 
     def quantile(self, level: float = 0.95) -> float:
@@ -75,16 +76,19 @@ class PowerLawFit:
         return (self.slope - half, self.slope + half)
 
     def covers(self, slope: float, level: float = 0.95) -> bool:
+        """True when `slope` lies in the confidence interval at `level` (False if undetermined)."""
         lo, hi = self.interval(level)
         return bool(lo <= slope <= hi)
 
     def describe(self) -> str:
+        """One line: the rate n^(slope +- se) with its 95 % interval, or why it is undetermined."""
         if not self.determined:
             return f"rate undetermined ({self.reason})"
         lo, hi = self.interval()
         return f"n^({self.slope:.3f} +- {self.slope_se:.3f}), 95 % interval [{lo:.3f}, {hi:.3f}]"
 
     def to_dict(self) -> dict:
+        """The fit as a JSON-ready dict: non-finite numbers as None, plus the 95 % interval."""
         out = dataclasses.asdict(self)
         for name in ("slope", "slope_se", "intercept", "chi2_dof"):
             value = out[name]

@@ -85,10 +85,12 @@ class CovarianceSamples:
 
     @property
     def num_samples(self) -> int:
+        """The number of sample paths."""
         return self.vs.shape[0]
 
     @property
     def m(self) -> int:
+        """The number of tokens m (V is m x m)."""
         return self.vs.shape[-1]
 
     @classmethod
@@ -125,7 +127,8 @@ class CovarianceSamples:
 
         After a path's exit its saved state is replaced by the exit state (`solution.v_exit`, where
         the solver records it and it is finite); paths whose exit reason is in `failure_reasons`
-        are marked failed from their exit on."""
+        are marked failed from their exit on.
+        """
         ts = np.asarray(solution.ts, dtype=np.float64)
         vs = np.asarray(solution.vs)
         alive = np.asarray(solution.alive, bool)
@@ -167,8 +170,10 @@ class CovarianceSamples:
         return self.failed.mean(axis=0)
 
     def usable(self, i: int, mode: str) -> np.ndarray:
-        """Mask (samples,) of the paths compared at time index i in `mode`: alive ones
-        ("survival"), or every path that has not failed numerically ("stopped")."""
+        """Mask (samples,) of the paths compared at time index i in `mode`.
+
+        Alive ones ("survival"), or every path that has not failed numerically ("stopped").
+        """
         return self.alive[:, i] if mode == "survival" else ~self.failed[:, i]
 
     def index_of(self, t: float, *, rtol: float = 1e-6) -> int:

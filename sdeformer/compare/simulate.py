@@ -50,8 +50,11 @@ def shift_for_energy_distance(target: float) -> float:
 
 
 def shifts(statistic: str, widths, slope: float, size0: float) -> np.ndarray:
-    """delta_n for each width: the distance (`statistic`) at the first width is `size0` (the
-    energy distance of a shift `size0`, or the shift itself) and scales like (n / n_0)^slope."""
+    """delta_n for each width: a distance that scales like (n / n_0)^slope.
+
+    The distance (`statistic`) at the first width is `size0` (the energy distance of a shift
+    `size0`, or the shift itself).
+    """
     widths = np.asarray(widths, dtype=np.float64)
     scale = (widths / widths[0]) ** slope
     if statistic == "mean":
@@ -91,7 +94,8 @@ def run_study(
     """Fit `replications` synthetic width sweeps with a known slope; coverage and bias.
 
     Returns a dict with the truth, the fraction of determined fits, the coverage of their 95 %
-    intervals, the mean bias and mean standard error of the slope, and their ratio."""
+    intervals, the mean bias and mean standard error of the slope, and their ratio.
+    """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic={statistic!r}; choose from {STATISTICS}")
     rng = np.random.default_rng(seed)

@@ -1,5 +1,7 @@
-"""Sources of covariance samples on one grid with one stopping rule: finite networks (explicit or
-the exact law chain) at width n, and the SDE saved at the same layer times t = l / n.
+"""Sources of covariance samples on one grid with one stopping rule: finite networks and the SDE.
+
+Finite networks (explicit or the exact law chain) at width n, and the SDE saved at the same layer
+times t = l / n.
 
 Both stop where some |V_ab| exceeds `bound` (or V is non-finite) and hold the state at the exit
 (`samples.CovarianceSamples`; for the SDE the solver's exit state `v_exit` where it records one).

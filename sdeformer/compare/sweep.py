@@ -1,5 +1,6 @@
-"""Width sweeps: the distance between the finite-width law of one feature and the SDE's, and its
-fitted rate in n (`rates.fit_power_law`).
+"""Width sweeps: the distance between a feature's finite-width law and the SDE's, and its rate.
+
+The rate in n is fitted by `rates.fit_power_law`.
 
 The rates are fitted from unbiased estimators (`DISTANCES`):
 
@@ -121,9 +122,11 @@ def public_row(row: dict) -> dict:
 
 
 def sweep_covariance(rows: list[dict], key: str) -> np.ndarray:
-    """Covariance (k, k) of the estimates `key` ("energy2" or "mean_diff") across widths: each
-    row's own variance on the diagonal plus the cross-covariances through the shared SDE sample
-    (jackknife, from `_sde_deviations`; none when the rows lack them)."""
+    """Covariance (k, k) of the estimates `key` ("energy2" or "mean_diff") across widths.
+
+    Each row's own variance on the diagonal plus the cross-covariances through the shared SDE
+    sample (jackknife, from `_sde_deviations`; none when the rows lack them).
+    """
     se = np.array([r[f"{key}_se" if key != "mean_diff" else "mean_se"] for r in rows], float)
     cov = np.diag(se**2)
     devs = [r.get("_sde_deviations", {}).get(key) for r in rows]
@@ -154,8 +157,10 @@ def shared_matrix(rows: list[dict]) -> np.ndarray:
 
 
 def fit_width_sweep(widths, rows: list[dict]) -> dict[str, PowerLawFit]:
-    """Rates of the energy distance and of the difference of means against width (GLS with the
-    covariance of `sweep_covariance`); "undetermined" fits where the data say nothing."""
+    """Rates of the energy distance and of the difference of means against width.
+
+    GLS with the covariance of `sweep_covariance`; "undetermined" fits where the data say nothing.
+    """
     fits = {}
     energy = [r["energy2"] for r in rows]
     inv = np.array([1 / r["size_finite"] + 1 / r["size_sde"] for r in rows])

@@ -48,8 +48,11 @@ def arccos_kernels(u: Float[Array, "N d"]) -> tuple[Float[Array, "N N"], Float[A
 
 
 def ntk_scale(init: str, width: int) -> float:
-    """The width growth of the NTK: d_m for "lecun" and "he" (standard parameterisation), 1 for
-    "ntk". `Kbar / ntk_scale` has a finite limit as d_m grows (`limit_ntk`)."""
+    """The width growth of the NTK: d_m for "lecun" and "he", 1 for "ntk".
+
+    "lecun" and "he" are the standard parameterisation. `Kbar / ntk_scale` has a finite limit as
+    d_m grows (`limit_ntk`).
+    """
     width = check_positive_int(width, "width (d_m)")
     return 1.0 if check_init(init) == "ntk" else float(width)
 
@@ -71,8 +74,11 @@ def analytic_ntk(xs: Float[Array, "N tokens d"], *, init: str, width: int) -> Fl
 
 
 def limit_ntk(xs: Float[Array, "N tokens d"], *, init: str) -> Float[Array, "N N"]:
-    """lim_{d_m -> inf} Kbar / ntk_scale: kappa1/d (LeCun), 2 kappa1/d (He), (kappa1 + u.u'
-    kappa0)/d (NTK). Under LeCun and He only the output layer's gradients survive this limit."""
+    """lim_{d_m -> inf} Kbar / ntk_scale.
+
+    kappa1/d (LeCun), 2 kappa1/d (He), (kappa1 + u.u' kappa0)/d (NTK). Under LeCun and He only
+    the output layer's gradients survive this limit.
+    """
     init = check_init(init)
     d = xs.shape[-1]
     u = pooled(xs)

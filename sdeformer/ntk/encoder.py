@@ -23,12 +23,14 @@ def _is_int(value: object) -> bool:
 
 
 def check_init(init: object) -> str:
+    """`init` if it is one of `INITS`; else a ValueError that lists them."""
     if init not in INITS:
         raise ValueError(f"init={init!r} is not a known initialisation; choose one of {INITS}")
     return str(init)
 
 
 def check_positive_int(value: object, name: str) -> int:
+    """`value` as an int if it is an integer >= 1; else a ValueError naming `name`."""
     if not _is_int(value) or value < 1:
         raise ValueError(f"{name}={value!r} is invalid; pass an integer >= 1")
     return int(value)
@@ -162,10 +164,12 @@ class ShallowEncoder(eqx.Module):
 
     @property
     def width(self) -> int:
+        """The width d_m of the attention layer (columns of W_V)."""
         return self.wv.shape[1]
 
     @property
     def d(self) -> int:
+        """The input dimension d (rows of W_V)."""
         return self.wv.shape[0]
 
     def attention(self, x: Float[Array, "tokens d"]) -> Float[Array, "tokens tokens"]:
@@ -180,4 +184,5 @@ class ShallowEncoder(eqx.Module):
         return jnp.mean(jax.nn.relu(self.attention(x) @ v), axis=0)
 
     def __call__(self, x: Float[Array, "tokens d"]) -> Float[Array, ""]:
+        """The scalar output tau1 <features(x), w_O> of one input."""
         return self.tau1 * jnp.dot(self.features(x), self.wo)

@@ -50,8 +50,10 @@ def kernel_errors(
 
 
 def fit_loglog(widths, samples) -> PowerLawFit:
-    """Fit log(mean error) = intercept + slope log(width), weighting each width by its Monte
-    Carlo error (`sdeformer.compare.loglog_fit`, the same `PowerLawFit` as the width sweeps).
+    """Fit log(mean error) = intercept + slope log(width), weighting each width by its error.
+
+    Each width is weighted by its Monte Carlo error (`sdeformer.compare.loglog_fit`, the same
+    `PowerLawFit` as the width sweeps).
 
     `samples[i]` holds the errors at `widths[i]` (one per initialisation); the standard error of
     log(mean) is se(mean)/mean (delta method), `slope_se` is inflated by sqrt(chi^2 / dof) when

@@ -12,6 +12,7 @@ from typing import Any
 
 
 def package_version() -> str:
+    """The version of the installed sdeformer package (`sdeformer.__version__`)."""
     from .. import __version__
 
     return __version__

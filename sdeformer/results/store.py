@@ -49,8 +49,10 @@ def _short(value: Any, limit: int = 120) -> str:
 
 
 def config_difference(old: Any, new: Any) -> str:
-    """The keys whose values differ between two configurations, one line each, long values
-    abbreviated (an m x m input covariance at m = 256 would fill a screen)."""
+    """The keys whose values differ between two configurations, one line each.
+
+    Long values are abbreviated (an m x m input covariance at m = 256 would fill a screen).
+    """
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return f"  on disk: {_short(old)}\n  now:     {_short(new)}"
     lines = []
@@ -162,12 +164,15 @@ class ResultStore:
         return self.directory / "units" / f"{name}.json"
 
     def has(self, name: str) -> bool:
+        """Whether the JSON unit `name` is finished (its file exists)."""
         return self._unit_path(name).exists()
 
     def load(self, name: str) -> Any:
+        """The data of the JSON unit `name` (`ResultsError` if its file is corrupted)."""
         return read_json(self._unit_path(name))
 
     def save(self, name: str, data: Any) -> Path:
+        """Write `data` as the JSON unit `units/<name>.json`, atomically; returns its path."""
         return write_json(self._unit_path(name), data)
 
     def _array_path(self, name: str) -> Path:
@@ -205,7 +210,9 @@ class ResultStore:
             ) from err
 
     def names(self) -> list[str]:
+        """The names of the finished JSON units, sorted."""
         return sorted(p.stem for p in (self.directory / "units").glob("*.json"))
 
     def load_all(self) -> dict[str, Any]:
+        """Every finished JSON unit, as a dict from its name to its data."""
         return {name: self.load(name) for name in self.names()}

@@ -32,7 +32,10 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 
 
 def spike_ratio(loss_blocks: Sequence[float]) -> float:
-    """max over t >= 1 of block[t] / min(block[:t]) (1.0 with fewer than two blocks)."""
+    """The largest jump of the loss, max over t >= 1 of block[t] / min(block[:t]).
+
+    1.0 with fewer than two blocks.
+    """
     worst, low = 1.0, math.inf
     for value in loss_blocks:
         if low < math.inf and low > 0:
@@ -65,7 +68,8 @@ def classify(
     """Each run dict with `spike_ratio`, `best_of_kind`, `unstable` and `unstable_reasons` added.
 
     Runs need: kind, depth, lr, seed, diverged, final_val_loss, loss_blocks. The best loss of a
-    (kind, depth) is computed from the runs given (all seeds present)."""
+    (kind, depth) is computed from the runs given (all seeds present).
+    """
     runs = [dict(r) for r in runs]
     for run in runs:
         run["spike_ratio"] = spike_ratio(run["loss_blocks"])
@@ -99,10 +103,13 @@ def _t_diff(a: dict[int, float], b: dict[int, float]) -> dict | None:
 
 
 def summarise_study(runs: Iterable[dict]) -> dict:
-    """Per (kind, depth): largest stable lr (per seed, min/median/max), best lr and its final
+    """The training study's summary: per (kind, depth), per (kind, depth, lr), paired differences.
+
+    Per (kind, depth): largest stable lr (per seed, min/median/max), best lr and its final
     validation loss with a seed interval, token correlation at init and at the end (at the best
     lr), tokens/s; per (kind, depth, lr): the rows of the loss-vs-lr figure; and the paired
-    differences of the best losses against `shaped` (Open Question 3)."""
+    differences of the best losses against `shaped` (Open Question 3).
+    """
     runs = classify(runs)
     cells: dict[tuple[str, int], list[dict]] = {}
     for run in runs:

@@ -1,5 +1,7 @@
-"""Training data without downloads: the Python standard library as a byte corpus, any text file,
-and synthetic tasks (copying, associative recall).
+"""Training data without downloads: the stdlib as a corpus, any text file, synthetic tasks.
+
+The Python standard library as a byte corpus, any text file, and synthetic tasks (copying,
+associative recall).
 
 Every task is an `eqx.Module` whose `sample(key, batch_size)` draws a batch inside `jax.jit`
 (the corpus lives on the device as an int32 array), and whose `eval_batch(batch_size)` is a fixed,
@@ -43,6 +45,7 @@ class Corpus:
     source: str
 
     def summary(self) -> dict:
+        """Where the corpus came from and its train and validation sizes (bytes and files)."""
         return {
             "source": self.source,
             "train_bytes": int(self.train.size),
@@ -208,6 +211,7 @@ class CopyTask(eqx.Module):
         self.seq_len, self.vocab = seq_len, vocab
 
     def sample(self, key: PRNGKeyArray, batch_size: int) -> Batch:
+        """A random batch (inputs, targets, mask) of `batch_size` copying sequences."""
         k = self.seq_len // 2
         pad = self.seq_len + 1 - (2 * k + 1)
         x = jr.randint(key, (batch_size, k), 2, self.vocab)
@@ -218,6 +222,7 @@ class CopyTask(eqx.Module):
         return seq[:, :-1], seq[:, 1:], jnp.broadcast_to(mask, (batch_size, self.seq_len))
 
     def eval_batch(self, batch_size: int) -> Batch:
+        """A fixed evaluation batch (the same for every call with the same size)."""
         return self.sample(jr.key(123456789), batch_size)
 
 
@@ -252,11 +257,13 @@ class RecallTask(eqx.Module):
         return jnp.concatenate([pad, body, keys[j][None], values[j][None]])
 
     def sample(self, key: PRNGKeyArray, batch_size: int) -> Batch:
+        """A random batch (inputs, targets, mask) of `batch_size` recall sequences."""
         seq = jax.vmap(self._one)(jr.split(key, batch_size))
         mask = (jnp.arange(self.seq_len) == self.seq_len - 1).astype(jnp.float32)
         return seq[:, :-1], seq[:, 1:], jnp.broadcast_to(mask, (batch_size, self.seq_len))
 
     def eval_batch(self, batch_size: int) -> Batch:
+        """A fixed evaluation batch (the same for every call with the same size)."""
         return self.sample(jr.key(987654321), batch_size)
 
 

@@ -1,5 +1,7 @@
-"""Figures of the training study and of one training run (they return matplotlib figures; saving
-is `sdeformer.plot.save_figure`)."""
+"""Figures of the training study and of one training run.
+
+They return matplotlib figures; saving is `sdeformer.plot.save_figure`.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ def _kinds(rows) -> list[str]:
 
 
 def stability_figure(cells: list[dict], *, title: str = "Largest stable learning rate"):
-    """Largest stable lr against depth, one line per kind: median over seeds, bars min to max
-    (a seed with no stable lr is drawn at the bottom of the panel with a "v")."""
+    """Largest stable lr against depth, one line per kind.
+
+    Median over seeds, bars min to max (a seed with no stable lr is drawn at the bottom of the
+    panel with a "v").
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     kinds = _kinds(cells)
@@ -44,9 +49,11 @@ def stability_figure(cells: list[dict], *, title: str = "Largest stable learning
 
 
 def loss_vs_lr_figure(lr_rows: list[dict], *, title: str = "Final validation loss"):
-    """One panel per depth: final validation loss against lr per kind (mean over the seeds that
-    did not diverge or spike, bars min to max); x at the top marks lrs where every seed was
-    unstable by divergence or spike (one row of marks per kind)."""
+    """Final validation loss against lr per kind, one panel per depth.
+
+    Mean over the seeds that did not diverge or spike, bars min to max; x at the top marks lrs
+    where every seed was unstable by divergence or spike (one row of marks per kind).
+    """
     plt = _pyplot()
     depths = sorted({r["depth"] for r in lr_rows})
     fig, axes = plt.subplots(
@@ -89,8 +96,11 @@ def loss_vs_lr_figure(lr_rows: list[dict], *, title: str = "Final validation los
 
 
 def run_figure(result: dict, *, title: str = "Training run"):
-    """One run: training loss (10-step means) and validation loss against step; the last
-    layer's mean token correlation against step."""
+    """One run: losses and the last layer's mean token correlation against step.
+
+    Training loss (10-step means) and validation loss against step; the last layer's mean token
+    correlation against step.
+    """
     plt = _pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.0, 3.6))
     block = result["loss_block"]

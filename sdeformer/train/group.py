@@ -57,8 +57,11 @@ def stable_hash(text: str) -> int:
 
 
 def init_key(depth: int, seed: int, base: int = 0) -> jax.Array:
-    """Initialisation key of every run at (depth, seed): shared by the kinds and learning rates,
-    so that runs are paired (common random numbers); folded from a stable id, not an index."""
+    """Initialisation key of every run at (depth, seed), shared by the kinds and learning rates.
+
+    Runs are thus paired (common random numbers); the key is folded from a stable id, not an
+    index.
+    """
     return jr.fold_in(jr.key(base), stable_hash(f"init:d{depth}:s{seed}"))
 
 
@@ -187,6 +190,7 @@ class GroupTrainer:
 
     @property
     def lanes(self) -> int:
+        """The number of lanes: one per learning rate."""
         return len(self.lrs)
 
     def init_state(self) -> dict:
@@ -244,7 +248,8 @@ class GroupTrainer:
 
         `on_chunk(state, seconds)` is called after each chunk (for checkpoints and progress).
         `stop_after` stops once that many steps are done (to test interruption). `timing` has
-        the wall seconds of the first chunk (compilation included) and of the others."""
+        the wall seconds of the first chunk (compilation included) and of the others.
+        """
         if state is None:
             state = self._eval(self.init_state(), val_task.eval_batch(self.cfg.eval_batch_size))
         eval_batch = val_task.eval_batch(self.cfg.eval_batch_size)
@@ -275,10 +280,12 @@ class GroupTrainer:
         return self.cfg.batch_size * self.spec.seq_len
 
     def results(self, state: dict, timing: dict | None = None, block: int = 10) -> list[dict]:
-        """One JSON-ready record per lane (learning rate). Losses of diverged steps are dropped
-        (never NaN): `loss_blocks` are the means of the training loss over consecutive blocks
-        of `block` steps, up to the divergence; `evals` are (step, val_loss, token_correlation)
-        before it."""
+        """One JSON-ready record per lane (learning rate).
+
+        Losses of diverged steps are dropped (never NaN): `loss_blocks` are the means of the
+        training loss over consecutive blocks of `block` steps, up to the divergence; `evals` are
+        (step, val_loss, token_correlation) before it.
+        """
         host = jax.tree.map(np.asarray, {k: state[k] for k in state if k not in ("params",)})
         tps = None
         if timing and timing.get("steady_steps"):

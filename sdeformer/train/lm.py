@@ -120,14 +120,17 @@ class LanguageModel(eqx.Module):
 
     @property
     def config(self) -> ShapedConfig:
+        """The `ShapedConfig` of the body."""
         return self.body.config
 
     @property
     def width(self) -> int:
+        """The width n (the embedding dimension)."""
         return self.embedding.shape[1]
 
     @property
     def depth(self) -> int:
+        """The number of layers of the body."""
         return self.body.depth
 
     def initial_shaping(self) -> Shaping:
@@ -135,6 +138,7 @@ class LanguageModel(eqx.Module):
         return Shaping.shaped(self.config, self.width, self.depth, self.embedding.dtype)
 
     def embed(self, tokens: Int[Array, " m"]) -> Float[Array, "m n"]:
+        """The input (m, n) of the body: (token embedding + positions) / sqrt(2)."""
         m = tokens.shape[0]
         if m > self.max_len:
             raise ValueError(f"sequence of {m} tokens is longer than max_len={self.max_len}")
@@ -156,6 +160,7 @@ class LanguageModel(eqx.Module):
     def __call__(
         self, tokens: Int[Array, " m"], shaping: Shaping | None = None
     ) -> tuple[Float[Array, "m vocab"], Float[Array, "m n"]]:
+        """The logits (m, vocab) and the body's output (m, n) for one sequence of tokens."""
         h = self.hidden(tokens, shaping)
         out = h if self.final_gain is None else layer_norm(h, self.final_gain, self.final_bias)
         return out @ self.readout / math.sqrt(self.width), h
@@ -177,8 +182,11 @@ def plain_stack(body: ShapedTransformer, x: Float[Array, "m n"]) -> Float[Array,
 def shaped_stack(
     body: ShapedTransformer, shaping: Shaping, x: Float[Array, "m n"]
 ) -> Float[Array, "m n"]:
-    """Run the stacked shaped layers of `body` (pattern ("attention", "mlp")) with the per-layer
-    shaping scalars of `shaping` (see `sdeformer.train.shaping`), under `lax.scan`."""
+    """Run the stacked shaped layers of `body` under `lax.scan`.
+
+    The layers follow the pattern ("attention", "mlp"), with the per-layer shaping scalars of
+    `shaping` (see `sdeformer.train.shaping`).
+    """
     config = body.config
     if tuple(config.blocks) != SHAPED_BLOCKS:
         raise ValueError(f"shaped_stack needs the layers {SHAPED_BLOCKS}, got {config.blocks}")

@@ -1,5 +1,7 @@
-"""The optax training loop: one jitted step (compiled once per run), evaluation, logging and
-divergence detection."""
+"""The optax training loop: one jitted step, evaluation, logging and divergence detection.
+
+The step is compiled once per run.
+"""
 
 from __future__ import annotations
 
@@ -97,6 +99,7 @@ class TrainConfig:
             raise ValueError("TrainConfig: need weight_decay >= 0 and 0 <= final_lr_fraction <= 1")
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
     def learning_rate(self) -> optax.Schedule:
@@ -118,8 +121,11 @@ class TrainConfig:
 
 
 def decay_mask(params) -> object:
-    """True for the leaves weight decay applies to: matrices, embedding, readout; not LayerNorm
-    gains and biases, learned positions or shaping scalars."""
+    """True for the leaves weight decay applies to.
+
+    Matrices, embedding, readout; not LayerNorm gains and biases, learned positions or shaping
+    scalars.
+    """
 
     def rule(path, leaf) -> bool:
         names = jax.tree_util.keystr(path)
@@ -156,8 +162,11 @@ def batch_loss(
 
 @dataclasses.dataclass
 class TrainResult:
-    """What one run produced. `diverged` runs stopped at the first non-finite loss or gradient
-    norm (`diverged_at` is that step); their `final_val_loss` is None (never a NaN)."""
+    """What one run produced.
+
+    `diverged` runs stopped at the first non-finite loss or gradient norm (`diverged_at` is that
+    step); their `final_val_loss` is None (never a NaN).
+    """
 
     model: LanguageModel
     history: list[dict]
@@ -187,9 +196,12 @@ _TRACES = [0]
 
 @dataclasses.dataclass(frozen=True)
 class _StepSpec:
-    """The static part of a train step: the model's non-array part, the optimisation settings
-    with a unit learning rate (the run's lr is a traced argument) and the shaping schedule.
-    Runs that differ only in lr, weights, seed or data share one compiled step."""
+    """The static part of a train step.
+
+    The model's non-array part, the optimisation settings with a unit learning rate (the run's lr
+    is a traced argument) and the shaping schedule. Runs that differ only in lr, weights, seed or
+    data share one compiled step.
+    """
 
     static: LanguageModel
     cfg: TrainConfig
@@ -261,9 +273,11 @@ class Trainer:
 
     @property
     def traces(self) -> int:
+        """How many times a step was compiled since this trainer was made."""
         return _TRACES[0] - self._traces_at_start
 
     def init(self, model: LanguageModel):
+        """The trainable parameters of `model` and the optimiser state: (params, opt_state)."""
         params = eqx.filter(model, eqx.is_inexact_array)
         with jax.numpy_dtype_promotion("standard"):
             return params, self.optimizer.init(params)
@@ -272,15 +286,18 @@ class Trainer:
         """One optimisation step: (params, opt_state, loss, grad_norm), not synchronised.
 
         `task` is a pytree (its data array is an argument, its sizes are static), so the same
-        compiled step serves every step and every batch."""
+        compiled step serves every step and every batch.
+        """
         step = jnp.asarray(step, jnp.int32)
         return _train_step(self.spec, params, opt_state, step, self.lr, key, task)
 
     def evaluate(self, params, step: int, batch: Batch) -> tuple[float, float]:
+        """(validation loss, last layer's mean token correlation) on `batch` at `step`."""
         loss, corr = _eval_step(self.spec, params, jnp.asarray(step, jnp.int32), batch)
         return float(loss), float(corr)
 
     def effective_shaping(self, params, step: int) -> dict | None:
+        """The means of the shaping scalars used at `step`, or None without shaping scalars."""
         model = eqx.combine(params, self.static)
         shaping = _effective_shaping(self.spec, model, jnp.asarray(step, jnp.int32))
         return None if shaping is None else shaping.means()

@@ -38,8 +38,10 @@ SCHEDULES = ("fixed", "recover", "learn", "standard")
 
 
 class Shaping(eqx.Module):
-    """Per-layer shaping scalars, each of shape (depth,): identity weight, inverse temperature,
-    and the two slopes of the shaped ReLU."""
+    """Per-layer shaping scalars, each of shape (depth,).
+
+    Identity weight, inverse temperature, and the two slopes of the shaped ReLU.
+    """
 
     identity: Float[Array, " depth"]
     beta: Float[Array, " depth"]
@@ -104,9 +106,11 @@ class ShapingSchedule:
         return jnp.clip((frac - self.start) / (self.end - self.start), 0.0, 1.0)
 
     def apply(self, shaping: Shaping, initial: Shaping, step: Array, total_steps: int) -> Shaping:
-        """The scalars used at `step`. `shaping` is the model's (trainable under "learn");
-        `initial` the shaped values. Under the other modes no gradient reaches the model's
-        scalars."""
+        """The scalars used at `step`.
+
+        `shaping` is the model's (trainable under "learn"); `initial` the shaped values. Under
+        the other modes no gradient reaches the model's scalars.
+        """
         if self.mode == "learn":
             return shaping
         initial = jax.lax.stop_gradient(initial)

@@ -49,15 +49,18 @@ class StudyProfile:
     heads: int = 1
 
     def replace(self, **changes) -> StudyProfile:
+        """A copy with some fields changed, in canonical form."""
         return canonical(dataclasses.replace(self, **changes))
 
     def model_spec(self, depth: int, vocab: int) -> ModelSpec:
+        """The `ModelSpec` of the study's runs at `depth` with a vocabulary of `vocab` tokens."""
         config = ShapedConfig(heads=self.heads)
         return ModelSpec(
             width=self.width, depth=depth, vocab=vocab, seq_len=self.seq_len, config=config
         )
 
     def train_config(self) -> TrainConfig:
+        """The `TrainConfig` of the study's runs (their learning rate is set per run)."""
         return TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
@@ -148,15 +151,19 @@ session), "tiny" (tests and the notebook's small scale)."""
 
 @dataclasses.dataclass(frozen=True)
 class Group:
+    """One group of the study: the runs of a (kind, depth, seed) at every learning rate."""
+
     kind: str
     depth: int
     seed: int
 
     @property
     def id(self) -> str:
+        """The stable id of the group (`group_id`), e.g. `shaped_d16_s0`."""
         return group_id(self.kind, self.depth, self.seed)
 
     def run_ids(self, lrs: Sequence[float]) -> list[str]:
+        """The stable ids of the group's runs (`run_id`), one per learning rate in `lrs`."""
         return [run_id(self.kind, self.depth, lr, self.seed) for lr in lrs]
 
 

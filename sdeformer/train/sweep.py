@@ -30,11 +30,13 @@ class ModelSpec:
     recover_end: float = 0.5
 
     def to_dict(self) -> dict:
+        """The spec as a JSON-ready dict (its config included)."""
         out = dataclasses.asdict(self)
         out["config"] = self.config.to_dict()
         return out
 
     def build(self, kind: str, *, key) -> tuple[LanguageModel, ShapingSchedule]:
+        """The model of kind `kind` initialised from `key`, and its shaping schedule."""
         arch, mode = kind_spec(kind)
         model = LanguageModel(
             arch,
@@ -110,8 +112,11 @@ def run_sweep(
 
 
 def summarise(results: dict[str, dict]) -> list[dict]:
-    """One row per (kind, lr): mean/min/max final validation loss over the seeds that did not
-    diverge, and how many diverged. Sorted by kind (in order of appearance), then lr."""
+    """One row per (kind, lr): final validation loss over the seeds and how many diverged.
+
+    Mean/min/max final validation loss over the seeds that did not diverge, and how many
+    diverged. Sorted by kind (in order of appearance), then lr.
+    """
     groups: dict[tuple[str, float], list[dict]] = {}
     for run in results.values():
         groups.setdefault((run["kind"], run["lr"]), []).append(run)
