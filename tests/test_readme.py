@@ -169,7 +169,10 @@ def test_package_docstrings_follow_pep257():
     done = _ruff("sdeformer")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     # power: the same configuration flags a summary that runs on and an undocumented function
-    bad = 'def f():\n    """A summary that runs on\n    to a second line."""\n\n\ndef g():\n    pass\n'
-    probe = _ruff("--stdin-filename", "sdeformer/_probe.py", "-", stdin=bad)
+    bad = (
+        'def f():\n    """A summary that runs on\n    to a second line."""\n\n\n'
+        "def g():\n    pass\n"
+    )
+    probe = _ruff("--stdin-filename", "sdeformer/probe.py", "-", stdin=bad)
     assert probe.returncode == 1
     assert {"D205", "D209", "D103"} <= set(re.findall(r"\bD\d{3}\b", probe.stdout)), probe.stdout
