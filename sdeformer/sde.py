@@ -106,10 +106,13 @@ def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array | None = None):
 
 @functools.lru_cache(maxsize=256)
 def _check_limit_faces(config: ShapedConfig, width: int | None) -> None:
-    """Raise ValueError unless every block of the pattern has the limit faces the solver uses
-    (`Block.drift`, `noise_covariance`, `noise_terms`, and `mix_noise` with an attention term;
-    abstract evaluation, cached: it costs a trace). The solver merges the attention terms of
-    several blocks into one, so they must all use the shaped attention's `mix_noise`."""
+    """Raise ValueError unless every block of the pattern has the limit faces the solver uses.
+
+    The faces are `Block.drift`, `noise_covariance`, `noise_terms`, and `mix_noise` with an
+    attention term (abstract evaluation, cached: it costs a trace). The solver merges the
+    attention terms of several blocks into one, so they must all use the shaped attention's
+    `mix_noise`.
+    """
     probe = jnp.eye(2, dtype=jnp.float32)
     for cls in block_types(config.blocks):
         try:
@@ -190,8 +193,11 @@ class CovarianceSDE(eqx.Module):
         return sum(cls.noise_covariance(self.config, v) for cls in self._blocks())
 
     def factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        """L with L L^T = V: Cholesky; for a singular V the Cholesky factor of V + delta I,
-        delta = 100 m eps tr(V)/m; never NaN (`psd_factor` documents the fallbacks)."""
+        """L with L L^T = V: Cholesky, never NaN.
+
+        For a singular V the Cholesky factor of V + delta I, delta = 100 m eps tr(V)/m
+        (`psd_factor` documents the fallbacks).
+        """
         return psd_factor(v)[0]
 
     def brownian_shape(self, m: int, dtype=jnp.float32) -> dict[str, jax.ShapeDtypeStruct]:
@@ -225,8 +231,10 @@ class CovarianceSDE(eqx.Module):
     def stratonovich_correction(
         self, v: Float[Array, "m m"], factor: Float[Array, "m m"]
     ) -> Float[Array, "m m"]:
-        """-1/2 sum_k (D G_k) G_k with G(V) dw = `noise(V, chol(V), dw)`: added to the Ito drift
-        it gives the drift of the equivalent Stratonovich SDE (for the Cholesky factor).
+        """-1/2 sum_k (D G_k) G_k with G(V) dw = `noise(V, chol(V), dw)`.
+
+        Added to the Ito drift it gives the drift of the equivalent Stratonovich SDE (for the
+        Cholesky factor).
 
         Closed form in O(m^3) (docs/theory.md section 4, "Stratonovich form"): with
         a^2 = kappa/2, c = sqrt(alpha)/m, N = L^T C L, D = diag(1, ..., m),
@@ -255,8 +263,10 @@ class CovarianceSDE(eqx.Module):
         return -0.5 * factor @ (w + w.T) @ factor.T
 
     def stratonovich_correction_autodiff(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
-        """The same correction by forward-mode autodiff through the Cholesky factor, one
-        direction per Brownian coordinate: O(m^5) time, O(m^4) memory (small m, tests)."""
+        """The same correction by forward-mode autodiff through the Cholesky factor.
+
+        One direction per Brownian coordinate: O(m^5) time, O(m^4) memory (small m, tests).
+        """
         m = v.shape[-1]
         if m > STRATONOVICH_AUTODIFF_MAX_TOKENS:
             raise ValueError(
@@ -279,8 +289,10 @@ class CovarianceSDE(eqx.Module):
     # --- dense forms, for tests and small m ------------------------------------------------
 
     def noise_factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m k"]:
-        """F (m, m, k) with `noise(V, L, dw) = F . dw` (basis increments pushed through
-        `noise`), so `sum_k F_abk F_cdk = Sigma_abcd`. Dense O(m^4): tests and small m only."""
+        """F (m, m, k) with `noise(V, L, dw) = F . dw`, so `sum_k F_abk F_cdk = Sigma_abcd`.
+
+        Basis increments pushed through `noise`. Dense O(m^4): tests and small m only.
+        """
         m = v.shape[-1]
         factor = self.factor(v)
         names = list(self.brownian_shape(m, v.dtype))
@@ -364,9 +376,12 @@ class SDESolution(eqx.Module):
 
 
 def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array, ""]:
-    """0 if V is finite, within the bound and PSD (smallest eigenvalue >= -psd_tol * tr(V)/m),
-    else the code of the first failed check: 3 non-finite, 2 max |V_ab| > bound, 1 not PSD.
-    (Reference form with an eigendecomposition; the solver uses the Cholesky test instead.)"""
+    """0 if V is finite, within the bound and PSD, else the code of the first failed check.
+
+    PSD: smallest eigenvalue >= -psd_tol * tr(V)/m. Codes: 3 non-finite, 2 max |V_ab| > bound,
+    1 not PSD. (Reference form with an eigendecomposition; the solver uses the Cholesky test
+    instead.)
+    """
     finite = jnp.all(jnp.isfinite(v))
     safe = jnp.where(finite, v, 0.0)
     over = jnp.max(jnp.abs(safe)) > bound

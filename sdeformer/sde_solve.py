@@ -55,9 +55,11 @@ DEFAULT_MEMORY_BUDGET = 2**30
 
 
 def _batch_factor(v, psd_tol):
-    """(L, psd) for a batch of symmetric V (batch, m, m): `sdeformer.sde.psd_factor` per path,
-    with its fallback Cholesky factorisations paid by the batch only on steps where some path
-    needs them (`lax.cond` on the whole batch)."""
+    """(L, psd) for a batch of symmetric V (batch, m, m): `sdeformer.sde.psd_factor` per path.
+
+    Its fallback Cholesky factorisations are paid by the batch only on steps where some path
+    needs them (`lax.cond` on the whole batch).
+    """
     from .sde import psd_factor
 
     chol = jnp.linalg.cholesky(v)
@@ -220,12 +222,14 @@ def sde_memory_estimate(
     dtype=jnp.float32,
     solver: str = "euler",
 ) -> int:
-    """Bytes one batch of `solve_sde` allocates: about (2 k + w) m^2 numbers per path, k save
-    times (the save buffer and the output) and w m x m work arrays (state, step, factor,
-    Brownian increments, products; w = 14 for Euler, 24 for Heun, 32 for the exponential step,
-    the last not calibrated), plus O(k + m) per path
-    and 64 KiB for the program. Calibrated on XLA's memory analysis of the compiled batch
-    solver (checked within 2x in the tests)."""
+    """Bytes one batch of `solve_sde` allocates.
+
+    About (2 k + w) m^2 numbers per path, k save times (the save buffer and the output) and w
+    m x m work arrays (state, step, factor, Brownian increments, products; w = 14 for Euler, 24
+    for Heun, 32 for the exponential step, the last not calibrated), plus O(k + m) per path and
+    64 KiB for the program. Calibrated on XLA's memory analysis of the compiled batch solver
+    (checked within 2x in the tests).
+    """
     m = check_width(m, minimum=2, name="m")
     k = check_width(num_save_times, minimum=1, name="num_save_times")
     batch = check_width(batch_size, name="batch_size")
@@ -236,8 +240,11 @@ def sde_memory_estimate(
 
 
 def default_memory_budget() -> int:
-    """Bytes a batch may use: half of the first device's memory limit where JAX reports one
-    (GPU), else `DEFAULT_MEMORY_BUDGET`."""
+    """Bytes a batch may use.
+
+    Half of the first device's memory limit where JAX reports one (GPU), else
+    `DEFAULT_MEMORY_BUDGET`.
+    """
     try:
         stats = jax.devices()[0].memory_stats() or {}
     except Exception:  # noqa: BLE001 - backends without memory stats

@@ -97,8 +97,10 @@ class Block(eqx.Module):
     def drift(
         cls, config: ShapedConfig, v: Float[Array, "m m"], *, width: int | None = None
     ) -> Float[Array, "m m"]:
-        """Limit face: the drift b(V) (m, m); with `width=n` the exact finite-width drift where
-        one is known in closed form."""
+        """Limit face: the drift b(V) (m, m).
+
+        With `width=n`, the exact finite-width drift where one is known in closed form.
+        """
         raise cls._no_limit("drift")
 
     @classmethod
@@ -121,8 +123,10 @@ class Block(eqx.Module):
         factor: Float[Array, "m m"],
         e: Float[Array, "m m"],
     ) -> Float[Array, "m m"]:
-        """Limit face (blocks with an attention term): the unit attention noise applied to the
-        iid N(0, 1) matrix `e`, given `factor` with factor factor^T = V, in O(m^3)."""
+        """Limit face (blocks with an attention term): the unit attention noise, in O(m^3).
+
+        Applied to the iid N(0, 1) matrix `e`, given `factor` with factor factor^T = V.
+        """
         raise MissingFaceError(f"block {cls.name!r} has no attention term in its noise")
 
 

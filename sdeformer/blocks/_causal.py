@@ -1,5 +1,6 @@
-"""Limit of causal shaped attention: drift and noise of the covariance SDE (docs/theory.md,
-section "Causal attention").
+"""Limit of causal shaped attention: drift and noise of the covariance SDE.
+
+docs/theory.md, section "Causal attention".
 
 Causal shaped attention (`ShapedConfig(causal=True)`): row `a` of the attention matrix is
 
@@ -103,8 +104,9 @@ def causal_attention_drift(config: ShapedConfig, v: Float[Array, "m m"]) -> Floa
 
 
 def causal_mix_tensor(v: Float[Array, "m m"]) -> Float[Array, "m m m m"]:
-    """The bracket of the causal attention noise (module docstring), dense O(m^4) memory:
-    for tests and small m. Sigma_att = kappa_att Lin + gam^4/(tau0^2 H) causal_mix_tensor(V).
+    """The bracket of the causal attention noise (module docstring), dense O(m^4) memory.
+
+    For tests and small m. Sigma_att = kappa_att Lin + gam^4/(tau0^2 H) causal_mix_tensor(V).
 
     J_{ab,cd} = V_ac K^(ac)_bd / (k_a k_c) is Cov(Y_ab, Y_cd) of Y = D V (first-order causal
     attention times V); the bracket is the covariance of Y + Y^T: J_abcd + J_abdc + J_bacd + J_badc.

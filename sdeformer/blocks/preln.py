@@ -54,13 +54,16 @@ class PreLNAttention(AbstractAttention):
     def attention_from_logits(
         cls, config: ShapedConfig, g: Float[Array, "*heads m m"], n: int
     ) -> Float[Array, "*heads m m"]:
+        """The attention matrix A = softmax_rows(G) (causal: over positions j <= i)."""
         return row_softmax(g, config.causal)
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """The block's output X + Attn(LN(X)) (m, n)."""
         return x + self.branch(layer_norm(x, self.ln_gain, self.ln_bias))
 
     @classmethod
     def law_step(cls, config, n, v, *, key):
+        """No law face: raises MissingFaceError (LayerNorm makes V a non-Markov chain)."""
         raise _no_law(cls.name)
 
 
@@ -83,10 +86,12 @@ class PreLNMLP(Block):
         self.ln_bias = jnp.zeros((n,), dtype)
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """The block's output X + sqrt(2 / n_h) relu(LN(X) Wpre / sqrt(n)) Wpost (m, n)."""
         n, nh = self.wpre.shape
         hidden = jax.nn.relu(layer_norm(x, self.ln_gain, self.ln_bias) @ self.wpre / math.sqrt(n))
         return x + math.sqrt(2.0 / nh) * (hidden @ self.wpost)
 
     @classmethod
     def law_step(cls, config, n, v, *, key):
+        """No law face: raises MissingFaceError (LayerNorm makes V a non-Markov chain)."""
         raise _no_law(cls.name)

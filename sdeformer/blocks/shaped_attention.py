@@ -47,11 +47,13 @@ class ShapedAttention(AbstractAttention):
     def attention_from_logits(
         cls, config: ShapedConfig, g: Float[Array, "*heads m m"], n: int
     ) -> Float[Array, "*heads m m"]:
+        """The shaped attention matrix A = I + softmax_rows(G / (tau0 sqrt n)) - uniform."""
         m = g.shape[-1]
         soft = row_softmax(g / (config.tau0 * math.sqrt(n)), config.causal)
         return jnp.eye(m, dtype=g.dtype) + soft - uniform_attention(m, config.causal, g.dtype)
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """The block's output Z = lam X + gam (attention branch)(X) (m, n)."""
         return self.config.lam * x + self.config.gamma * self.branch(x)
 
     @classmethod
@@ -70,16 +72,21 @@ class ShapedAttention(AbstractAttention):
     def drift(
         cls, config: ShapedConfig, v: Float[Array, "m m"], *, width: int | None = None
     ) -> Float[Array, "m m"]:
-        """The attention drift b_att(V) (m, m); independent of the heads. No closed-form
-        finite-width drift is known, so `width` is ignored (the corrections are O(1/n))."""
+        """The attention drift b_att(V) (m, m); independent of the heads.
+
+        No closed-form finite-width drift is known, so `width` is ignored (the corrections are
+        O(1/n)).
+        """
         if config.causal:
             return cls._causal().causal_attention_drift(config, v)
         return _limit.attention_drift(config, v)
 
     @classmethod
     def noise_terms(cls, config: ShapedConfig) -> _limit.NoiseTerms:
-        """kappa_att Lin + alpha_att (Att / m^2, or its causal bracket), alpha_att =
-        gam^4 / (tau0^2 H)."""
+        """kappa_att Lin + alpha_att (Att / m^2, or its causal bracket).
+
+        alpha_att = gam^4 / (tau0^2 H).
+        """
         kappa, alpha = _limit.attention_coefficients(config)
         return _limit.NoiseTerms(kappa, alpha, "causal" if config.causal else "attention")
 
@@ -87,8 +94,10 @@ class ShapedAttention(AbstractAttention):
     def noise_covariance(
         cls, config: ShapedConfig, v: Float[Array, "m m"]
     ) -> Float[Array, "m m m m"]:
-        """Sigma_att_{ab,cd} = kappa_att Lin + gam^4 / (tau0^2 m^2 H) Att (or the causal
-        bracket), per unit time; dense O(m^4), for tests and small m."""
+        """Sigma_att_{ab,cd} = kappa_att Lin + gam^4 / (tau0^2 m^2 H) Att (or the causal bracket).
+
+        Per unit time; dense O(m^4), for tests and small m.
+        """
         kappa, alpha = _limit.attention_coefficients(config)
         if config.causal:
             mix = cls._causal().causal_mix_tensor(v)
@@ -104,8 +113,11 @@ class ShapedAttention(AbstractAttention):
         factor: Float[Array, "m m"],
         e: Float[Array, "m m"],
     ) -> Float[Array, "m m"]:
-        """The unit attention noise in O(m^3): (L E M^T + M E^T L^T) / m with M = V C L
-        (covariance Att / m^2), or the causal one (`_causal.causal_mix_noise`)."""
+        """The unit attention noise in O(m^3).
+
+        (L E M^T + M E^T L^T) / m with M = V C L (covariance Att / m^2), or the causal one
+        (`_causal.causal_mix_noise`).
+        """
         if config.causal:
             return cls._causal().causal_mix_noise(v, factor, e)
         other = _limit.attention_other(v, factor)

@@ -58,6 +58,7 @@ class ShapedMLP(Block):
         self.wpre, self.wpost = normals(key, [(n, nh), (nh, n)], dtype)
 
     def __call__(self, z: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """The block's output X_next = lam Z + gam sqrt(c / n_h) sigma(Z Wpre / sqrt(n)) Wpost."""
         n, nh = self.wpre.shape
         s_plus, s_minus, c = relu_slopes(self.config, n)
         hidden = shaped_relu(z @ self.wpre / math.sqrt(n), s_plus, s_minus)

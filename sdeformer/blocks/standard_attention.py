@@ -25,7 +25,9 @@ class StandardAttention(AbstractAttention):
     def attention_from_logits(
         cls, config: ShapedConfig, g: Float[Array, "*heads m m"], n: int
     ) -> Float[Array, "*heads m m"]:
+        """The attention matrix A = softmax_rows(G) (causal: over positions j <= i)."""
         return row_softmax(g, config.causal)
 
     def __call__(self, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+        """The block's output Z = lam X + gam (attention branch)(X) (m, n)."""
         return self.config.lam * x + self.config.gamma * self.branch(x)

@@ -42,6 +42,7 @@ def _run_main_job(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sdeformer` argument parser, with one subcommand per command."""
     parser = argparse.ArgumentParser(
         prog="sdeformer",
         description=(
@@ -121,6 +122,7 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command in `argv` (default: sys.argv); returns the exit status (0: success)."""
     from ..results import accepting_changed
 
     parser = build_parser()

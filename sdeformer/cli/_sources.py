@@ -1,5 +1,7 @@
-"""What `sdeformer compare` and `sdeformer sweep-width` share: the input covariance, the SDE
-options and the memory rule for saved times."""
+"""What `sdeformer compare` and `sdeformer sweep-width` share.
+
+The input covariance, the SDE options and the memory rule for saved times.
+"""
 
 from __future__ import annotations
 
@@ -96,8 +98,11 @@ SAVED_BYTES = 2**31
 
 
 def _save_every(depth: int, m: int, total_samples: int) -> int:
-    """Keep every `every`-th layer: about 16 times over [0, T], fewer when the saved float32
-    covariances of all sources would exceed `SAVED_BYTES` (many tokens), but always 0, T/2, T."""
+    """Keep every `every`-th layer: about 16 times over [0, T], but always 0, T/2, T.
+
+    Fewer times when the saved float32 covariances of all sources would exceed `SAVED_BYTES`
+    (many tokens).
+    """
     per_time = total_samples * m * m * 4
     times = max(2, min(16, SAVED_BYTES // max(per_time, 1) - 1))
     every = max(1, depth // times)

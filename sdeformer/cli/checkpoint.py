@@ -1,5 +1,6 @@
-"""Checkpoint files of a training group (`sdeformer.train.group`): written and read here (the
-library does no file I/O).
+"""Checkpoint files of a training group (`sdeformer.train.group`), written and read here.
+
+The library does no file I/O.
 
 One file per group, `<dir>/<group id>.ckpt`: a one-line JSON header (group id, step, learning
 rates, seed, format) followed by the group state serialised with `eqx.tree_serialise_leaves`
@@ -20,6 +21,7 @@ FORMAT = "sdeformer-train-group-v1"
 
 
 def checkpoint_path(directory: str | Path, trainer: GroupTrainer) -> Path:
+    """The checkpoint file of the group of `trainer`: `<directory>/<group id>.ckpt`."""
     return Path(directory) / f"{trainer.id}.ckpt"
 
 
@@ -70,4 +72,5 @@ def load_checkpoint(directory: str | Path, trainer: GroupTrainer) -> dict | None
 
 
 def remove_checkpoint(directory: str | Path, trainer: GroupTrainer) -> None:
+    """Delete the group's checkpoint file, if there is one (the group is finished)."""
     checkpoint_path(directory, trainer).unlink(missing_ok=True)

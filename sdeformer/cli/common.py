@@ -75,6 +75,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
 
 
 def positive_int(text: str, *, minimum: int = 1) -> int:
+    """`text` as an integer >= `minimum`; else an argparse error naming the value."""
     kind = "positive" if minimum == 1 else f">= {minimum}"
     try:
         value = int(text)
@@ -86,16 +87,19 @@ def positive_int(text: str, *, minimum: int = 1) -> int:
 
 
 def non_negative_int(text: str) -> int:
+    """`text` as an integer >= 0; else an argparse error naming the value."""
     return positive_int(text, minimum=0)
 
 
 def progress(total: int, desc: str, disable: bool):
+    """A tqdm progress bar on stderr of `total` steps (none shown when `disable`)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, leave=False)
 
 
 def setup_precision(args: argparse.Namespace):
+    """The dtype of the run: float64 with `--float64` (enabling JAX's x64 mode), else float32."""
     import jax
     import jax.numpy as jnp
 
@@ -106,6 +110,8 @@ def setup_precision(args: argparse.Namespace):
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table of `rows` under `headers` (floats with 4 significant digits)."""
+
     def cell(value):
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -115,6 +121,7 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 
 def csv_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated list."""
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
@@ -185,8 +192,11 @@ def _key(flag: str) -> str:
 
 
 def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The options a config file may set, by name: each flag without dashes, `-` as `_`
-    (`samples`, `key_width`, `width` and its alias `n`), and each destination name."""
+    """The options a config file may set, by name.
+
+    Each flag without dashes, `-` as `_` (`samples`, `key_width`, `width` and its alias `n`), and
+    each destination name.
+    """
     actions = {}
     for action in parser._actions:  # argparse has no public accessor
         if action.option_strings and action.dest not in _NOT_OPTIONS:

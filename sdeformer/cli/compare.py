@@ -1,6 +1,7 @@
 """`sdeformer compare`: finite shaped Transformers against the SDE at one width.
 
-`sdeformer sweep-width` lives in `sweep_width.py` (re-exported here)."""
+`sdeformer sweep-width` lives in `sweep_width.py` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def _add_compare(sub) -> None:
 
 
 def compare_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer compare` with the parsed `args`; returns the exit status (0)."""
     import jax.random as jr
 
     from .. import compare, plot

@@ -78,6 +78,7 @@ def _add_ntk(sub) -> None:
 
 
 def ntk_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer ntk` with the parsed `args`; returns the exit status (0)."""
     import jax.random as jr
 
     from .. import plot

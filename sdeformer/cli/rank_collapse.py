@@ -80,6 +80,7 @@ def _add_rank_collapse(sub) -> None:
 
 
 def rank_collapse_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer rank-collapse` with the parsed `args`; returns the exit status (0)."""
     import jax.random as jr
     import numpy as np
 

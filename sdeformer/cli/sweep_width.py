@@ -74,6 +74,7 @@ def _add_sweep_width(sub) -> None:
 
 
 def sweep_width_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer sweep-width` with the parsed `args`; returns the exit status (0)."""
     import jax.random as jr
 
     from .. import compare, plot

@@ -206,6 +206,7 @@ def _add_train(sub) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer train` with the parsed `args`; returns the exit status (0)."""
     from .. import plot
     from ..results import ResultStore, write_json
     from ..train.figures import run_figure
@@ -314,6 +315,7 @@ def _add_train_sweep(sub) -> None:
 
 
 def train_sweep_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer train-sweep` with the parsed `args`; returns the exit status (0)."""
     from .. import plot
     from ..results import ResultStore, write_json
     from ..train.sweep import best_lr, run_sweep, summarise

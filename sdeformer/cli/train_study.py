@@ -1,4 +1,6 @@
-"""`sdeformer train-study`: is training stable at larger learning rates with shaping, at depth?
+"""`sdeformer train-study`: whether shaping keeps training stable at large learning rates.
+
+Is training stable at larger learning rates with shaping, at depth?
 
 Kinds x depths x learning rates x seeds (profiles in `sdeformer.train.study`), one result unit
 per run, checkpoints inside each group, the stability criterion of `sdeformer.train.criterion`.
@@ -23,8 +25,11 @@ def run_group_with_checkpoints(
     every: int = 1,
     stop_after: int | None = None,
 ):
-    """Train a group, resuming from its checkpoint in `directory` and writing one every `every`
-    chunks (and when stopped by `stop_after` or Ctrl-C / SIGTERM); (state, timing, resumed_at)."""
+    """Train a group from its checkpoint in `directory`: (state, timing, resumed_at).
+
+    Writes a checkpoint every `every` chunks (and when stopped by `stop_after` or Ctrl-C /
+    SIGTERM).
+    """
     from .checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(directory, trainer)
@@ -115,6 +120,7 @@ def _add_train_study(sub) -> None:
 
 
 def study_profile(args: argparse.Namespace):
+    """The `StudyProfile` named by `--profile`, with the fields the other flags override."""
     from ..train.study import PROFILES
 
     profile = PROFILES[args.profile]
@@ -133,6 +139,7 @@ def study_profile(args: argparse.Namespace):
 
 
 def train_study_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer train-study` with the parsed `args`; returns the exit status (0)."""
     from .. import plot
     from ..results import ResultStore, write_json
     from ..train import figures
@@ -221,6 +228,7 @@ def train_study_command(args: argparse.Namespace) -> int:
 
 
 def criterion_text() -> str:
+    """The stability criterion of `sdeformer.train.criterion` in words, for the report."""
     from ..train import criterion
 
     return (

@@ -38,6 +38,7 @@ _LEGACY_RHO = re.compile(r"^rho_(\d)(\d)$")
 
 
 def rho_name(a: int, b: int) -> str:
+    """The name `rho_a_b` of the correlation of tokens a and b."""
     return f"rho_{a}_{b}"
 
 
@@ -45,7 +46,8 @@ def canonical_name(name: str, m: int) -> str:
     """The canonical form of a feature name, or a ValueError naming the valid forms.
 
     Accepts `rho_a_b` (either order), `logvar_a`, the summary features, and the legacy form
-    `rho_ab` with exactly two single digits (unambiguous: tokens a, b < 10)."""
+    `rho_ab` with exactly two single digits (unambiguous: tokens a, b < 10).
+    """
     if name in SUMMARY_FEATURES:
         return name
     match = _RHO.match(name) or _LEGACY_RHO.match(name)
@@ -101,8 +103,11 @@ class FeatureSet:
         seed: int = PAIR_SEED,
         summaries: bool | None = None,
     ) -> FeatureSet:
-        """Every pair up to `max_pairs` (else a seeded random subset), every log variance, and
-        the summary features when m >= 3 (default; at m = 2 they repeat rho_0_1)."""
+        """Every pair (or a subset), every log variance, and the summary features when m >= 3.
+
+        Every pair up to `max_pairs` (else a seeded random subset); the summary features by
+        default when m >= 3 (at m = 2 they repeat rho_0_1).
+        """
         a, b, subset = select_pairs(m, max_pairs=max_pairs, seed=seed)
         use_summaries = m >= 3 if summaries is None else summaries
         return cls(
@@ -128,6 +133,7 @@ class FeatureSet:
 
     @property
     def names(self) -> list[str]:
+        """The feature names: summaries, then correlations `rho_a_b`, then `logvar_a`."""
         return [
             *self.summaries,
             *(rho_name(int(a), int(b)) for a, b in zip(self.pair_a, self.pair_b, strict=True)),
@@ -153,9 +159,12 @@ class FeatureSet:
         }
 
     def values(self, vs, *, chunk_bytes: int = 2**27) -> np.ndarray:
-        """Feature values (samples, features) of covariances `vs` (samples, m, m), in the order
-        of `names`. Non-finite where V is not positive on the diagonal. Works through the samples
-        in chunks of about `chunk_bytes` of float64 matrices, so memory stays bounded at large m."""
+        """Feature values (samples, features) of covariances `vs` (samples, m, m).
+
+        In the order of `names`. Non-finite where V is not positive on the diagonal. Works through
+        the samples in chunks of about `chunk_bytes` of float64 matrices, so memory stays bounded
+        at large m.
+        """
         if np.ndim(vs) != 3 or np.shape(vs)[-1] != self.m:
             raise ValueError(f"vs has shape {np.shape(vs)}; need (samples, {self.m}, {self.m})")
         size = np.shape(vs)[0]
@@ -180,7 +189,8 @@ def summary_features(vs, names=SUMMARY_FEATURES) -> np.ndarray:
     """The summary features `names` (samples, len(names)) of covariances (samples, m, m).
 
     The smallest eigenvalue costs one symmetric eigenvalue problem per sample (O(m^3); LAPACK's
-    `dsyevr` for that eigenvalue alone from m = 32 on); the others are O(m^2)."""
+    `dsyevr` for that eigenvalue alone from m = 32 on); the others are O(m^2).
+    """
     vs = np.asarray(vs, dtype=np.float64)
     m = vs.shape[-1]
     diag = np.diagonal(vs, axis1=-2, axis2=-1)
@@ -233,9 +243,11 @@ def _smallest_eigenvalues(rho: np.ndarray) -> np.ndarray:
 
 
 class Features(Mapping):
-    """Features of covariances `vs` (..., m, m) as a read-only mapping name -> array (...),
-    computed when asked for (so asking for one feature at m = 256 costs one feature). Accepts
-    every name `canonical_name` accepts (legacy `rho_ab` at m <= 10 too)."""
+    """Features of covariances `vs` (..., m, m) as a read-only mapping name -> array (...).
+
+    Computed when asked for (so asking for one feature at m = 256 costs one feature). Accepts
+    every name `canonical_name` accepts (legacy `rho_ab` at m <= 10 too).
+    """
 
     def __init__(self, vs, feature_set: FeatureSet | None = None):
         self._vs = np.asarray(vs, dtype=np.float64)
@@ -267,5 +279,6 @@ def features(vs, feature_set: FeatureSet | None = None) -> Features:
 
     Keys: every `rho_a_b` and `logvar_a` (and the summaries at m >= 3), or those of
     `feature_set`; values are computed on access. To compare many features at once use
-    `FeatureSet.values` (one (samples, features) array)."""
+    `FeatureSet.values` (one (samples, features) array).
+    """
     return Features(vs, feature_set)
