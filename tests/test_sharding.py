@@ -61,7 +61,7 @@ out["sde_max_diff"] = diff
 # The multi-host example, single-process (no coordinator): same config and shapes as above.
 sys.path.insert(0, "examples")
 import multihost
-out["example"] = multihost.main(["--samples", "7", "--n", "8", "--T", "0.5", "--seed", "7"])
+out["example"] = multihost.main(["--samples", "7", "--width", "8", "--T", "0.5", "--seed", "7"])
 final = ref[:, -1]
 out["example_rho_mean"] = float(np.mean(final[:, 0, 1] / np.sqrt(final[:, 0, 0] * final[:, 1, 1])))
 # rank-collapse --devices: the same numbers on 4 devices as on 1 (10 networks: 2 chunks, padded).
