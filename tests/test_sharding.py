@@ -82,8 +82,7 @@ small = ["--tokens", "2", "--T", "0.5", "--steps", "20", "--no-progress", "--jso
 runs = {
     "compare": ["compare", "--width", "8", "--samples", "10", "--explicit-samples", "6",
                 "--moment-samples", "0", *small],
-    "sweep-width": ["sweep-width", "--widths", "4,8", "--samples", "10", "--method", "explicit",
-                    *small],
+    "sweep-width": ["sweep-width", "--widths", "4,8", "--samples", "10", *small],
 }
 files = {"compare": "compare.json", "sweep-width": "sweep_width.json"}
 for name, argv in runs.items():
