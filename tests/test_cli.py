@@ -362,6 +362,11 @@ def test_config_json_records_the_new_spelling(tmp_path, capsys):
         (["ntk", "--scalings", "sqrt,-1"], ["'-1'", "number > 0"]),
         (["train", "--steps", "30", "--eval-every", "20"], ["--steps 30", "--eval-every"]),
         (
+            ["train", "--recover-start", "0.6", "--recover-end", "0.5"],
+            ["--recover-start 0.6", "start < end"],
+        ),
+        (["compare", "--moment-samples", "1"], ["--moment-samples 1", "pass 0"]),
+        (
             ["train-sweep", "--steps", "30", "--eval-every", "20"],
             ["--steps 30", "--eval-every"],
         ),

@@ -271,7 +271,7 @@ def config_defaults(parser: argparse.ArgumentParser, data: dict, path: str) -> d
     boolean passes through the option's `type=` converter, so a file is checked like flags are.
     """
     actions = option_actions(parser)
-    names = sorted({_primary(a) for a in actions.values()})
+    names = sorted({_primary(a) for a in actions.values() if a.help != argparse.SUPPRESS})
     defaults = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
