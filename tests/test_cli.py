@@ -282,9 +282,11 @@ def _visible_options(command) -> set[str]:
 
 
 def test_one_vocabulary_for_sample_counts_and_width():
-    """Sample counts are --samples (others --<source>-samples), width is --width: no command
-    shows --n, --paths, --num-paths or --num-samples in its help (hidden old spellings may
-    remain as deprecated aliases)."""
+    """Sample counts are --samples (others --<source>-samples) and width is --width.
+
+    No command shows --n, --paths, --num-paths or --num-samples in its help (hidden old
+    spellings may remain as deprecated aliases).
+    """
     from sdeformer.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
@@ -374,8 +376,10 @@ def test_config_json_records_the_new_spelling(tmp_path, capsys):
     ],
 )
 def test_invalid_combinations_exit_2_and_write_nothing(argv, fragments, tmp_path, capsys):
-    """Each command checks every input before creating --out: status 2, a message naming the
-    value and the fix, and no output directory."""
+    """Each command checks every input before creating --out.
+
+    Status 2, a message naming the value and the fix, and no output directory.
+    """
     out = tmp_path / "out"
     assert main([*argv, "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err

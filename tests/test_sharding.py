@@ -255,8 +255,11 @@ def test_multihost_entry_without_coordinator_is_single_process():
 
 
 def test_compare_and_sweep_width_devices_do_not_change_the_numbers(four_devices):
-    """`--devices 4` and `--devices 1` give equal JSON numbers: one key per finite sample, split
-    on the host whatever the device count (10 samples, padded to 12 on 4 devices)."""
+    """`--devices 4` and `--devices 1` give equal JSON numbers for compare and sweep-width.
+
+    One key per finite sample, split on the host whatever the device count (10 samples, padded
+    to 12 on 4 devices).
+    """
     compare, sweep = four_devices["compare"], four_devices["sweep-width"]
     assert compare["1"] == compare["4"]
     assert sweep["1"] == sweep["4"]

@@ -142,8 +142,12 @@ def _check_finite_source(config, n: int, depth: int, v0, method: str) -> None:
 
 
 def _check_sde_source(config, v0, T: float, args: argparse.Namespace, width: int) -> None:
-    """Refuse what `solve_sde` would refuse for these options (solver vs v0 and tokens, memory
-    of one path, bound), abstractly, before any file is written."""
+    """Refuse what `solve_sde` would refuse for these options, before any file is written.
+
+    The solver against V0 and the number of tokens, the memory of one path, the bound: the
+    solver's host-side checks under `jax.eval_shape`, plus the positive-definiteness check of
+    the exponential scheme, which tracing would skip.
+    """
     import jax
     import jax.random as jr
 
