@@ -109,11 +109,13 @@ def add_devices_argument(group, what: str) -> None:
         "--devices",
         type=positive_int,
         default=1,
+        metavar="N",
         help=f"shard {what} over the first N devices of jax.devices() (on CPU, start with "
         "XLA_FLAGS=--xla_force_host_platform_device_count=N to make N devices). Every sample "
         "draws from its own key, split from the seed on the host whatever N is (the keys are "
         "padded to a multiple of N and the padding is dropped), so a --seed gives the same "
-        "numbers for every --devices (docs/scaling.md) (default: 1)",
+        "numbers for every --devices; N above jax.device_count() is refused (docs/scaling.md) "
+        "(default: 1)",
     )
 
 

@@ -69,9 +69,11 @@ def _add_rank_collapse(sub) -> None:
         "--devices",
         type=positive_int,
         default=1,
+        metavar="N",
         help="shard the networks of each chunk over this many devices (jax.devices(); on CPU "
-        "XLA_FLAGS=--xla_force_host_platform_device_count=K makes K). The numbers for a --seed "
-        "do not depend on --devices (default: 1)",
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N; more than "
+        "jax.device_count() is refused). The numbers for a --seed do not depend on --devices "
+        "(default: 1)",
     )
     group.add_argument(
         "--chunk",
