@@ -174,8 +174,8 @@ def test_coefficient_table_matches_the_sde():
 
 
 def test_compare_and_sweep_commands(spec_sde, tmp_path, capsys):
-    # Same sizes as above (n = 8, T = 1, 12000 samples and paths, 200 steps): the compiled
-    # samplers are reused.
+    # Same sizes as above (n = 8, T = 1, 12000 samples and paths, 200 steps): the compiled SDE
+    # solver is reused (the command's law chain is the sharded sampler, one key per sample).
     small = ["--T", "1", "--steps", "200", "--no-progress", "--samples", str(SAMPLES)]
     out = tmp_path / "cmp"
     args = ["compare", "--width", "8", "--method", "law"]
