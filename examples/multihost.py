@@ -3,7 +3,7 @@
 Single process (uses every local device; on CPU fake K devices with
 XLA_FLAGS=--xla_force_host_platform_device_count=K):
 
-    python examples/multihost.py --samples 100000 --n 256
+    python examples/multihost.py --samples 100000 --width 256
 
 Several processes (one per host, or several on one machine to try it; process 0 is the
 coordinator, every process runs the same command with its own --process-id):
@@ -31,7 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--coordinator", default=None, help="host:port of process 0 (multi-host)")
     parser.add_argument("--num-processes", type=int, default=None)
     parser.add_argument("--process-id", type=int, default=None)
-    parser.add_argument("--n", type=int, default=64, help="width n (default: 64)")
+    parser.add_argument("--width", dest="n", type=int, default=64, help="width n (default: 64)")
+    parser.add_argument("--n", dest="n", type=int, help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--T", type=float, default=0.5, help="depth-to-width ratio (default: 0.5)")
     parser.add_argument("--samples", type=int, default=4096, help="networks (default: 4096)")
     parser.add_argument("--method", choices=("law", "explicit"), default="law")

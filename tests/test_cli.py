@@ -6,7 +6,7 @@ import pytest
 
 from sdeformer.cli import main
 
-TINY = ["--n", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
+TINY = ["--width", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
 COMMANDS = (
     "run",
     "compare",
@@ -265,3 +265,124 @@ def test_config_file_missing_or_of_unknown_kind(tmp_path, capsys):
             main(["ntk", "--config", str(path)])
         assert info.value.code == 2
         assert fragment in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ vocabulary
+
+
+def _visible_options(command) -> set[str]:
+    import argparse
+
+    return {
+        flag
+        for action in command._actions
+        if action.help != argparse.SUPPRESS
+        for flag in action.option_strings
+    }
+
+
+def test_one_vocabulary_for_sample_counts_and_width():
+    """Sample counts are --samples (others --<source>-samples) and width is --width.
+
+    No command shows --n, --paths, --num-paths or --num-samples in its help (hidden old
+    spellings may remain as deprecated aliases).
+    """
+    from sdeformer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    banned = {"--n", "--paths", "--num-paths", "--num-samples", "--law-samples", "--d-model"}
+    for name, command in sub.choices.items():
+        visible = _visible_options(command)
+        assert not visible & banned, (name, visible & banned)
+        for flag in visible:  # every other count of samples is named after its source
+            assert not flag.endswith(("-paths", "-inputs")), (name, flag)
+    expected = {
+        "compare": {"--width", "--samples", "--explicit-samples", "--sde-samples", "--devices"},
+        "sweep-width": {"--widths", "--samples", "--sde-samples", "--devices"},
+        "rank-collapse": {"--width", "--samples", "--devices"},
+        "ntk": {"--widths", "--samples"},
+        "train": {"--width"},
+        "train-sweep": {"--width"},
+    }
+    for name, flags in expected.items():
+        assert flags <= _visible_options(sub.choices[name]), name
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "value"),
+    [
+        (["compare", "--n", "16"], ["compare", "--width", "16"], "width", 16),
+        (["compare", "--paths", "5"], ["compare", "--sde-samples", "5"], "sde_samples", 5),
+        (["sweep-width", "--paths", "5"], ["sweep-width", "--sde-samples", "5"], "sde_samples", 5),
+        (["rank-collapse", "--n", "16"], ["rank-collapse", "--width", "16"], "n", 16),
+    ],
+)
+def test_deprecated_spellings_still_work_with_one_line(old, new, key, value, capsys):
+    from sdeformer.cli import _parse, build_parser
+
+    args, _ = _parse(build_parser(), old)
+    assert getattr(args, key) == value
+    err = capsys.readouterr().err
+    assert err.count("deprecated") == 1 and new[1] in err, err
+    args, _ = _parse(build_parser(), new)
+    assert getattr(args, key) == value
+    assert capsys.readouterr().err == ""
+
+
+def test_config_json_records_the_new_spelling(tmp_path, capsys):
+    """The resolved options use the documented names, also when an old spelling was given."""
+    out = tmp_path / "rc"
+    argv = ["rank-collapse", *TINY, "--kinds", "shaped", "--out", str(out)]
+    assert main([*[("--n" if a == "--width" else a) for a in argv]]) == 0
+    capsys.readouterr()
+    config = json.loads((out / "config.json").read_text())
+    assert config["width"] == 8 and "n" not in config and config["devices"] == 1
+
+
+# ------------------------------------------------------------- errors before any file
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (
+            ["compare", "--width", "2", "--tokens", "3"],
+            ["n=2, m=3", "pass n >= m"],
+        ),
+        (
+            ["compare", "--devices", "64"],
+            ["--devices 64", "XLA_FLAGS=--xla_force_host_platform_device_count=64"],
+        ),
+        (
+            ["sweep-width", "--widths", "2,4", "--v0", "1,1;1,1", "--solver", "exponential"],
+            ["--solver exponential", "singular", "--solver euler"],
+        ),
+        (
+            ["rank-collapse", "--devices", "64"],
+            ["--devices 64", "pass --devices 1..", "device_count=64"],
+        ),
+        (["ntk", "--scalings", "sqrt,-1"], ["'-1'", "number > 0"]),
+        (["train", "--steps", "30", "--eval-every", "20"], ["--steps 30", "--eval-every"]),
+        (
+            ["train", "--recover-start", "0.6", "--recover-end", "0.5"],
+            ["--recover-start 0.6", "start < end"],
+        ),
+        (["compare", "--moment-samples", "1"], ["--moment-samples 1", "pass 0"]),
+        (
+            ["train-sweep", "--steps", "30", "--eval-every", "20"],
+            ["--steps 30", "--eval-every"],
+        ),
+        (["train-study", "--profile", "tiny", "--steps", "7"], ["steps=7", "eval_every"]),
+    ],
+)
+def test_invalid_combinations_exit_2_and_write_nothing(argv, fragments, tmp_path, capsys):
+    """Each command checks every input before creating --out.
+
+    Status 2, a message naming the value and the fix, and no output directory.
+    """
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert not out.exists()

@@ -174,11 +174,11 @@ def test_coefficient_table_matches_the_sde():
 
 
 def test_compare_and_sweep_commands(spec_sde, tmp_path, capsys):
-    # Same sizes as above (n = 8, T = 1, 12000 samples and paths, 200 steps): the compiled
-    # samplers are reused.
-    small = ["--T", "1", "--steps", "200", "--no-progress", "--paths", str(SAMPLES)]
+    # Same sizes as above (n = 8, T = 1, 12000 samples and paths, 200 steps): the compiled SDE
+    # solver is reused (the command's law chain is the sharded sampler, one key per sample).
+    small = ["--T", "1", "--steps", "200", "--no-progress", "--samples", str(SAMPLES)]
     out = tmp_path / "cmp"
-    args = ["compare", "--width", "8", "--method", "law", "--law-samples", str(SAMPLES)]
+    args = ["compare", "--width", "8", "--method", "law"]
     assert main([*args, "--moment-samples", "0", *small, "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["comparisons"]) == {"law"}

@@ -18,7 +18,7 @@ from sdeformer.cli import main
 from sdeformer.model import check_covariance
 
 RUNTIME_ERRORS = (RuntimeError, ValueError)
-TINY = ["--n", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
+TINY = ["--width", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
 GOOD = jnp.array([[1.0, 0.3], [0.3, 1.0]])
 BAD = [
     (jnp.array([[1.0, jnp.nan], [jnp.nan, 1.0]]), "non-finite"),
@@ -92,7 +92,7 @@ def test_bad_command_lines_write_nothing(argv, fragment, tmp_path, capsys):
     "argv",
     [
         ["rank-collapse", "--bogus"],
-        ["rank-collapse", "--n", "0"],
+        ["rank-collapse", "--width", "0"],
         ["rank-collapse", "--depth", "0"],
         ["sweep-width", "--samples", "-3"],
         ["nonsense"],

@@ -29,7 +29,7 @@ from sdeformer.results import (
 )
 
 ROOT = Path(__file__).parents[1]
-TINY = ["--n", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
+TINY = ["--width", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]
 
 
 def _disk_full(monkeypatch, when=lambda path: True):

@@ -61,7 +61,7 @@ out["sde_max_diff"] = diff
 # The multi-host example, single-process (no coordinator): same config and shapes as above.
 sys.path.insert(0, "examples")
 import multihost
-out["example"] = multihost.main(["--samples", "7", "--n", "8", "--T", "0.5", "--seed", "7"])
+out["example"] = multihost.main(["--samples", "7", "--width", "8", "--T", "0.5", "--seed", "7"])
 final = ref[:, -1]
 out["example_rho_mean"] = float(np.mean(final[:, 0, 1] / np.sqrt(final[:, 0, 0] * final[:, 1, 1])))
 # rank-collapse --devices: the same numbers on 4 devices as on 1 (10 networks: 2 chunks, padded).
@@ -76,6 +76,23 @@ for devices in (1, 4):
         curves[devices] = json.load(open(tmp + "/rank_collapse.json"))["curves"]
 out["cli_devices_equal"] = curves[1] == curves[4]
 out["cli_se"] = curves[4]["shaped"]["mean_correlation_se"][-1]
+# compare and sweep-width --devices: the finite sources (law chain, explicit networks) on 4
+# devices equal those on 1 (10 samples: padded to 12); the SDE runs on one device either way.
+small = ["--tokens", "2", "--T", "0.5", "--steps", "20", "--no-progress", "--json"]
+runs = {
+    "compare": ["compare", "--width", "8", "--samples", "10", "--explicit-samples", "6",
+                "--moment-samples", "0", *small],
+    "sweep-width": ["sweep-width", "--widths", "4,8", "--samples", "10", *small],
+}
+files = {"compare": "compare.json", "sweep-width": "sweep_width.json"}
+for name, argv in runs.items():
+    reports = {}
+    for devices in (1, 4):
+        with tempfile.TemporaryDirectory() as tmp:
+            assert main([*argv, "--devices", str(devices), "--out", tmp]) == 0
+            reports[devices] = json.load(open(tmp + "/" + files[name]))
+    keep = "comparisons" if name == "compare" else "rows"
+    out[name] = {d: r[keep] for d, r in reports.items()}
 print("RESULT", json.dumps(out))
 """
 
@@ -235,3 +252,19 @@ def test_multihost_entry_without_coordinator_is_single_process():
         initialize_multihost("localhost:1234")
     with pytest.raises(ValueError, match="process_id=2 is invalid"):
         initialize_multihost("localhost:1234", 2, 2)
+
+
+def test_compare_and_sweep_width_devices_do_not_change_the_numbers(four_devices):
+    """`--devices 4` and `--devices 1` give equal JSON numbers for compare and sweep-width.
+
+    One key per finite sample, split on the host whatever the device count (10 samples, padded
+    to 12 on 4 devices).
+    """
+    compare, sweep = four_devices["compare"], four_devices["sweep-width"]
+    assert compare["1"] == compare["4"]
+    assert sweep["1"] == sweep["4"]
+    # Not vacuous: both finite sources ran with their sample counts and differ from each other.
+    law, explicit = compare["4"]["law"]["rows"][0], compare["4"]["explicit"]["rows"][0]
+    assert (law["size_a"], explicit["size_a"]) == (10, 6)
+    assert law["mean_a"] != explicit["mean_a"]
+    assert [r["size_finite"] for r in sweep["4"]] == [10, 10]

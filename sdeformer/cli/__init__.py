@@ -43,6 +43,9 @@ def _run_main_job(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `sdeformer` argument parser, with one subcommand per command."""
+    from . import common
+
+    common._WARNED.clear()  # each command reports a deprecated flag once
     parser = argparse.ArgumentParser(
         prog="sdeformer",
         description=(

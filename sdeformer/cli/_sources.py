@@ -127,3 +127,53 @@ def _exits_line(exits: dict) -> str:
         f"(left the PSD cone {exits['left_psd_cone']}, solver failures "
         f"{exits['solver_failure']}): {exits['discretisation_failure_fraction']:.2%}, excluded"
     )
+
+
+def _check_finite_source(config, n: int, depth: int, v0, method: str) -> None:
+    """Refuse what the finite sampler would refuse (n < m, missing law faces, ...), abstractly.
+
+    Runs the sampler's host-side checks under `jax.eval_shape` (no compilation, well under a
+    second), so a command fails before it creates its output directory.
+    """
+    import jax
+    import jax.random as jr
+
+    from ..laws import sample_covariance_paths
+
+    jax.eval_shape(
+        lambda k: sample_covariance_paths(config, n, depth, v0, 1, key=k, method=method),
+        jr.key(0),
+    )
+
+
+def _check_sde_source(config, v0, T: float, args: argparse.Namespace, width: int) -> None:
+    """Refuse what `solve_sde` would refuse for these options, before any file is written.
+
+    The solver against V0 and the number of tokens, the memory of one path, the bound: the
+    solver's host-side checks under `jax.eval_shape`, plus the positive-definiteness check of
+    the exponential scheme, which tracing would skip.
+    """
+    import jax
+    import jax.random as jr
+
+    from ..sde import solve_sde
+
+    if args.solver == "exponential":  # a value check that tracing would skip
+        try:
+            np.linalg.cholesky(np.asarray(v0, np.float64))
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "--solver exponential needs a positive definite input covariance (it steps the "
+                "Cholesky factor); this V0 is singular: pass --rho0 < 1, a --v0 with a small "
+                "multiple of the identity added, or --solver euler"
+            ) from None
+    options = _sde_options(args, width)
+    options.pop("progress")
+    jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, save_times=2, **options), jr.key(0))
+
+
+def _check_max_failed_fraction(value: float) -> None:
+    if not 0 <= value <= 1:  # also refuses NaN
+        raise ValueError(
+            f"--max-failed-fraction {value}: pass a fraction in [0, 1] of the SDE paths"
+        )

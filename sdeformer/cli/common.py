@@ -74,6 +74,70 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     )
 
 
+_WARNED: set[str] = set()
+"""Deprecated flags already reported in this process's current command (one line each)."""
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: it stores its value and prints one deprecation line.
+
+    Add it after the option it stands for, with the same `dest` (or a `dest` of its own where the
+    old flag meant something the new vocabulary spells differently) and `replacement`, the flag
+    to use instead; it is left out of `--help` and of the resolved options.
+    """
+
+    def __init__(self, option_strings, dest, *, replacement: str, **kwargs):
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        kwargs["help"] = argparse.SUPPRESS
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        """Store `values` under `dest`, printing the deprecation line once per spelling."""
+        if option_string not in _WARNED:
+            _WARNED.add(option_string)
+            print(
+                f"sdeformer: {option_string} is deprecated and will be removed; use "
+                f"{self.replacement}",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
+def add_devices_argument(group, what: str) -> None:
+    """`--devices N`: shard `what` over the first N devices (seed semantics in the help)."""
+    group.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help=f"shard {what} over the first N devices of jax.devices() (on CPU, start with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N to make N devices). Every sample "
+        "draws from its own key, split from the seed on the host whatever N is (the keys are "
+        "padded to a multiple of N and the padding is dropped), so a --seed gives the same "
+        "numbers for every --devices; N above jax.device_count() is refused (docs/scaling.md) "
+        "(default: 1)",
+    )
+
+
+def check_devices(devices: int) -> None:
+    """Refuse `--devices N` above the visible device count, naming the fix."""
+    import jax
+
+    available = jax.devices()
+    if devices > len(available):
+        platform = available[0].platform
+        cpu_fix = (
+            f"; on CPU, start with XLA_FLAGS=--xla_force_host_platform_device_count={devices}"
+            if platform == "cpu"
+            else ""
+        )
+        raise ValueError(
+            f"--devices {devices}: only {len(available)} {platform} device(s) are visible "
+            f"(jax.device_count()); pass --devices 1..{len(available)}{cpu_fix}"
+        )
+
+
 def positive_int(text: str, *, minimum: int = 1) -> int:
     """`text` as an integer >= `minimum`; else an argparse error naming the value."""
     kind = "positive" if minimum == 1 else f">= {minimum}"
@@ -220,7 +284,7 @@ def config_defaults(parser: argparse.ArgumentParser, data: dict, path: str) -> d
     boolean passes through the option's `type=` converter, so a file is checked like flags are.
     """
     actions = option_actions(parser)
-    names = sorted({_primary(a) for a in actions.values()})
+    names = sorted({_primary(a) for a in actions.values() if a.help != argparse.SUPPRESS})
     defaults = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
@@ -260,9 +324,16 @@ def config_defaults(parser: argparse.ArgumentParser, data: dict, path: str) -> d
 
 def resolved_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """Every option of the parsed command with its final value (what `--config` reads back)."""
-    actions = {a.dest: a for a in option_actions(parser).values()}
+    actions: dict[str, argparse.Action] = {}
+    for action in option_actions(parser).values():
+        hidden = action.help == argparse.SUPPRESS
+        if action.dest not in actions or actions[action.dest].help == argparse.SUPPRESS:
+            if not hidden or action.dest not in actions:
+                actions[action.dest] = action
     return {
         _primary(action): getattr(args, dest)
         for dest, action in actions.items()
-        if hasattr(args, dest) and dest not in ("overwrite", "accept_changed")
+        if hasattr(args, dest)
+        and dest not in ("overwrite", "accept_changed")
+        and not (action.help == argparse.SUPPRESS and getattr(args, dest) is None)
     }

@@ -16,16 +16,23 @@ from ._sources import (
     DEFAULTS,
     MOMENT_TABLE_MAX_TOKENS,
     _add_input_arguments,
+    _check_finite_source,
+    _check_max_failed_fraction,
+    _check_sde_source,
     _exits_line,
     _input_covariance,
     _save_every,
     _sde_options,
 )
 from .common import (
+    DeprecatedAlias,
     add_config_arguments,
+    add_devices_argument,
     add_run_arguments,
+    check_devices,
     config_from_args,
     markdown_table,
+    non_negative_int,
     positive_int,
     progress,
     setup_precision,
@@ -53,7 +60,9 @@ def _add_compare(sub) -> None:
     add_config_arguments(parser, DEFAULTS)
     group = parser.add_argument_group("experiment")
     group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
-    group.add_argument("--n", type=positive_int, dest="width", help=argparse.SUPPRESS)
+    group.add_argument(
+        "--n", action=DeprecatedAlias, type=positive_int, dest="width", replacement="--width"
+    )
     _add_input_arguments(group)
     group.add_argument(
         "--method",
@@ -65,7 +74,8 @@ def _add_compare(sub) -> None:
         "--samples",
         type=positive_int,
         default=8000,
-        help="samples of the law chain and of the SDE (default: 8000)",
+        help="samples of the law chain, and of the SDE unless --sde-samples is given "
+        "(default: 8000)",
     )
     group.add_argument(
         "--explicit-samples",
@@ -73,8 +83,31 @@ def _add_compare(sub) -> None:
         default=400,
         help="explicit networks (default: 400; each costs O(n^2) normal draws per layer)",
     )
-    group.add_argument("--law-samples", type=positive_int, default=None, help=argparse.SUPPRESS)
-    group.add_argument("--paths", type=positive_int, default=None, help=argparse.SUPPRESS)
+    group.add_argument(
+        "--sde-samples",
+        type=positive_int,
+        default=None,
+        help="SDE paths (default: --samples)",
+    )
+    group.add_argument(
+        "--paths",
+        action=DeprecatedAlias,
+        type=positive_int,
+        dest="sde_samples",
+        replacement="--sde-samples",
+    )
+    group.add_argument(
+        "--law-samples",
+        action=DeprecatedAlias,
+        type=positive_int,
+        default=None,
+        replacement="--samples (law chain) with --sde-samples (SDE)",
+    )
+    add_devices_argument(
+        group,
+        "the finite sources (law chain and explicit networks; the SDE paths and the one-step "
+        "moment table run on one device)",
+    )
     group.add_argument(
         "--mode",
         choices=("survival", "stopped"),
@@ -94,7 +127,7 @@ def _add_compare(sub) -> None:
     )
     group.add_argument(
         "--moment-samples",
-        type=int,
+        type=non_negative_int,
         default=1000,
         help="antithetic pairs for the one-step drift/noise table at V0 (0 skips it; skipped "
         f"above m = {MOMENT_TABLE_MAX_TOKENS}, where the dense noise tensor is too large)",
@@ -120,10 +153,21 @@ def compare_command(args: argparse.Namespace) -> int:
     sizes = {
         "law": args.law_samples or args.samples,
         "explicit": args.explicit_samples,
-        "sde": args.paths or args.samples,
+        "sde": args.sde_samples or args.samples,
     }
     every = _save_every(depth, m, sum(sizes[k] for k in (*methods, "sde")))
     moment_samples = args.moment_samples if m <= MOMENT_TABLE_MAX_TOKENS else 0
+    # Every input is checked before the output directory is created.
+    check_devices(args.devices)
+    _check_max_failed_fraction(args.max_failed_fraction)
+    for method in methods:
+        _check_finite_source(config, n, depth, v0, method)
+    _check_sde_source(config, v0, depth / n, args, n)
+    if moment_samples == 1:
+        raise ValueError(
+            "--moment-samples 1: the standard errors need at least 2 antithetic pairs; pass 0 "
+            "(skip the table) or >= 2"
+        )
     key = jr.key(args.seed)
     out = Path(args.out)
     settings = {
@@ -133,6 +177,9 @@ def compare_command(args: argparse.Namespace) -> int:
         "v0": np.asarray(v0).tolist(),
         "method": args.method,
         "num_samples": {k: sizes[k] for k in (*methods, "sde")},
+        # Finite sources draw one key per sample (sharding.sharded_covariance_paths), the same
+        # for every --devices; recorded so results of the older per-call keys are not resumed.
+        "finite_keys": "per-sample",
         "steps": args.steps,
         "bound": args.bound,
         "finite_width_sde": args.finite_width_sde,
@@ -165,6 +212,7 @@ def compare_command(args: argparse.Namespace) -> int:
                     bound=args.bound,
                     every=every,
                     label=label,
+                    devices=args.devices,
                 )
                 src = finite[method]
                 store.save_arrays(method, {"ts": src.ts, "vs": src.vs, "alive": src.alive})

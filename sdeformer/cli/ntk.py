@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -100,6 +101,13 @@ def ntk_command(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--scalings: {text!r} is neither {' nor '.join(SCALINGS)} nor a number"
             ) from err
+        if not isinstance(scalings[-1], str) and not (
+            math.isfinite(scalings[-1]) and scalings[-1] > 0
+        ):
+            raise ValueError(
+                f"--scalings: {text!r} is not a temperature tau0; pass a finite number > 0, "
+                f"or {' or '.join(SCALINGS)}"
+            )
     inits = csv_list(args.inits)
     for init in inits:
         if init not in INITS:

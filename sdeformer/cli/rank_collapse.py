@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 from ..config import ShapedConfig
+from ._sources import _check_finite_source
 from .common import (
+    DeprecatedAlias,
     add_config_arguments,
     add_run_arguments,
+    check_devices,
     config_from_args,
     csv_list,
     markdown_table,
@@ -44,7 +47,10 @@ def _add_rank_collapse(sub) -> None:
     add_config_arguments(parser, ShapedConfig())
     group = parser.add_argument_group("experiment")
     group.add_argument(
-        "--width", "--n", dest="n", type=positive_int, default=128, help="width n (default: 128)"
+        "--width", dest="n", type=positive_int, default=128, help="width n (default: 128)"
+    )
+    group.add_argument(
+        "--n", action=DeprecatedAlias, type=positive_int, dest="n", replacement="--width"
     )
     group.add_argument("--depth", type=positive_int, default=256, help="depth d (default: 256)")
     group.add_argument("--tokens", type=positive_int, default=8, help="tokens m (default: 8)")
@@ -63,9 +69,11 @@ def _add_rank_collapse(sub) -> None:
         "--devices",
         type=positive_int,
         default=1,
+        metavar="N",
         help="shard the networks of each chunk over this many devices (jax.devices(); on CPU "
-        "XLA_FLAGS=--xla_force_host_platform_device_count=K makes K). The numbers for a --seed "
-        "do not depend on --devices (default: 1)",
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N; more than "
+        "jax.device_count() is refused). The numbers for a --seed do not depend on --devices "
+        "(default: 1)",
     )
     group.add_argument(
         "--chunk",
@@ -100,6 +108,10 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
     if args.tokens < 2:
         raise ValueError(f"--tokens {args.tokens}: need at least 2 tokens")
     v0 = equicorrelated(args.tokens, args.rho0, dtype)
+    # Every input is checked before the output directory is created.
+    check_devices(args.devices)
+    for kind in kinds:
+        _check_finite_source(kind_config(base, kind), args.n, args.depth, v0, "explicit")
     settings = {
         "config": base.to_dict(),
         "n": args.n,

@@ -9,10 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sources import DEFAULTS, _add_input_arguments, _input_covariance, _sde_options
+from ._sources import (
+    DEFAULTS,
+    _add_input_arguments,
+    _check_finite_source,
+    _check_max_failed_fraction,
+    _check_sde_source,
+    _input_covariance,
+    _sde_options,
+)
 from .common import (
+    DeprecatedAlias,
     add_config_arguments,
+    add_devices_argument,
     add_run_arguments,
+    check_devices,
     config_from_args,
     csv_list,
     markdown_table,
@@ -54,9 +65,25 @@ def _add_sweep_width(sub) -> None:
         "--samples",
         type=positive_int,
         default=20000,
-        help="finite samples per width, and SDE samples per width (default: 20000)",
+        help="finite samples per width, and SDE samples per width unless --sde-samples is given "
+        "(default: 20000)",
     )
-    group.add_argument("--paths", type=positive_int, default=None, help=argparse.SUPPRESS)
+    group.add_argument(
+        "--sde-samples",
+        type=positive_int,
+        default=None,
+        help="SDE paths per width (with --shared-sde: in all) (default: --samples)",
+    )
+    group.add_argument(
+        "--paths",
+        action=DeprecatedAlias,
+        type=positive_int,
+        dest="sde_samples",
+        replacement="--sde-samples",
+    )
+    add_devices_argument(
+        group, "the finite samples of each width (the SDE paths run on one device)"
+    )
     group.add_argument(
         "--shared-sde",
         action="store_true",
@@ -96,7 +123,16 @@ def sweep_width_command(args: argparse.Namespace) -> int:
         )
     depths = {n: compare.depth_for(args.T, n) for n in widths}
     times = {n: depths[n] / n for n in widths}
-    sde_size = args.paths or args.samples
+    sde_size = args.sde_samples or args.samples
+    # Every input is checked before the output directory is created.
+    check_devices(args.devices)
+    _check_max_failed_fraction(args.max_failed_fraction)
+    for n in widths:
+        _check_finite_source(config, n, depths[n], v0, args.method)
+        if args.finite_width_sde:
+            _check_sde_source(config, v0, times[n], args, n)
+    if not args.finite_width_sde:
+        _check_sde_source(config, v0, max(times.values()), args, widths[0])
     design = (
         "finite-width SDE per width"
         if args.finite_width_sde
@@ -110,6 +146,9 @@ def sweep_width_command(args: argparse.Namespace) -> int:
         "method": args.method,
         "num_samples": args.samples,
         "sde_num_samples": sde_size,
+        # One key per finite sample (sharding.sharded_covariance_paths), the same for every
+        # --devices; recorded so results of the older per-call keys are not resumed.
+        "finite_keys": "per-sample",
         "sde_design": design,
         "finite_width_sde": args.finite_width_sde,
         "steps": args.steps,
@@ -182,6 +221,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
                 method=args.method,
                 bound=args.bound,
                 every=depths[n],
+                devices=args.devices,
             )
             row = compare.width_distances(
                 finite, sde, time=times[n], feature=feature, seed=args.seed

@@ -109,6 +109,16 @@ def _train_setup(args: argparse.Namespace):
 
     if args.float64:
         raise ValueError("--float64: training runs in float32 only; drop --float64")
+    if args.steps % args.eval_every:
+        raise ValueError(
+            f"--steps {args.steps} is not a multiple of --eval-every {args.eval_every}; pass "
+            "an --eval-every that divides --steps"
+        )
+    if not 0.0 <= args.recover_start < args.recover_end <= 1.0:  # also refuses NaN
+        raise ValueError(
+            f"--recover-start {args.recover_start} --recover-end {args.recover_end}: need "
+            "0 <= start < end <= 1 (fractions of the run)"
+        )
     values = {name: getattr(args, name) for name in _TRAIN_CONFIG_FIELDS}
     if values["out_proj"] is None:
         values["out_proj"] = False

@@ -49,6 +49,7 @@ def finite_source(
     every: int = 1,
     label: str | None = None,
     memory_budget: int = 2**30,
+    devices: int | None = None,
 ) -> CovarianceSamples:
     """Covariance samples of finite networks of width n and depth round(T n) at init.
 
@@ -57,6 +58,12 @@ def finite_source(
     some |V_ab| exceeds `bound`. When all layers of all samples would exceed `memory_budget`
     bytes (many tokens), the samples are drawn in equal chunks (keys folded with the chunk index)
     and only the kept layers are stored.
+
+    `devices=k` draws with `sdeformer.sharding.sharded_covariance_paths` over the first k
+    devices: sample i of a chunk uses key `jr.split(chunk key, chunk size)[i]`, so the result is
+    the same for every k (the chunks depend on `memory_budget`, not on k). `devices=None` (the
+    default) calls the unsharded sampler, whose per-sample keys differ: another valid sample of
+    the same law.
     """
     import jax.random as jr
 
@@ -66,16 +73,28 @@ def finite_source(
     label = label or f"{method} n={n}"
     m = int(np.shape(v0)[-1])
     per_sample = (depth + 1) * m * m * 4
+
+    def draw(count, chunk_key):
+        if devices is None:
+            return sample_covariance_paths(
+                config, n, depth, v0, count, key=chunk_key, method=method
+            )
+        from ..sharding import gather, sharded_covariance_paths
+
+        paths = sharded_covariance_paths(
+            config, n, depth, v0, count, key=chunk_key, method=method, devices=devices
+        )
+        return gather(paths)
+
     if num_samples * per_sample <= memory_budget:
-        paths = sample_covariance_paths(config, n, depth, v0, num_samples, key=key, method=method)
+        paths = draw(num_samples, key)
         return CovarianceSamples.from_paths(label, paths, n, bound=bound, every=every)
     chunk = max(1, memory_budget // per_sample)
     parts = []
     for c, start in enumerate(range(0, num_samples, chunk)):
-        paths = sample_covariance_paths(
-            config, n, depth, v0, chunk, key=jr.fold_in(key, c), method=method
-        )
         keep = min(chunk, num_samples - start)
+        # Unsharded: a full chunk, trimmed (the historical keys); sharded: exactly `keep`.
+        paths = draw(chunk if devices is None else keep, jr.fold_in(key, c))
         parts.append(CovarianceSamples.from_paths(label, paths[:keep], n, bound=bound, every=every))
     return CovarianceSamples.concatenate(parts)
 

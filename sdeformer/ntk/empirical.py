@@ -57,9 +57,9 @@ def _ntk_jacobian(model, xs):
 
 
 def _pad_blocks(xs, block):
-    n = xs.shape[0]
-    nb = -(-n // block)
-    pad = nb * block - n
+    num_inputs = xs.shape[0]
+    nb = -(-num_inputs // block)
+    pad = nb * block - num_inputs
     if pad:
         xs = jnp.concatenate([xs, jnp.repeat(xs[-1:], pad, axis=0)], axis=0)
     return xs.reshape(nb, block, *xs.shape[1:])
@@ -68,7 +68,7 @@ def _pad_blocks(xs, block):
 @eqx.filter_jit
 def _ntk_blocked(model, xs, block: int):
     params, static = partition_params(model)
-    n = xs.shape[0]
+    num_inputs = xs.shape[0]
     blocks = _pad_blocks(xs, block)
 
     def row(xa):
@@ -78,7 +78,7 @@ def _ntk_blocked(model, xs, block: int):
     k = jax.lax.map(row, blocks)  # (nb, nb, block, block)
     nb = blocks.shape[0]
     k = k.transpose(0, 2, 1, 3).reshape(nb * block, nb * block)
-    return k[:n, :n]
+    return k[:num_inputs, :num_inputs]
 
 
 @eqx.filter_jit

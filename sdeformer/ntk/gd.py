@@ -73,13 +73,13 @@ def train_gd(
         raise ValueError(
             f"lr_factor={lr_factor!r} is invalid; the auto step size needs 0 < lr_factor < 2"
         )
-    n = xs.shape[0]
+    num_inputs = xs.shape[0]  # N
     k0 = empirical_ntk(model, xs, strategy=ntk_strategy)
     eig = np.linalg.eigvalsh(np.asarray(0.5 * (k0 + k0.T), dtype=np.float64))
     lam_min, lam_max = float(eig[0]), float(eig[-1])
     if lr is None:
-        lr = lr_factor * n / lam_max
-    predicted = (1.0 - lr * max(lam_min, 0.0) / n) ** 2
+        lr = lr_factor * num_inputs / lam_max
+    predicted = (1.0 - lr * max(lam_min, 0.0) / num_inputs) ** 2
     seg = -(-steps // checkpoints)
     params, static = partition_params(model)
     theta0 = _flat(model)
