@@ -222,6 +222,43 @@ def measure_network(config, m: int, n: int, depth: int, samples: int, *, method:
     return _rates(timed(run, key), samples * depth)
 
 
+def measure_law_and_explicit(
+    config, m: int, n: int, depth: int, samples: dict[str, int], *, key, repeat: int = 3
+) -> dict[str, dict]:
+    """The law chain and the explicit networks of one stack, timed together, alternating.
+
+    `samples` maps "law" and "explicit" to their sample counts. Both programs are compiled
+    first, then `repeat` runs of each alternate (law, explicit, law, ...), best time of each,
+    so that the speed-up law / explicit is a ratio of two times taken under the same load (two
+    separate measures, possibly from runs hours apart, measured the load, not the samplers).
+    """
+    from sdeformer.laws import law_covariance_paths
+    from sdeformer.model import explicit_covariance_paths
+
+    programs = {}
+    for method, count in samples.items():
+        sampler = law_covariance_paths if method == "law" else explicit_covariance_paths
+        v0 = initial_covariance(m)
+
+        def run(key, sampler=sampler, count=count, v0=v0):
+            return sampler(config, n, depth, v0, count, key=key)[:, -1]
+
+        programs[method] = prepare(run, key)
+    for _ in range(repeat):
+        for program in programs.values():
+            if "skip" not in program:
+                run_once(program, key)
+    out = {}
+    for method, program in programs.items():
+        if "skip" in program:
+            out[method] = {"status": "skipped", "reason": program.pop("skip"), **program}
+            continue
+        res = _rates({k: v for k, v in program.items() if k != "run"}, samples[method] * depth)
+        res["repeat"] = repeat
+        out[method] = res
+    return out
+
+
 def wishart_samples(m: int, samples: int, *, dof: int, scale: float, key) -> np.ndarray:
     """`samples` covariances V = scale X X^T / dof, X (m, dof) iid N(0, 1): a cheap stand-in
     source of many-token covariances for timing the comparison (its cost does not depend on

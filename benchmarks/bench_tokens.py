@@ -279,6 +279,10 @@ def run_size(job: dict) -> dict:
     config = sde_config()
     key = jr.key(m)
     for measure in MEASURES:
+        kind = measure.split("_")[-1]
+        if measure.startswith("law_") and measure not in unit["measures"]:
+            # measured again: its explicit partner too (a stored one came from another run)
+            unit["measures"].pop(f"explicit_{kind}", None)
         if measure in unit["measures"]:
             continue
         step = plan[measure]
@@ -321,6 +325,26 @@ def run_size(job: dict) -> dict:
                 res = tk.measure_matmul(m, size, flops=p.matmul_flops, key=jr.fold_in(key, 2))
             elif measure == "compare":
                 res = tk.measure_compare(m, size, key=jr.fold_in(key, 3))
+            elif measure.startswith("law_") and not plan[f"explicit_{kind}"].get("skip"):
+                # The law chain and the explicit networks of this stack, timed together
+                # (alternating, same load): the speed-up is a ratio of two times of one run.
+                pair = tk.measure_law_and_explicit(
+                    network_config(measure),
+                    m,
+                    max(p.width, m),
+                    p.depth,
+                    {"law": size, "explicit": plan[f"explicit_{kind}"]["size"]},
+                    key=jr.fold_in(key, 4),
+                )
+                explicit = pair["explicit"]
+                explicit.update(
+                    n=max(p.width, m),
+                    size=plan[f"explicit_{kind}"]["size"],
+                    commit=job.get("commit"),
+                )
+                unit["measures"][f"explicit_{kind}"] = explicit
+                res = pair["law"]
+                res["n"] = max(p.width, m)
             else:
                 method, _ = measure.split("_")
                 res = tk.measure_network(

@@ -30,26 +30,36 @@ def _all_finite(x, axes):
 
 
 @custom_vmap
-def _cholesky_or_sqrt(v):
-    chol = jnp.linalg.cholesky(v)
-    return jax.lax.cond(_all_finite(chol, (-2, -1)), lambda: chol, lambda: psd_sqrt(v))
+def _factor_stack(v: Float[Array, "b m m"]) -> Float[Array, "b m m"]:
+    """Cholesky factors of a stack of matrices, with `psd_sqrt` for those where it fails.
 
-
-@_cholesky_or_sqrt.def_vmap
-def _cholesky_or_sqrt_batched(axis_size, in_batched, v):
-    # The batched rule decides the fallback ONCE for the whole batch: under a plain vmap the
-    # `lax.cond` above would become a select and run the eigendecomposition of every matrix.
-    (batched,) = in_batched
-    if not batched:
-        return _cholesky_or_sqrt(v), False
+    The fallback is decided once for the whole stack: the eigendecompositions run (inside the
+    `lax.cond`) only when some matrix of the stack has a non-finite Cholesky factor.
+    """
     chol = jnp.linalg.cholesky(v)
     bad = ~_all_finite(chol, (-2, -1))
-    fixed = jax.lax.cond(
+    return jax.lax.cond(
         bad.any(),
         lambda: jnp.where(bad[:, None, None], psd_sqrt(v), chol),
         lambda: chol,
     )
-    return fixed, True
+
+
+@_factor_stack.def_vmap
+def _factor_stack_batched(axis_size, in_batched, v):
+    """Merge a vmapped axis into the stack: one `_factor_stack` call, one `lax.cond`.
+
+    Without this rule a vmap would batch the `lax.cond` predicate and turn the cond into a
+    select that runs the eigendecomposition of every matrix. Because the rule calls
+    `_factor_stack` again, nested vmaps (the sharded samplers vmap the samplers, which vmap
+    their samples) also end in a single call on the flattened stack, so the program that
+    factors a matrix is the same whether it is reached directly or under any number of vmaps.
+    """
+    (batched,) = in_batched
+    if not batched:
+        return _factor_stack(v), False
+    flat = v.reshape(-1, *v.shape[-2:])  # the vmapped axis is the leading one
+    return _factor_stack(flat).reshape(v.shape), True
 
 
 def cov_factor(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch m m"]:
@@ -62,17 +72,18 @@ def cov_factor(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch m m"]:
     square root `psd_sqrt` (negative round-off eigenvalues clipped to 0), so the result is finite
     for every finite PSD input and never silently NaN. The fallback is exact (no jitter is added).
 
-    Under `jax.vmap` (the samplers batch their samples) the choice is made once per batch: the
-    eigendecompositions run only when some matrix of the batch needs them (`lax.cond` on the
-    whole batch; a per-matrix `lax.cond` under vmap would run them always). Not reverse-mode
-    differentiable (nothing differentiates through a sampler's factor).
+    Every call, batched or not, goes through one computation on a stack of matrices (a single
+    matrix is a stack of one), and `jax.vmap` (also nested, as in the sharded samplers) merges
+    its axis into that stack instead of batching the computation. So the choice of the fallback
+    is made once per stack: the eigendecompositions run only when some matrix of the stack needs
+    them (a per-matrix `lax.cond` under vmap would run them always). And a matrix gets the same
+    factor, bit for bit, alone or inside a vmapped batch, which the sharded samplers rely on
+    (tests/test_sharding.py). Not reverse-mode differentiable (nothing differentiates through a
+    sampler's factor).
     """
     v = symmetrize(v)
-    if v.ndim == 2:
-        return _cholesky_or_sqrt(v)
-    batch = v.shape[:-2]
-    flat = v.reshape(-1, *v.shape[-2:])
-    return jax.vmap(_cholesky_or_sqrt)(flat).reshape(*batch, *v.shape[-2:])
+    batch, shape = v.shape[:-2], v.shape[-2:]
+    return _factor_stack(v.reshape(-1, *shape)).reshape(*batch, *shape)
 
 
 def gram(x: Float[Array, "*batch m n"]) -> Float[Array, "*batch m m"]:

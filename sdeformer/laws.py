@@ -57,15 +57,16 @@ def law_batch_size(config: ShapedConfig, n: int, m: int, budget_bytes: float | N
     """Samples run at once by the law chain so that one layer's draws stay within budget_bytes.
 
     The MLP law draws an m x n_h Gaussian matrix (and its activation) per sample; attention
-    needs O(H m^2) numbers. The count assumes 8-byte numbers and a few temporaries per entry.
-    The default budget is 32 MiB on CPU, which keeps a batch's random numbers near the caches
-    (at m = 64 a batch of 128 samples ran about 1.3x slower than batches of 8 to 64: the normal
-    generator makes several passes over its output), and 256 MiB on accelerators, where larger
-    batches fill the device.
+    needs O(H m^2) numbers (about 3.3 m^2 normals and a dozen m x m temporaries per head). The
+    count assumes 8-byte numbers and a few temporaries per entry. The default budget is 32 MiB
+    on CPU, which keeps a batch's random numbers near the caches, and 256 MiB on accelerators,
+    where larger batches fill the device. On CPU (one thread, m = 64, n = 256) this gives 64
+    samples for attention-only stacks and 32 for attention + MLP, the fastest of the batch sizes
+    8 to 256 measured there (16 and 12 samples before, 20% slower).
     """
     if budget_bytes is None:
         budget_bytes = 2**25 if jax.default_backend() == "cpu" else 2**28
-    per_sample = 64 * m * m * config.heads
+    per_sample = 16 * m * m * config.heads
     if "mlp" in config.blocks:
         per_sample += 4 * m * config.n_h(n)
     return max(1, int(budget_bytes // (8 * per_sample)))
@@ -127,7 +128,7 @@ def law_covariance_paths(
     a layer, `n` the width (n >= m), `depth` the number of layers d, `v0` the m x m input
     covariance and `num_samples` the number of independent networks. The chain runs under
     `lax.scan` over depth (memory flat in depth) and is vmapped over `batch_size` samples at a
-    time (default: as many as fit 256 MiB of draws). Returns (num_samples, d + 1, m, m).
+    time (default: `law_batch_size`). Returns (num_samples, d + 1, m, m).
 
     Raises `MissingFaceError` for blocks without an exact law (Pre-LN) and `ValueError` for
     n < m or invalid sizes.

@@ -402,3 +402,40 @@ def test_cov_factor(key):
         np.testing.assert_allclose(out[[0, 2, 4]], np.linalg.cholesky(np.asarray(pd)), atol=1e-5)
     single = np.asarray(outs[-1], np.float64)
     np.testing.assert_allclose(single @ single.T, SINGULAR["rank-1"], atol=1e-5)
+
+
+def _primitive_paths(jaxpr, outer=()) -> list[tuple[str, ...]]:
+    """Every primitive of a jaxpr with the primitives that enclose it (cond, custom_vmap_call)."""
+    paths = []
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        paths.append((*outer, name))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(sub, "eqns"):
+                    paths.extend(_primitive_paths(sub, (*outer, name)))
+    return paths
+
+
+def test_cov_factor_same_program_under_vmap(key):
+    """A matrix gets the same factor, bit for bit, alone, in a vmapped batch and under nested
+    vmaps; the eigendecomposition stays inside one `cond` however many vmaps wrap the call."""
+    x = jr.normal(key, (4, 5, 7))
+    pd = x @ jnp.swapaxes(x, -1, -2)
+    alone = np.stack([np.asarray(jax.jit(cov_factor)(m)) for m in pd])
+    vmapped = np.asarray(jax.jit(jax.vmap(cov_factor))(pd))
+    nested = np.asarray(jax.jit(jax.vmap(jax.vmap(cov_factor)))(pd.reshape(2, 2, 5, 5)))
+    np.testing.assert_array_equal(vmapped, alone)
+    np.testing.assert_array_equal(nested.reshape(4, 5, 5), alone)
+    for fn, arg in (
+        (cov_factor, pd[0]),
+        (jax.vmap(cov_factor), pd),
+        (jax.vmap(jax.vmap(cov_factor)), pd.reshape(2, 2, 5, 5)),
+    ):
+        paths = _primitive_paths(jax.make_jaxpr(fn)(arg).jaxpr)
+        # one cond (a vmapped cond would become a select that runs both branches) ...
+        assert sum(path[-1] == "cond" for path in paths) == 1, paths
+        # ... and the eigendecomposition runs only inside it
+        eighs = [path for path in paths if path[-1] == "eigh"]
+        assert eighs and all("cond" in path[:-1] for path in eighs), eighs

@@ -120,3 +120,31 @@ def test_chi_square_law_large_df(key):
     for i, df in enumerate(dfs):
         p = stats.kstest(draws[:, i], stats.chi2(df).cdf).pvalue
         assert p > ALPHA / len(dfs), (df, p)
+
+
+def test_law_normals_are_iid_standard_normals():
+    """The law steps' normals (both Threefry output words used): N(0, 1) marginals, the two
+    words of a block uncorrelated, the same numbers for a key alone or vmapped; other key
+    implementations fall back to `normals`."""
+    from sdeformer.blocks._base import law_normals, normals
+
+    a, b = law_normals(jr.key(3), [(100, 100), (10_000,)], jnp.float32)
+    assert a.shape == (100, 100) and b.shape == (10_000,) and a.dtype == jnp.float32
+    flat = np.concatenate([np.asarray(a).ravel(), np.asarray(b)])
+    # 20000 numbers: a KS p-value below 1e-3 has probability 1e-3 under the null
+    assert stats.kstest(flat, "norm").pvalue > 1e-3
+    # the first 10000 numbers are the y0 words, the next 10000 the y1 words of the same blocks:
+    # their correlation is N(0, 1 / 10000) when independent (5 standard errors = 0.05)
+    assert abs(np.corrcoef(flat[:10_000], flat[10_000:])[0, 1]) < 0.05
+    assert abs(flat.mean()) < 5 / np.sqrt(flat.size) and abs(flat.var() - 1) < 5 * np.sqrt(
+        2 / flat.size
+    )
+    keys = jr.split(jr.key(4), 3)
+    batched = jax.vmap(lambda k: law_normals(k, [(7, 5)], jnp.float32)[0])(keys)
+    alone = np.stack([np.asarray(law_normals(k, [(7, 5)], jnp.float32)[0]) for k in keys])
+    np.testing.assert_array_equal(np.asarray(batched), alone)
+    rbg = jr.key(5, impl="rbg")
+    np.testing.assert_array_equal(
+        np.asarray(law_normals(rbg, [(4, 4)], jnp.float32)[0]),
+        np.asarray(normals(rbg, [(4, 4)], jnp.float32)[0]),
+    )

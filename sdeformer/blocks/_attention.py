@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._linalg import cov_factor, symmetrize
 from ..config import ShapedConfig, check_width
 from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
-from ._base import Block, normals
+from ._base import Block, law_normals, normals
 
 
 def causal_mask(m: int) -> Array:
@@ -159,7 +159,7 @@ class AbstractAttention(Block):
         k_v = heads * (min(m, p) if config.out_proj else m)
         k = min(k_v, m)
         # One PRNG call for the whole step (each jax.random call site costs compile time).
-        e_q, z_k, z_o, e, z_w = normals(
+        e_q, z_k, z_o, e, z_w = law_normals(
             key,
             [
                 (heads, m, min(m, nk)),

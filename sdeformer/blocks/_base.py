@@ -8,9 +8,12 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
+from jax.extend.random import threefry2x32_p
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..config import ShapedConfig
+from ..sde_brownian import _uniform_open
 from ._limit import NoiseTerms
 
 
@@ -213,3 +216,39 @@ def normals(key: PRNGKeyArray, shapes: list[tuple[int, ...]], dtype) -> list[Arr
         out.append(flat[start : start + size].reshape(shape))
         start += size
     return out
+
+
+def _split(flat: Array, shapes: list[tuple[int, ...]]) -> list[Array]:
+    out, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        out.append(flat[start : start + size].reshape(shape))
+        start += size
+    return out
+
+
+def law_normals(key: PRNGKeyArray, shapes: list[tuple[int, ...]], dtype) -> list[Array]:
+    """Independent iid N(0, 1) arrays of the given shapes for a law step, from one Threefry call.
+
+    The same numbers' law as `normals`, at about half the cost of the random bits: with the
+    default `jax_threefry_partitionable=True`, `jax.random.normal` turns each Threefry-2x32
+    block (two 32-bit output words) into ONE float32, while the law steps, whose cost is
+    dominated by their normal draws, use both words. For a Threefry key with data (k0, k1) the
+    words are Threefry-2x32 under (k0, k1) of the counters (0, j), j < ceil(words / 2), both
+    outputs in turn; they become normals by the inverse error function, as in
+    `jax.random.normal`. Elementwise in the counters, so a vmapped call gives each key the same
+    numbers as an unbatched one. Keys of other implementations (rbg, ...) and raw uint32 keys
+    go through `normals`.
+    """
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not typed or str(jax.random.key_impl(key)) != "threefry2x32":
+        return normals(key, shapes, dtype)
+    count = sum(math.prod(shape) for shape in shapes)
+    words = count * (2 if jnp.dtype(dtype) == jnp.float64 else 1)
+    pairs = -(-words // 2)
+    data = jax.random.key_data(key)
+    counters = jnp.arange(pairs, dtype=jnp.uint32)
+    y0, y1 = threefry2x32_p.bind(data[0], data[1], jnp.zeros_like(counters), counters)
+    bits = jnp.concatenate([y0, y1])[:words]
+    flat = math.sqrt(2.0) * jax.scipy.special.erfinv(_uniform_open(bits, dtype))
+    return _split(flat, shapes)

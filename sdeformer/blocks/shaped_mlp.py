@@ -13,7 +13,7 @@ from .._linalg import symmetrize
 from ..config import ShapedConfig, check_width
 from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
 from . import _limit
-from ._base import Block, normals
+from ._base import Block, law_normals, normals
 
 
 def relu_slopes(config: ShapedConfig, n: int) -> tuple[float, float, float]:
@@ -132,7 +132,7 @@ class ShapedMLP(Block):
         dtype = l_z.dtype
         lam, gam = config.lam, config.gamma
         # One PRNG call for the whole step (each jax.random call site costs compile time).
-        z_h, e, z_w = normals(key, [(m, nh), (k, m), (bartlett_size(k, dof),)], dtype)
+        z_h, e, z_w = law_normals(key, [(m, nh), (k, m), (bartlett_size(k, dof),)], dtype)
         act = shaped_relu(l_z @ z_h, s_plus, s_minus)
         l_s = act if nh <= m else _linalg.cov_factor(act @ act.T)
         # F = [lam L_Z + s L_S E'', s L_S T] with one product L_S [E'', T].
