@@ -146,7 +146,7 @@ def measure_sde_and_baseline(
     bound: float,
     memory_budget: float,
     key,
-    repeat: int = 2,
+    repeat: int = 3,
     with_sde: bool = True,
     with_baseline: bool = True,
 ) -> dict[str, dict]:

@@ -62,7 +62,8 @@ def _batch_factor(v, psd_tol):
     """
     from .sde import psd_factor
 
-    chol = jnp.linalg.cholesky(v)
+    # V is exactly symmetric (the step adds symmetric increments): no symmetrising pass
+    chol = jax.lax.linalg.cholesky(v, symmetrize_input=False)
     ok = jnp.all(jnp.isfinite(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
 
     def fallback(_):
@@ -76,11 +77,13 @@ def _check(v, code, bound, psd_tol):
     """(new code, factor of the state to step from): exit checks of a batch, one factor."""
     m = v.shape[-1]
     live = code == 0
-    finite = jnp.all(jnp.isfinite(v), axis=(-2, -1))
+    # one pass over V for both checks: max |V_ab| is NaN where V has a NaN (the reduction
+    # propagates NaN) and infinite where it has an infinity
+    largest = jnp.max(jnp.abs(v), axis=(-2, -1))
+    finite = jnp.isfinite(largest)
+    over = finite & (largest > bound)
     eye = jnp.eye(m, dtype=v.dtype)
-    safe = jnp.where((live & finite)[:, None, None], v, eye)
-    over = jnp.max(jnp.abs(safe), axis=(-2, -1)) > bound
-    safe = jnp.where(over[:, None, None], eye, safe)
+    safe = jnp.where((live & finite & ~over)[:, None, None], v, eye)
     factor, psd = _batch_factor(safe, psd_tol)
     checked = jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(psd, 0, 1))).astype(v.dtype)
     return jnp.where(live, checked, code), safe, factor
