@@ -198,7 +198,7 @@ def measure_matmul(m: int, batch: int, *, flops: float, key) -> dict:
     def run(x, q):
         return jax.lax.fori_loop(0, reps, lambda _, y: y @ q, x)
 
-    result = timed(run, x, q, repeat=3)
+    result = timed(run, x, q, repeat=5)
     done = 2.0 * m**3 * batch * reps
     out = _rates(result, batch * reps)
     out.update(batch=batch, reps=reps, gflops=done / result["seconds"] / 1e9)

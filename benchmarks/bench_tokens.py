@@ -128,7 +128,7 @@ PROFILES = {
         max_samples=512,
         explicit_max_samples=32,
         compare_samples=2000,
-        matmul_flops=4e9,
+        matmul_flops=2e10,
         limit=90,
         budget=2400,
     ),

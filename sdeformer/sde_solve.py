@@ -62,7 +62,7 @@ def _batch_factor(v, psd_tol):
     """
     from .sde import psd_factor
 
-    # V is exactly symmetric (the step adds symmetric increments): no symmetrising pass
+    # V is symmetric (a symmetrised V0 plus symmetric increments): no symmetrising pass
     chol = jax.lax.linalg.cholesky(v, symmetrize_input=False)
     ok = jnp.all(jnp.isfinite(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
 
@@ -356,6 +356,7 @@ def solve_sde(
             "jax.enable_x64(True):` around the call)"
         )
     v0 = check_covariance(v0).astype(dtype)
+    v0 = 0.5 * (v0 + v0.T)  # exactly symmetric: the steps keep it so (symmetric increments)
     m = v0.shape[-1]
     if solver == "exponential" and not isinstance(v0, jax.core.Tracer):
         try:
