@@ -12,22 +12,12 @@ import math
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from diffrax._misc import force_bitcast_convert_type
 from jax.extend.random import threefry2x32_p
 from jaxtyping import Array
 
-
-def _uniform_open(words, dtype):
-    """Uniform numbers in (-1, 1) from uint32 words (one word per float32, two per float64)."""
-    if jnp.dtype(dtype) == jnp.float64:
-        hi, lo = words[..., 0::2].astype(jnp.uint64), words[..., 1::2].astype(jnp.uint64)
-        bits = ((hi << 32) | lo) >> 12 | jnp.uint64(0x3FF0000000000000)
-    else:
-        bits = (words >> 9) | jnp.uint32(0x3F800000)
-    u = jax.lax.bitcast_convert_type(bits, dtype) - 1.0  # [0, 1)
-    return jnp.maximum(2.0 * u - 1.0, jnp.nextafter(jnp.asarray(-1.0, dtype), 0.0))
+from ._bits import normals_from_words
 
 
 class PathBrownian(diffrax.AbstractBrownianPath):
@@ -63,6 +53,6 @@ class PathBrownian(diffrax.AbstractBrownianPath):
         x1 = jnp.broadcast_to(jnp.arange(npairs, dtype=jnp.uint32)[None], (batch, npairs))
         y0, y1 = threefry2x32_p.bind(k0, k1, x0, x1)
         bits = jnp.concatenate([y0, y1], axis=-1)[:, :words]
-        normal = math.sqrt(2.0) * jax.scipy.special.erfinv(_uniform_open(bits, dtype))
+        normal = normals_from_words(bits, dtype)
         draws = normal.reshape(batch, len(names), *mshape) * jnp.sqrt(jnp.asarray(t1 - t0, dtype))
         return {name: draws[:, i] for i, name in enumerate(names)}

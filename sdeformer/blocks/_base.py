@@ -12,8 +12,8 @@ import jax.numpy as jnp
 from jax.extend.random import threefry2x32_p
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._bits import normals_from_words
 from ..config import ShapedConfig
-from ..sde_brownian import _uniform_open
 from ._limit import NoiseTerms
 
 
@@ -250,5 +250,5 @@ def law_normals(key: PRNGKeyArray, shapes: list[tuple[int, ...]], dtype) -> list
     counters = jnp.arange(pairs, dtype=jnp.uint32)
     y0, y1 = threefry2x32_p.bind(data[0], data[1], jnp.zeros_like(counters), counters)
     bits = jnp.concatenate([y0, y1])[:words]
-    flat = math.sqrt(2.0) * jax.scipy.special.erfinv(_uniform_open(bits, dtype))
+    flat = normals_from_words(bits, dtype)
     return _split(flat, shapes)
