@@ -346,7 +346,18 @@ def solve_sde(
         if T_value is None or dt_value is None:
             raise ValueError("solve_sde: with a traced T or dt0 pass num_steps, not dt0")
         steps = int(math.ceil(T_value / dt_value - 1e-9))
-    v0 = jnp.asarray(v0)
+    # host-side value checks on the caller's matrix, before any traced operation, so that they
+    # also run under jax.eval_shape (the command line checks its inputs that way)
+    host = None if isinstance(v0, jax.core.Tracer) else np.asarray(v0)
+    v0 = check_covariance(v0)
+    if solver == "exponential" and host is not None:
+        try:
+            np.linalg.cholesky(host.astype(np.float64))
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "solve_sde: solver='exponential' needs a positive definite v0 (it steps the "
+                "Cholesky factor); v0 is singular: pass v0 + eps * I or use solver='euler'"
+            ) from None
     if dtype is None:
         dtype = v0.dtype if jnp.issubdtype(v0.dtype, jnp.floating) else jnp.float32
     dtype = jnp.dtype(dtype)
@@ -355,17 +366,9 @@ def solve_sde(
             "solve_sde: dtype=float64 needs jax_enable_x64 (use `with "
             "jax.enable_x64(True):` around the call)"
         )
-    v0 = check_covariance(v0).astype(dtype)
+    v0 = v0.astype(dtype)
     v0 = 0.5 * (v0 + v0.T)  # exactly symmetric: the steps keep it so (symmetric increments)
     m = v0.shape[-1]
-    if solver == "exponential" and not isinstance(v0, jax.core.Tracer):
-        try:
-            np.linalg.cholesky(np.asarray(v0, np.float64))
-        except np.linalg.LinAlgError:
-            raise ValueError(
-                "solve_sde: solver='exponential' needs a positive definite v0 (it steps the "
-                "Cholesky factor); v0 is singular: pass v0 + eps * I or use solver='euler'"
-            ) from None
     if save_times is None:
         save_times = 11
     if isinstance(save_times, int | np.integer):

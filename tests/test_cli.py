@@ -355,7 +355,7 @@ def test_config_json_records_the_new_spelling(tmp_path, capsys):
         ),
         (
             ["sweep-width", "--widths", "2,4", "--v0", "1,1;1,1", "--solver", "exponential"],
-            ["--solver exponential", "singular", "--solver euler"],
+            ["solver='exponential'", "singular", "solver='euler'"],
         ),
         (
             ["rank-collapse", "--devices", "64"],

@@ -149,24 +149,15 @@ def _check_finite_source(config, n: int, depth: int, v0, method: str) -> None:
 def _check_sde_source(config, v0, T: float, args: argparse.Namespace, width: int) -> None:
     """Refuse what `solve_sde` would refuse for these options, before any file is written.
 
-    The solver against V0 and the number of tokens, the memory of one path, the bound: the
-    solver's host-side checks under `jax.eval_shape`, plus the positive-definiteness check of
-    the exponential scheme, which tracing would skip.
+    The solver against V0 and the number of tokens, the memory of one path, the bound, a
+    positive definite V0 for the exponential scheme: the solver's host-side checks, run under
+    `jax.eval_shape`.
     """
     import jax
     import jax.random as jr
 
     from ..sde import solve_sde
 
-    if args.solver == "exponential":  # a value check that tracing would skip
-        try:
-            np.linalg.cholesky(np.asarray(v0, np.float64))
-        except np.linalg.LinAlgError:
-            raise ValueError(
-                "--solver exponential needs a positive definite input covariance (it steps the "
-                "Cholesky factor); this V0 is singular: pass --rho0 < 1, a --v0 with a small "
-                "multiple of the identity added, or --solver euler"
-            ) from None
     options = _sde_options(args, width)
     options.pop("progress")
     jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, save_times=2, **options), jr.key(0))
