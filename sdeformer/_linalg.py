@@ -7,6 +7,8 @@ import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 from jaxtyping import Array, Float
 
+from . import _lapack
+
 
 def symmetrize(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch m m"]:
     """(V + V^T) / 2 over the last two axes."""
@@ -21,7 +23,7 @@ def psd_sqrt(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch m m"]:
     of eigendecompositions runs one matrix at a time (jax issue 15803) and costs about 15
     Cholesky factorisations at m = 64: per-step code uses `cov_factor` instead.
     """
-    w, u = jnp.linalg.eigh(symmetrize(v))
+    w, u = _lapack.eigh(symmetrize(v))
     return (u * jnp.sqrt(jnp.clip(w, 0.0))[..., None, :]) @ jnp.swapaxes(u, -1, -2)
 
 
@@ -36,7 +38,7 @@ def _factor_stack(v: Float[Array, "b m m"]) -> Float[Array, "b m m"]:
     The fallback is decided once for the whole stack: the eigendecompositions run (inside the
     `lax.cond`) only when some matrix of the stack has a non-finite Cholesky factor.
     """
-    chol = jnp.linalg.cholesky(v)
+    chol = _lapack.cholesky(v)
     bad = ~_all_finite(chol, (-2, -1))
     return jax.lax.cond(
         bad.any(),

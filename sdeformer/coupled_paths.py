@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from . import _lapack
 from ._linalg import symmetrize
 from .psd_scheme import euler_step, exponential_step
 
@@ -52,7 +53,7 @@ def _code(v, psd_tol, bound):
     safe = jnp.where(finite, v, 0.0)
     over = jnp.max(jnp.abs(safe)) > bound
     scale = jnp.maximum(jnp.trace(safe) / v.shape[-1], jnp.finfo(v.dtype).tiny)
-    outside = jnp.linalg.eigvalsh(symmetrize(safe))[0] < -psd_tol * scale
+    outside = _lapack.eigvalsh(symmetrize(safe))[0] < -psd_tol * scale
     code = jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(outside, 1, 0)))
     return code.astype(jnp.int32)
 
@@ -62,7 +63,7 @@ def _scheme(name, sde):
         return (lambda v: v), (lambda s, dt, dw: euler_step(sde, s, dt, dw)), (lambda s: s)
     if name == "exponential":
         return (
-            (lambda v: jnp.linalg.cholesky(v)),
+            (lambda v: _lapack.cholesky(symmetrize(v))),
             (lambda s, dt, dw: exponential_step(sde, s, dt, dw)),
             (lambda s: s @ s.T),
         )

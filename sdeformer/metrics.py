@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from . import _lapack
 from ._typing import AnyArray
 
 
@@ -34,7 +35,7 @@ def stable_rank(v: Float[AnyArray, "*batch m m"]) -> Float[AnyArray, "*batch"]:
 def min_correlation_eigenvalue(v: Float[AnyArray, "*batch m m"]) -> Float[AnyArray, "*batch"]:
     """Smallest eigenvalue of the correlation matrix (0 under rank collapse)."""
     rho = correlation(v)
-    return jnp.linalg.eigvalsh(0.5 * (rho + jnp.swapaxes(rho, -1, -2)))[..., 0]
+    return _lapack.eigvalsh(0.5 * (rho + jnp.swapaxes(rho, -1, -2)))[..., 0]
 
 
 def offdiagonal_pairs(m: int) -> tuple[Array, Array]:

@@ -12,6 +12,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from . import _lapack
 from ._linalg import gram, psd_sqrt
 from .blocks import Block, block_types
 from .config import ShapedConfig, check_width
@@ -202,7 +203,7 @@ def _check_traced_covariance(v0, *, name: str, tol: float) -> Array:
     scale = jnp.maximum(jnp.max(jnp.abs(safe)), 1e-30)
     asym = jnp.max(jnp.abs(safe - safe.T))
     v0 = eqx.error_if(v0, asym > tol * scale * 10, f"{name} is not symmetric; pass (V + V^T) / 2")
-    smallest = jnp.linalg.eigvalsh(0.5 * (safe + safe.T))[0]
+    smallest = _lapack.eigvalsh(0.5 * (safe + safe.T))[0]
     return eqx.error_if(
         v0,
         smallest < -tol * scale * 10,

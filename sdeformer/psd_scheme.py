@@ -77,9 +77,9 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
+from . import _lapack
 from ._linalg import symmetrize
 from .blocks import _limit
 
@@ -112,7 +112,10 @@ def ito_correction_dense(
 
     Given a nonsingular lower-triangular `factor` L of V.
     """
-    vinv = jsl.cho_solve((factor, True), jnp.eye(factor.shape[-1], dtype=factor.dtype))
+    eye = jnp.eye(factor.shape[-1], dtype=factor.dtype)
+    vinv = _lapack.solve_triangular(
+        factor.T, _lapack.solve_triangular(factor, eye, lower=True), lower=False
+    )  # V^-1 = L^-T L^-1
     return 0.5 * symmetrize(jnp.einsum("abcd,bc->ad", sigma, vinv))
 
 
@@ -148,8 +151,8 @@ def whitened_noise(
 
 def _whiten(factor: Float[Array, "m m"], a: Float[Array, "m m"]) -> Float[Array, "m m"]:
     """L^-1 A L^-T for lower-triangular L and symmetric A (two triangular solves)."""
-    y = jsl.solve_triangular(factor, a, lower=True)
-    return symmetrize(jsl.solve_triangular(factor, y.T, lower=True))
+    y = _lapack.solve_triangular(factor, a, lower=True)
+    return symmetrize(_lapack.solve_triangular(factor, y.T, lower=True))
 
 
 def _noise_and_correction(sde, factor, dw):
@@ -176,16 +179,16 @@ def exponential_step(
     x_noise, corr = _noise_and_correction(sde, factor, dw)
     y = _whiten(factor, sde.drift(factor @ factor.T)) * dt
     if not split_drift:
-        lam, u = jnp.linalg.eigh(symmetrize(x_noise + y - corr * dt))
+        lam, u = _lapack.eigh(symmetrize(x_noise + y - corr * dt))
         g = (factor @ u) * jnp.exp(0.5 * lam)  # G G^T = V_next
     else:
-        mu, w = jnp.linalg.eigh(y)
+        mu, w = _lapack.eigh(y)
         y_neg = (w * jnp.clip(-mu, 0.0)) @ w.T
-        lam, u = jnp.linalg.eigh(symmetrize(x_noise - corr * dt - y_neg))
+        lam, u = _lapack.eigh(symmetrize(x_noise - corr * dt - y_neg))
         g = jnp.concatenate(
             [(factor @ u) * jnp.exp(0.5 * lam), (factor @ w) * jnp.sqrt(jnp.clip(mu, 0.0))], 1
         )  # G G^T = L (expm(X) + Y_+) L^T, G is m x 2m
-    r = jnp.linalg.qr(g.T, mode="r")  # G^T = Q R  =>  V_next = R^T R, R (m, m)
+    r = _lapack.qr_r(g.T)  # G^T = Q R  =>  V_next = R^T R, R (m, m)
     sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(r.dtype)
     return r.T * sign  # lower triangular with a positive diagonal
 

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from . import _lapack
 from ._linalg import symmetrize
 from .blocks import MissingFaceError, ShapedAttention, _limit, block_types
 from .config import ShapedConfig, check_width
@@ -71,8 +72,10 @@ def default_psd_tol(m: int, dtype) -> float:
     return 100 * m * float(jnp.finfo(dtype).eps)
 
 
-def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array | None = None):
-    """(L, psd): a factor L L^T = V and whether V is PSD up to `psd_tol tr(V)/m`.
+def psd_factor_batch(v: Float[Array, "b m m"], psd_tol: float | Array | None = None):
+    """(L, psd) for a stack of symmetric V: factors L L^T = V and whether V is PSD up to tolerance.
+
+    Per matrix:
 
     1. Cholesky of V when V is positive definite (a finite factor is the PSD test);
     2. else Cholesky of V + delta I, delta = psd_tol tr(V)/m (default `default_psd_tol`): V is
@@ -81,27 +84,40 @@ def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array | None = None):
     3. else (V indefinite beyond the tolerance, `psd` False) the factor of V + s I with s from
        Gershgorin's bound on the smallest eigenvalue, so the factor is never NaN.
 
-    Only Cholesky factorisations, O(m^3); steps 2-3 run only when 1 fails (under `vmap` all
-    run). No eigendecomposition: batched eigh is slow on CPUs (XLA loops over matrices).
+    Steps 2-3 run, for the whole stack, only when step 1 fails for some matrix (`lax.cond`), and
+    step 3's shift is computed from step 2's result, so the factorisations run one after another
+    (see `sdeformer._lapack` for why batched factorisations must not run side by side on a CPU).
+    Only Cholesky factorisations, O(m^3): batched eigh is slow on CPUs.
     """
     m = v.shape[-1]
     if psd_tol is None:
         psd_tol = default_psd_tol(m, v.dtype)
-    chol = jnp.linalg.cholesky(v)
-    ok = jnp.all(jnp.isfinite(jnp.diagonal(chol)))
+    chol = _lapack.cholesky(v)
+    ok = jnp.all(jnp.isfinite(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
 
     def fallback(_):
         eye = jnp.eye(m, dtype=v.dtype)
-        delta = psd_tol * jnp.maximum(jnp.trace(v) / m, jnp.finfo(v.dtype).tiny)
-        jittered = jnp.linalg.cholesky(v + delta * eye)
-        psd = jnp.all(jnp.isfinite(jnp.diagonal(jittered)))
-        diag = jnp.diagonal(v)
-        gershgorin = jnp.min(2 * diag - jnp.sum(jnp.abs(v), axis=-1))
-        repaired = jnp.linalg.cholesky(v + (delta + jnp.maximum(-gershgorin, 0.0)) * eye)
-        factor = jnp.where(psd, jittered, repaired)
-        return jnp.where(jnp.isfinite(factor), factor, 0.0), psd
+        trace = jnp.trace(v, axis1=-2, axis2=-1) / m
+        delta = (psd_tol * jnp.maximum(trace, jnp.finfo(v.dtype).tiny))[:, None, None]
+        jittered = _lapack.cholesky(v + delta * eye)
+        psd = jnp.all(jnp.isfinite(jnp.diagonal(jittered, axis1=-2, axis2=-1)), axis=-1)
+        diag = jnp.diagonal(v, axis1=-2, axis2=-1)
+        gershgorin = jnp.min(2 * diag - jnp.sum(jnp.abs(v), axis=-1), axis=-1)
+        # a shift of 0 where step 2 succeeded: the repair depends on step 2's result
+        shift = jnp.where(psd, 0.0, jnp.maximum(-gershgorin, 0.0))[:, None, None]
+        repaired = _lapack.cholesky(v + (delta + shift) * eye)
+        factor = jnp.where(
+            ok[:, None, None], chol, jnp.where(psd[:, None, None], jittered, repaired)
+        )
+        return jnp.where(jnp.isfinite(factor), factor, 0.0), ok | psd
 
-    return jax.lax.cond(ok, lambda _: (chol, jnp.asarray(True)), fallback, None)
+    return jax.lax.cond(jnp.all(ok), lambda _: (chol, ok), fallback, None)
+
+
+def psd_factor(v: Float[Array, "m m"], psd_tol: float | Array | None = None):
+    """(L, psd) for one symmetric V: `psd_factor_batch` on a stack of one."""
+    factor, psd = psd_factor_batch(v[None], psd_tol)
+    return factor[0], psd[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -279,7 +295,7 @@ class CovarianceSDE(eqx.Module):
         basis = jnp.eye(k, dtype=v.dtype).reshape(k, len(names), m, m)
 
         def g(u, e):
-            return self.noise(u, jnp.linalg.cholesky(u), dict(zip(names, e, strict=True)))
+            return self.noise(u, _lapack.cholesky(u), dict(zip(names, e, strict=True)))
 
         def one(e):
             return jax.jvp(lambda u: g(u, e), (v,), (g(v, e),))[1]
@@ -386,7 +402,7 @@ def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array
     safe = jnp.where(finite, v, 0.0)
     over = jnp.max(jnp.abs(safe)) > bound
     scale = jnp.maximum(jnp.trace(safe) / v.shape[-1], jnp.finfo(v.dtype).tiny)
-    smallest = jnp.linalg.eigvalsh(symmetrize(safe))[0]
+    smallest = _lapack.eigvalsh(symmetrize(safe))[0]
     outside = smallest < -psd_tol * scale
     return jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(outside, 1, 0))).astype(jnp.int32)
 

@@ -7,7 +7,7 @@ The state of one solve is a whole batch: {"v": (batch, m, m), "code": (batch,), 
    the noise: a finite Cholesky factor is the PSD test; only when some path's Cholesky fails
    (singular or indefinite V) does the batch pay for a second Cholesky of
    V + psd_tol tr(V)/m I (`lax.cond`), which decides "PSD up to that tolerance" and is then
-   that path's factor (`_batch_factor`);
+   that path's factor (`sdeformer.sde.psd_factor_batch`);
 2. `b(V) dt + noise(V, L, dW)` (`CovarianceSDE.noise`, O(m^3), docs/theory.md section 4) for the
    paths alive, 0 for the others: a path that failed a check is frozen at the state that failed
    it, its exit code and exit time written into the state.
@@ -54,27 +54,10 @@ DEFAULT_MEMORY_BUDGET = 2**30
 """Bytes one batch may use on a CPU (on a GPU: half of the device's memory limit)."""
 
 
-def _batch_factor(v, psd_tol):
-    """(L, psd) for a batch of symmetric V (batch, m, m): `sdeformer.sde.psd_factor` per path.
-
-    Its fallback Cholesky factorisations are paid by the batch only on steps where some path
-    needs them (`lax.cond` on the whole batch).
-    """
-    from .sde import psd_factor
-
-    # V is symmetric (a symmetrised V0 plus symmetric increments): no symmetrising pass
-    chol = jax.lax.linalg.cholesky(v, symmetrize_input=False)
-    ok = jnp.all(jnp.isfinite(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-
-    def fallback(_):
-        factor, psd = jax.vmap(lambda u: psd_factor(u, psd_tol))(v)
-        return jnp.where(ok[:, None, None], chol, factor), ok | psd
-
-    return jax.lax.cond(jnp.all(ok), lambda _: (chol, ok), fallback, None)
-
-
 def _check(v, code, bound, psd_tol):
     """(new code, factor of the state to step from): exit checks of a batch, one factor."""
+    from .sde import psd_factor_batch
+
     m = v.shape[-1]
     live = code == 0
     # one pass over V for both checks: max |V_ab| is NaN where V has a NaN (the reduction
@@ -84,7 +67,7 @@ def _check(v, code, bound, psd_tol):
     over = finite & (largest > bound)
     eye = jnp.eye(m, dtype=v.dtype)
     safe = jnp.where((live & finite & ~over)[:, None, None], v, eye)
-    factor, psd = _batch_factor(safe, psd_tol)
+    factor, psd = psd_factor_batch(safe, psd_tol)
     checked = jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(psd, 0, 1))).astype(v.dtype)
     return jnp.where(live, checked, code), safe, factor
 

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import _lapack
+
 STRATEGIES = ("auto", "jacobian", "blocked", "implicit")
 
 
@@ -130,7 +132,7 @@ def empirical_ntk(
 
 def min_eigenvalue(k: Float[Array, "N N"]) -> Float[Array, ""]:
     """The smallest eigenvalue of a symmetric matrix (the kernel is symmetrised first)."""
-    return jnp.linalg.eigvalsh(0.5 * (k + k.T))[0]
+    return _lapack.eigvalsh(0.5 * (k + k.T))[0]
 
 
 def relative_change(k: Float[Array, "N N"], k0: Float[Array, "N N"]) -> Float[Array, ""]:
