@@ -193,7 +193,8 @@ def test_undetermined_instead_of_agreement():
 
 def test_psd_exits_are_failures_and_refused_above_the_threshold():
     """An SDE-like source with 3 % of paths failed numerically by t = 1: excluded from both
-    modes, counted apart from stops, and refused by default (1 %) with a message naming --steps."""
+    modes, counted apart from stops, and refused by default (1 %) with a message naming the step
+    rule."""
     a = _wishart_source("finite", 1, 200, 3)
     b = _wishart_source("SDE", 2, 200, 3)
     failed = np.zeros_like(b.alive)
@@ -201,7 +202,7 @@ def test_psd_exits_are_failures_and_refused_above_the_threshold():
     alive = b.alive & ~failed
     sde = compare.CovarianceSamples("SDE", b.ts, b.vs, alive, failed)
     assert sde.failed_fraction[-1] == pytest.approx(0.03)
-    with pytest.raises(compare.DiscretisationError, match="--steps"):
+    with pytest.raises(compare.DiscretisationError, match="suggest_num_steps"):
         compare.compare_sources(a, sde)
     lenient = compare.compare_sources(a, sde, mode="stopped", max_failed_fraction=0.05)
     assert lenient.row("rho_0_1").size_b == 194  # failed paths left out of the stopped law too

@@ -35,10 +35,19 @@ def _add_input_arguments(group) -> None:
     )
     group.add_argument(
         "--steps",
-        type=positive_int,
-        default=1000,
-        help="SDE solver steps over [0, T] (default: 1000); the Euler scheme needs "
-        "m T / steps below about 0.1 at m tokens to stay in the PSD cone",
+        type=_steps_value,
+        default="auto",
+        metavar="{auto,N}",
+        help="SDE solver steps over [0, T]: 'auto' picks the fewest steps inside the step rule "
+        "z = 1 / sqrt(s2 T / steps) >= 4, s2 the squared smallest eigenvalue of the whitened "
+        "noise at V0 (docs/usage.md, 'How many SDE steps'); an explicit N outside the rule is "
+        "refused unless --allow-coarse-steps or --solver exponential (default: auto)",
+    )
+    group.add_argument(
+        "--allow-coarse-steps",
+        action="store_true",
+        help="run an explicit --steps outside the step rule: paths that leave the PSD cone are "
+        "counted and the comparison is refused above --max-failed-fraction",
     )
     group.add_argument(
         "--solver",
@@ -69,6 +78,59 @@ def _add_input_arguments(group) -> None:
         "(discretisation failures of the Euler scheme; more --steps or --solver exponential "
         "fix them) (default: 0.01)",
     )
+
+
+def _steps_value(text: str) -> str | int:
+    """'auto' or a positive number of steps (argparse type of --steps)."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err}; or pass 'auto'") from None
+
+
+def _resolve_steps(config, v0, T: float, args: argparse.Namespace) -> None:
+    """Replace `args.steps` by a number of steps; refuse an explicit one outside the step rule.
+
+    'auto' becomes `rule_steps` (as `suggest_num_steps`); an explicit N with z < `STEP_RULE_Z`
+    is refused for Euler and Heun unless `--allow-coarse-steps`. The choice is kept in
+    `args.steps_choice` (printed and recorded) and is made once per command.
+    """
+    from ..sde_steps import STEP_RULE_Z, rule_steps, rule_z, step_noise_scale
+
+    if getattr(args, "steps_choice", None) is not None:
+        return
+    s2 = step_noise_scale(config, v0)
+    chosen_by = "auto" if args.steps == "auto" else "user"
+    needed = rule_steps(s2, T)
+    if chosen_by == "auto":
+        args.steps = needed
+    z = rule_z(s2, T, args.steps)
+    coarse = z < STEP_RULE_Z
+    if coarse and args.solver != "exponential" and not args.allow_coarse_steps:
+        raise ValueError(
+            f"--steps {args.steps} is outside the step rule for the {args.solver} solver at "
+            f"T = {T:.4g}: z = 1 / sqrt(s2 T / steps) = {z:.2f} < {STEP_RULE_Z:g} (s2 = {s2:.3g} "
+            f"at this V0 and configuration); pass --steps {needed} or more (or --steps auto), "
+            "or --solver exponential (positive definite at any step), or --allow-coarse-steps "
+            "to run it anyway (paths that leave the PSD cone are counted, and the comparison "
+            "is refused above --max-failed-fraction)"
+        )
+    args.steps_choice = {
+        "steps": args.steps,
+        "chosen_by": chosen_by,
+        "z": z,
+        "rule_z": STEP_RULE_Z,
+        "s2": s2,
+        "coarse": coarse,
+    }
+
+
+def _steps_note(args: argparse.Namespace) -> str:
+    """'1078 euler steps (auto, z = 4.00)': the step choice, for the table's heading."""
+    c = args.steps_choice
+    return f"{c['steps']} {args.solver} steps ({c['chosen_by']}, z = {c['z']:.2f})"
 
 
 def _input_covariance(args: argparse.Namespace, dtype):
@@ -149,15 +211,17 @@ def _check_finite_source(config, n: int, depth: int, v0, method: str) -> None:
 def _check_sde_source(config, v0, T: float, args: argparse.Namespace, width: int) -> None:
     """Refuse what `solve_sde` would refuse for these options, before any file is written.
 
-    The solver against V0 and the number of tokens, the memory of one path, the bound, a
-    positive definite V0 for the exponential scheme: the solver's host-side checks, run under
-    `jax.eval_shape`.
+    First the number of steps (`_resolve_steps`: 'auto' chosen, an explicit number outside the
+    step rule refused), then the solver against V0 and the number of tokens, the memory of one
+    path, the bound, a positive definite V0 for the exponential scheme: the solver's host-side
+    checks, run under `jax.eval_shape`.
     """
     import jax
     import jax.random as jr
 
     from ..sde import solve_sde
 
+    _resolve_steps(config, v0, T, args)
     options = _sde_options(args, width)
     options.pop("progress")
     jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, save_times=2, **options), jr.key(0))

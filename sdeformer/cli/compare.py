@@ -23,6 +23,7 @@ from ._sources import (
     _input_covariance,
     _save_every,
     _sde_options,
+    _steps_note,
 )
 from .common import (
     DeprecatedAlias,
@@ -181,6 +182,7 @@ def compare_command(args: argparse.Namespace) -> int:
         # for every --devices; recorded so results of the older per-call keys are not resumed.
         "finite_keys": "per-sample",
         "steps": args.steps,
+        "steps_chosen_by": args.steps_choice["chosen_by"],
         "bound": args.bound,
         "finite_width_sde": args.finite_width_sde,
         "moment_samples": moment_samples,
@@ -279,6 +281,7 @@ def compare_command(args: argparse.Namespace) -> int:
         "seconds": compared - started,
         "seconds_sampling": sampled - started,
         "seconds_comparison": compared - sampled,
+        "sde_steps": args.steps_choice,
         "sde_exits": exits,
         "comparisons": {k: c.to_dict() for k, c in comparisons.items()},
         "one_step_moments": moments,
@@ -289,7 +292,10 @@ def compare_command(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     sde_name = "the finite-width SDE" if args.finite_width_sde else "the SDE"
-    print(f"Finite shaped Transformers (n = {n}, depth {depth}) vs {sde_name} (T = {T:.4g}):\n")
+    print(
+        f"Finite shaped Transformers (n = {n}, depth {depth}) vs {sde_name} (T = {T:.4g}, "
+        f"{_steps_note(args)}):\n"
+    )
     for comparison in comparisons.values():
         print(comparison.table(), "\n")
     print(_exits_line(exits) + "\n")

@@ -17,6 +17,7 @@ from ._sources import (
     _check_sde_source,
     _input_covariance,
     _sde_options,
+    _steps_note,
 )
 from .common import (
     DeprecatedAlias,
@@ -127,12 +128,12 @@ def sweep_width_command(args: argparse.Namespace) -> int:
     # Every input is checked before the output directory is created.
     check_devices(args.devices)
     _check_max_failed_fraction(args.max_failed_fraction)
+    # the steps follow the step rule at the longest time (one number for every width)
+    _check_sde_source(config, v0, max(times.values()), args, widths[0])
     for n in widths:
         _check_finite_source(config, n, depths[n], v0, args.method)
         if args.finite_width_sde:
             _check_sde_source(config, v0, times[n], args, n)
-    if not args.finite_width_sde:
-        _check_sde_source(config, v0, max(times.values()), args, widths[0])
     design = (
         "finite-width SDE per width"
         if args.finite_width_sde
@@ -152,6 +153,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
         "sde_design": design,
         "finite_width_sde": args.finite_width_sde,
         "steps": args.steps,
+        "steps_chosen_by": args.steps_choice["chosen_by"],
         "bound": args.bound,
         "feature": feature,
         "seed": args.seed,
@@ -261,6 +263,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
         "command": "sweep-width",
         "settings": settings,
         "seconds": elapsed,
+        "sde_steps": args.steps_choice,
         "sde_exits": {str(k): v for k, v in exits.items()},
         "rows": [compare.public_row(r) for r in ordered],
         "fits": {k: v.to_dict() for k, v in fits.items()},
@@ -274,7 +277,10 @@ def sweep_width_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"Distance between the law of {feature} at t = T and the SDE's ({design}), by width:\n")
+    print(
+        f"Distance between the law of {feature} at t = T and the SDE's ({design}, "
+        f"{_steps_note(args)}), by width:\n"
+    )
     print(
         markdown_table(
             ["n", "depth", "energy", "+-se", "mean diff", "+-se", "KS", "KS noise", "W1", "noise"],

@@ -354,11 +354,10 @@ def compare_sources(
                 raise DiscretisationError(
                     f"{src.label}: {fraction:.2%} of the paths left the PSD cone (or the solver "
                     f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
-                    "these are discretisation errors of the Euler scheme, not events of the SDE; "
-                    "increase the number of solver steps (--steps; Euler needs m T / steps "
-                    "below about 0.1 at m tokens) or use the exponential scheme "
-                    "(--solver exponential), "
-                    "which stays in the cone"
+                    "outside the step rule these are discretisation errors of the Euler scheme "
+                    "(inside it, a small fraction of the SDE's paths reach a singular V: "
+                    "sdeformer.sde_steps); take at least suggest_num_steps(...) steps, or the "
+                    "exponential solver, which stays in the cone"
                 )
         keep_a, keep_b = a.usable(ia, mode), b.usable(ib, mode)
         x = fs.values(a.vs[keep_a, ia])
