@@ -1,11 +1,15 @@
-"""The study's stability figure keeps seeds with no stable lr."""
+"""The study's stability figure keeps seeds with no stable lr, and the write-up's tables are
+generated from the committed JSON (benchmarks/train_study_report.py)."""
 
 from __future__ import annotations
+
+import json
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+from benchmarks.train_study_report import REPORT, RUNS, first_divergence, report
 from sdeformer.train.figures import stability_figure
 
 
@@ -35,3 +39,13 @@ def test_stability_figure_marks_seeds_without_a_stable_lr():
 def test_stability_figure_without_missing_seeds_has_no_marks():
     fig = stability_figure([_cell("shaped", 4, {"0": 0.1, "1": 0.3})])
     assert not [line for line in fig.axes[0].get_lines() if line.get_marker() == "v"]
+
+
+def test_report_reads_the_committed_study():
+    summary = json.loads(REPORT.read_text())
+    runs = json.loads(RUNS.read_text())
+    first = first_divergence(runs)
+    assert first[("shaped", 16, 0)]["lr"] == first[("standard", 16, 0)]["lr"]
+    text = report(summary, runs)
+    assert "| 32 | preln | 3.16 (27) |" in text
+    assert "every larger lr of the grid also diverged: yes." in text
