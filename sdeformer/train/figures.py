@@ -17,26 +17,44 @@ def _kinds(rows) -> list[str]:
 def stability_figure(cells: list[dict], *, title: str = "Largest stable learning rate"):
     """Largest stable lr against depth, one line per kind.
 
-    Median over seeds, bars min to max (a seed with no stable lr is drawn at the bottom of the
-    panel with a "v").
+    Median over the seeds that have a stable lr, bars min to max over them; each seed with no
+    stable lr is drawn at the bottom of the panel with a "v" (in its kind's colour), so a
+    dropped seed stays visible.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     kinds = _kinds(cells)
     offsets = np.linspace(-0.06, 0.06, max(len(kinds), 1))
+    found = [v for c in cells for v in c["largest_stable_lr"]["per_seed"].values() if v is not None]
+    bottom = min(found) / 3.0 if found else 1e-3
+    marked = False
     for offset, kind in zip(offsets, kinds, strict=True):
         mine = sorted((c for c in cells if c["kind"] == kind), key=lambda c: c["depth"])
-        depths, mid, lo, hi = [], [], [], []
+        depths, mid, lo, hi, none_at = [], [], [], [], []
         for cell in mine:
-            per_seed = [v for v in cell["largest_stable_lr"]["per_seed"].values() if v]
+            values = list(cell["largest_stable_lr"]["per_seed"].values())
+            x = cell["depth"] * 2**offset
+            none_at += [x] * sum(v is None for v in values)
+            per_seed = [v for v in values if v is not None]
             if not per_seed:
                 continue
-            depths.append(cell["depth"] * 2**offset)
+            depths.append(x)
             mid.append(float(np.median(per_seed)))
             lo.append(mid[-1] - min(per_seed))
             hi.append(max(per_seed) - mid[-1])
+        color = None
         if depths:
-            ax.errorbar(depths, mid, yerr=[lo, hi], marker="o", capsize=3, label=kind)
+            line = ax.errorbar(depths, mid, yerr=[lo, hi], marker="o", capsize=3, label=kind)
+            color = line[0].get_color()
+        if none_at:
+            ax.plot(
+                none_at, [bottom] * len(none_at), linestyle="none", marker="v", ms=8,
+                color=color, label=None if depths else kind,
+            )  # fmt: skip
+            marked = True
+    if marked:
+        ax.set_ylim(bottom=bottom / 1.5)
+        title += " (v: a seed with no stable lr)"
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("depth (layers)")
