@@ -66,7 +66,8 @@ def check_method(config: ShapedConfig, method: str, width: int, m: int) -> None:
         try:
             check_law(config, width, m)
         except MissingFaceError as err:
-            raise ValueError(f"method='law': {err}; use method='explicit'") from None
+            fix = "" if "explicit" in str(err) else "; use method='explicit'"
+            raise ValueError(f"method='law': {err}{fix}") from None
     elif method in ("sde", "finite-width-sde"):
         try:
             CovarianceSDE(config, width=width if method == "finite-width-sde" else None)
