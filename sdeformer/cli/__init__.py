@@ -16,6 +16,7 @@ from .common import (
     resolved_options,
 )
 from .compare import _add_compare, _add_sweep_width
+from .design import _add_design
 from .ntk import _add_ntk
 from .rank_collapse import _add_rank_collapse
 from .train import _add_train, _add_train_sweep
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_train_sweep(sub)
     _add_train_study(sub)
+    _add_design(sub)
     for command in sub.choices.values():
         add_config_file_argument(command)
     return parser

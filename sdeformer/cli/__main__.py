@@ -1,0 +1,7 @@
+"""`python -m sdeformer.cli`: the `sdeformer` command line."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

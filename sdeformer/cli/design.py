@@ -1,0 +1,204 @@
+"""`sdeformer design forecast`: the law of the token covariance at initialisation, summarised."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import ShapedConfig
+from .common import add_config_arguments, config_from_args, csv_list, positive_int, setup_precision
+
+ACTIONS = ("forecast",)
+"""What `sdeformer design` can do (phase maps and tuning are not built yet)."""
+
+METHOD_CHOICES = ("law", "explicit", "sde", "finite-width-sde", "auto")
+
+
+def _add_design(sub) -> None:
+    parser = sub.add_parser(
+        "design",
+        help="design at initialisation: forecast the token covariance of a network (d, n, m)",
+        description=(
+            "`sdeformer design forecast`: sample the token covariance V_d of freshly initialised "
+            "networks of width --width and depth --depth (by the exact law chain, explicit "
+            "networks, the limit SDE at T = d/n or the finite-width SDE) and report the "
+            "quantiles q05, q50, q95 of mean_rho, min_eig_rho and log_mean_var with "
+            "distribution-free 95%% intervals, and P(collapse) and P(blow-up) with "
+            "Clopper-Pearson 95%% intervals (docs/design.md). Writes <out>/forecast.json."
+        ),
+    )
+    parser.add_argument("action", choices=ACTIONS, help="what to do (forecast)")
+    add_config_arguments(parser, ShapedConfig())
+    group = parser.add_argument_group("forecast")
+    group.add_argument(
+        "--method",
+        choices=METHOD_CHOICES,
+        default="law",
+        help="sampler: law (exact at finite width), explicit (networks), sde (limit SDE), "
+        "finite-width-sde; auto is not available yet (default: law)",
+    )
+    group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
+    group.add_argument("--depth", type=positive_int, default=64, help="depth d (default: 64)")
+    group.add_argument(
+        "--tokens", type=positive_int, default=None, help="tokens m (default: 4; not with --v0)"
+    )
+    group.add_argument(
+        "--rho0",
+        type=float,
+        default=None,
+        help="input correlation of every token pair (default: 0.3; not with --v0)",
+    )
+    group.add_argument(
+        "--v0", default=None, metavar="FILE.npy", help="input covariance (m x m) from a .npy file"
+    )
+    group.add_argument(
+        "--samples", type=positive_int, default=1000, help="networks or paths (default: 1000)"
+    )
+    group.add_argument(
+        "--collapse-threshold",
+        type=float,
+        default=0.9,
+        help="near-collapse is mean_rho >= this (default: 0.9)",
+    )
+    group.add_argument(
+        "--bound",
+        type=float,
+        default=1e3,
+        help="blow-up: a path stops where some |V_ab| exceeds this (default: 1000)",
+    )
+    group.add_argument(
+        "--at-depths",
+        default="",
+        help="comma-separated further depths 1..d to report (default: none, d only)",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    run.add_argument(
+        "--out",
+        default="results/design",
+        help="output directory of forecast.json (default: results/design)",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print the JSON report to stdout instead of a table"
+    )
+    run.add_argument(
+        "--float64", action="store_true", help="compute in float64 (enables jax_enable_x64)"
+    )
+    parser.set_defaults(func=design_command)
+
+
+def _input_covariance(args: argparse.Namespace, dtype):
+    """The input covariance from --v0 FILE.npy, or equicorrelated from --tokens and --rho0."""
+    import numpy as np
+
+    from ..model import check_covariance
+    from ..rank_collapse import equicorrelated
+
+    if args.v0 is not None:
+        if args.tokens is not None or args.rho0 is not None:
+            raise ValueError(f"--v0 {args.v0} gives the input covariance; drop --tokens and --rho0")
+        path = Path(args.v0)
+        if path.suffix != ".npy" or not path.is_file():
+            raise ValueError(
+                f"--v0 {args.v0}: no such .npy file; pass an m x m array saved with numpy.save"
+            )
+        try:
+            v0 = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--v0 {args.v0}: cannot read it ({err})") from None
+        try:
+            return check_covariance(v0).astype(dtype)
+        except ValueError as err:
+            raise ValueError(f"--v0 {args.v0}: {err}") from None
+    tokens = 4 if args.tokens is None else args.tokens
+    if tokens < 2:
+        raise ValueError(f"--tokens {tokens}: need at least 2 tokens")
+    rho0 = 0.3 if args.rho0 is None else args.rho0
+    try:
+        return equicorrelated(tokens, rho0, dtype)
+    except ValueError as err:
+        raise ValueError(f"--rho0 {rho0}: {err}") from None
+
+
+def _at_depths(text: str, depth: int) -> list[int]:
+    out = []
+    for item in csv_list(text):
+        try:
+            value = int(item)
+        except ValueError:
+            value = None
+        if value is None or not 1 <= value <= depth:
+            raise ValueError(f"--at-depths: {item!r} is not a depth in 1..{depth} (--depth)")
+        out.append(value)
+    return out
+
+
+def design_command(args: argparse.Namespace) -> int:
+    """Run `sdeformer design <action>` with the parsed `args`; returns the exit status (0)."""
+    import jax.random as jr
+
+    from ..design import forecast
+    from ..results import provenance, write_json
+
+    dtype = setup_precision(args)
+    config = config_from_args(args)
+    v0 = _input_covariance(args, dtype)
+    at_depths = _at_depths(args.at_depths, args.depth)
+    if args.method == "auto":
+        raise ValueError(
+            "--method auto is not available yet; pick law, explicit, sde or finite-width-sde"
+        )
+    try:  # every input is checked (and sampled) before anything is written
+        result = forecast(
+            config,
+            v0,
+            width=args.width,
+            depth=args.depth,
+            num_samples=args.samples,
+            key=jr.key(args.seed),
+            method=args.method,
+            collapse_threshold=args.collapse_threshold,
+            bound=args.bound,
+            at_depths=at_depths,
+            dtype=dtype,
+        )
+    except ValueError as err:
+        raise ValueError(_flag_names(str(err))) from None
+    report = {
+        "command": "design forecast",
+        **result.to_dict(),
+        "seed": args.seed,
+        "provenance": provenance(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_json(out / "forecast.json", report)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(result)
+    print(f"\nreport written to {path}")
+    return 0
+
+
+_FLAGS = {
+    "method": "--method",
+    "width": "--width",
+    "depth": "--depth",
+    "collapse_threshold": "--collapse-threshold",
+    "bound": "--bound",
+    "num_samples": "--samples",
+}
+
+
+def _flag_names(message: str) -> str:
+    """A library message with the command line's names: `width=3` reads `--width 3`."""
+    import re
+
+    names = "|".join(_FLAGS)
+    return re.sub(
+        rf"(?<![\w.-])({names})='?([\w.+-]+)'?",
+        lambda m: f"{_FLAGS[m.group(1)]} {m.group(2)}",
+        message,
+    )
