@@ -125,12 +125,33 @@ _solve_lower = _stacked(functools.partial(jsl.solve_triangular, lower=True), _tr
 _solve_upper = _stacked(functools.partial(jsl.solve_triangular, lower=False), _trsm_cost)
 
 
+@jax.custom_jvp
+def _cholesky_jvp(v):
+    return _cholesky(v)
+
+
+@_cholesky_jvp.defjvp
+def _cholesky_tangent(primals, tangents):
+    """DL = L Phi(L^-1 dV L^-T), Phi: the lower triangle with half its diagonal (as jax's).
+
+    Written out so that forward-mode derivatives never differentiate the custom_vmap function
+    (whose jvp under a vmap with unbatched primals recursed without end).
+    """
+    (v,), (dv,) = primals, tangents
+    low = _cholesky_jvp(v)
+    y = _solve_lower(low, dv)  # L^-1 dV
+    x = jnp.swapaxes(_solve_lower(low, jnp.swapaxes(y, -1, -2)), -1, -2)  # L^-1 dV L^-T
+    phi = jnp.tril(x) - 0.5 * jnp.eye(v.shape[-1], dtype=v.dtype) * x
+    return low, low @ phi
+
+
 def cholesky(v: Float[Array, "*batch m m"]) -> Float[Array, "*batch m m"]:
     """Lower Cholesky factors of symmetric matrices (NaN where a factorisation fails).
 
     The input is read as symmetric (no symmetrising pass): pass `symmetrize(v)` if it may not be.
+    Forward-mode differentiable (`jax.jvp`, also under `jax.vmap`).
     """
-    return _batched(_cholesky, v)
+    return _batched(_cholesky_jvp, v)
 
 
 def eigh(
