@@ -43,20 +43,22 @@ class Progress:
 
     `update(n)` / `advance_to(done)` report progress; `inside(what)` marks a stretch spent in one
     compiled call (the heartbeat names it). Use as a context manager; `enabled=False` makes every
-    method a no-op. `rate=False` shows counts and elapsed time only (for coarse units such as
+    method a no-op. `start`: items already done (a resumed run; not counted in the rate).
+    `rate=False` shows counts and elapsed time only (for coarse units such as
     "widths", whose rate says little). `clock` and `terminal` are for tests.
     """
 
     def __init__(
         self,
         what: str,
-        total: float,
+        total: float | int,
         unit: str,
         *,
         enabled: bool = True,
+        start: float | int = 0,
         rate: bool = True,
-        every_s: float = 5.0,
-        heartbeat_s: float = 10.0,
+        every_s: float | int = 5.0,
+        heartbeat_s: float | int = 10.0,
         file=None,
         terminal: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -67,7 +69,7 @@ class Progress:
         self.file = sys.stderr if file is None else file
         self.terminal = _is_terminal(self.file) if terminal is None else terminal
         self.clock = clock
-        self.done = 0.0
+        self.done = self.start = start
         self.postfix = ""
         self.within: str | None = None
         self.started = self.last_progress = self.last_line = clock()
@@ -84,7 +86,12 @@ class Progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
-                total=self.total, desc=self.what, unit=self.unit, file=self.file, leave=False
+                total=self.total,
+                initial=self.start,
+                desc=self.what,
+                unit=self.unit,
+                file=self.file,
+                leave=False,
             )
         with _LOCK:
             _ACTIVE.append(self)
@@ -106,7 +113,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
 
-    def update(self, n: float = 1) -> None:
+    def update(self, n: float | int = 1) -> None:
         """`n` more items done."""
         self.advance_to(self.done + n)
 
@@ -116,7 +123,7 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(text)
 
-    def advance_to(self, done: float) -> None:
+    def advance_to(self, done: float | int) -> None:
         """`done` items done in all (never goes back)."""
         if not self.enabled or done <= self.done:
             return
@@ -127,12 +134,12 @@ class Progress:
         if self._bar is None and (now - self.last_line >= self.every_s or done >= self.total):
             self._write(self.line(now))
 
-    def line(self, now: float) -> str:
+    def line(self, now: float | int) -> str:
         """The plain progress line: counts, rate in items per second, elapsed seconds."""
         elapsed = now - self.started
         text = f"{self.what}: {self._counts()}"
         if self.rate and elapsed > 0:
-            text += f", {self.done / elapsed:.3g} {self.unit}/s"
+            text += f", {(self.done - self.start) / elapsed:.3g} {self.unit}/s"
         text += f", {elapsed:.0f} s"
         return text + (f" ({self.postfix})" if self.postfix else "")
 
@@ -140,7 +147,7 @@ class Progress:
         done = int(self.done) if float(self.total).is_integer() else f"{self.done:.3g}"
         return f"{done}/{self.total:.6g} {self.unit}"
 
-    def heartbeat(self, now: float) -> str | None:
+    def heartbeat(self, now: float | int) -> str | None:
         """The heartbeat line, when `heartbeat_s` passed without progress or another line."""
         if now - max(self.last_progress, self.last_line) < self.heartbeat_s:
             return None
@@ -169,7 +176,7 @@ class Progress:
     # --------------------------------------------------------------------- compiled calls
 
     @contextlib.contextmanager
-    def inside(self, what: str, size: float | None = None) -> Iterator[None]:
+    def inside(self, what: str, size: float | int | None = None) -> Iterator[None]:
         """A stretch inside one compiled call worth `size` items (reported by `fraction`)."""
         self.within, self._base, self._size = what, self.done, size
         try:
@@ -179,7 +186,7 @@ class Progress:
             if size is not None:
                 self.advance_to(self._base + size)
 
-    def fraction(self, f: float) -> None:
+    def fraction(self, f: float | int) -> None:
         """Within `inside(..., size)`: the fraction `f` of that stretch is done."""
         if self.within is not None and getattr(self, "_size", None) is not None:
             self.advance_to(self._base + min(max(float(f), 0.0), 1.0) * self._size)
