@@ -222,6 +222,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
                 bound=args.bound,
                 every=depths[n],
                 devices=args.devices,
+                progress=not args.no_progress,
             )
             row = compare.width_distances(
                 finite, sde, time=times[n], feature=feature, seed=args.seed
