@@ -95,3 +95,16 @@ def test_solve_sde_reports_paths_when_stderr_is_a_file(capsys):
     err = capsys.readouterr().err
     assert "SDE paths: 6/6 paths" in err and "paths/s" in err
     assert "\r" not in err and "%" not in err
+
+
+def test_law_chain_reports_layers_when_stderr_is_a_file(capsys):
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    from sdeformer import ShapedConfig
+    from sdeformer.compare import finite_source
+
+    v0 = 0.5 * jnp.eye(3) + 0.5
+    finite_source(ShapedConfig(), 8, 1.0, v0, 5, key=jr.key(0), progress=True)
+    err = capsys.readouterr().err
+    assert "law n=8 (law chain): 40/40 layers" in err and "layers/s" in err
