@@ -40,6 +40,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from ._progress import FractionMeter, Progress
 from .config import ShapedConfig, check_width
 from .sde_brownian import PathBrownian
 
@@ -150,7 +151,7 @@ def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_st
             diffrax.SubSaveAt(t1=True),
         ]
     )
-    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    meter = FractionMeter() if progress else diffrax.NoProgressMeter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is not marked as converging.*")
         sol = diffrax.diffeqsolve(
@@ -287,7 +288,8 @@ def solve_sde(
     - `batch_size`: paths per `diffeqsolve` (None: as many as fit `memory_budget` bytes by
       `sde_memory_estimate`; default budget `default_memory_budget()`). A `ValueError` names
       the size when even one path does not fit. Batching does not change the paths.
-    - `progress`: a tqdm bar per batch and diffrax's progress meter within a batch.
+    - `progress`: report the paths done and their rate on stderr, within batches too, with a
+      heartbeat while a batch runs (sdeformer._progress); each batch is then waited for.
     - `dtype`: float32 (default, or v0's dtype) or float64 (needs `jax_enable_x64`).
 
     T, dt0, bound and psd_tol are passed to the compiled solver as values: new values do not
@@ -402,25 +404,25 @@ def solve_sde(
             for x in (T, dt0, bound, psd_tol)
         ),
     )
-    batches = range(num_batches)
-    if progress and num_batches > 1:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc=f"SDE paths (batches of {batch_size})", unit="batch")
     parts = []
-    for i in batches:
-        part = _solve_batch(
-            sde,
-            v0,
-            ts,
-            *args,
-            pair,
-            ids[i * batch_size : (i + 1) * batch_size],
-            solver,
-            max_steps,
-            progress and num_batches == 1,
-        )
-        parts.append(part)
+    with Progress("SDE paths", num_samples, "paths", enabled=progress) as bar:
+        for i in range(num_batches):
+            size = min(batch_size, num_samples - i * batch_size)
+            with bar.inside(f"SDE batch {i + 1}/{num_batches} ({size} paths)", size):
+                part = _solve_batch(
+                    sde,
+                    v0,
+                    ts,
+                    *args,
+                    pair,
+                    ids[i * batch_size : (i + 1) * batch_size],
+                    solver,
+                    max_steps,
+                    progress,
+                )
+                if progress and not isinstance(part[0], jax.core.Tracer):  # wait: its progress
+                    jax.block_until_ready(part)
+            parts.append(part)
     if num_batches == 1:
         vs, alive, exit_time, reason, v_exit, stats = parts[0]
     else:

@@ -129,8 +129,11 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
     store.save("a", {"x": 1})
     stale = tmp_path / "r" / "units" / ".b.json.abc123.tmp"
     stale.write_text('{"x": ')  # a kill in the middle of writing unit b
+    checkpoint = tmp_path / "r" / "checkpoints" / ".g.ckpt.def456.tmp"  # a hard exit (grace)
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"half")
     again = ResultStore(tmp_path / "r", "demo", {"n": 4})
-    assert again.names() == ["a"] and not stale.exists()
+    assert again.names() == ["a"] and not stale.exists() and not checkpoint.exists()
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen:

@@ -6,9 +6,9 @@ import argparse
 import errno
 import signal
 import sys
-import threading
 
 from ..results import ResultsError
+from ._stopping import exit_status, stopping
 from .common import (
     add_config_file_argument,
     config_defaults,
@@ -122,10 +122,6 @@ def _write_run_files(command_parser, args: argparse.Namespace) -> None:
     )
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command in `argv` (default: sys.argv); returns the exit status (0: success)."""
     from ..results import accepting_changed
@@ -135,37 +131,37 @@ def main(argv: list[str] | None = None) -> int:
     if command_parser is None:
         command_parser = _subparser(parser, args.command)
     _use_noninteractive_backend()
-    # SIGTERM (a scheduler ending the job) stops like Ctrl-C: the file being written is
-    # discarded (its temporary removed), finished units stay, a rerun resumes.
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        with accepting_changed(getattr(args, "accept_changed", False)):
-            code = args.func(args)
-        if code == 0:
-            _write_run_files(command_parser, args)
-        return code
-    except (ValueError, ResultsError) as err:
-        print(f"sdeformer {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        reason = "the disk is full" if err.errno == errno.ENOSPC else "a file could not be written"
-        print(
-            f"sdeformer {args.command}: error: {reason} ({err}); finished units are saved and "
-            "no file was left half-written: free space (or fix the path) and rerun to resume",
-            file=sys.stderr,
-        )
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"sdeformer {args.command}: interrupted; finished units are saved, rerun to resume",
-            file=sys.stderr,
-        )
-        return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    # SIGTERM (a scheduler ending the job) and SIGINT (Ctrl-C) stop the command: the file being
+    # written is discarded (its temporary removed), finished units stay, a rerun resumes; a
+    # process stuck in a compiled call is ended after a grace period (see _stopping).
+    with stopping(f"sdeformer {args.command}") as stopper:
+        try:
+            with accepting_changed(getattr(args, "accept_changed", False)):
+                code = args.func(args)
+            if code == 0:
+                _write_run_files(command_parser, args)
+            return code
+        except (ValueError, ResultsError) as err:
+            print(f"sdeformer {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            reason = (
+                "the disk is full" if err.errno == errno.ENOSPC else "a file could not be written"
+            )
+            print(
+                f"sdeformer {args.command}: error: {reason} ({err}); finished units are saved "
+                "and no file was left half-written: free space (or fix the path) and rerun to "
+                "resume",
+                file=sys.stderr,
+            )
+            return 1
+        except KeyboardInterrupt:
+            print(
+                f"sdeformer {args.command}: interrupted; finished units are saved, rerun to resume",
+                file=sys.stderr,
+            )
+            signum = getattr(stopper, "signum", None)
+            return exit_status(signal.SIGINT if signum is None else signum)
 
 
 if __name__ == "__main__":

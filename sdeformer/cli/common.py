@@ -155,11 +155,15 @@ def non_negative_int(text: str) -> int:
     return positive_int(text, minimum=0)
 
 
-def progress(total: int, desc: str, disable: bool):
-    """A tqdm progress bar on stderr of `total` steps (none shown when `disable`)."""
-    from tqdm.auto import tqdm
+def progress(total: int, desc: str, disable: bool, unit: str = "units"):
+    """Progress of `total` units on stderr (none when `disable`).
 
-    return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, leave=False)
+    A tqdm bar on a terminal, else one line every few seconds, with a heartbeat while one unit
+    runs long (sdeformer._progress).
+    """
+    from .._progress import Progress
+
+    return Progress(desc, total, unit, enabled=not disable, rate=False, file=sys.stderr)
 
 
 def setup_precision(args: argparse.Namespace):

@@ -215,6 +215,7 @@ def compare_command(args: argparse.Namespace) -> int:
                     every=every,
                     label=label,
                     devices=args.devices,
+                    progress=not args.no_progress,
                 )
                 src = finite[method]
                 store.save_arrays(method, {"ts": src.ts, "vs": src.vs, "alive": src.alive})

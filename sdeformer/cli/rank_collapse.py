@@ -129,7 +129,7 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
     chunks = -(-args.samples // chunk)
     started = time.perf_counter()
     curves = {}
-    with progress(len(kinds) * chunks, "rank-collapse", args.no_progress) as bar:
+    with progress(len(kinds) * chunks, "rank-collapse", args.no_progress, "chunks") as bar:
         for kind in kinds:
             if store.has(kind):
                 curves[kind] = store.load(kind)

@@ -196,7 +196,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
             return sde_all, 0
         return sde_all.subset(slice(i * sde_size, (i + 1) * sde_size)), i
 
-    with progress(len(widths), "sweep-width", args.no_progress) as bar:
+    with progress(len(widths), "sweep-width", args.no_progress, "widths") as bar:
         for i, n in enumerate(widths):
             unit = f"n={n}"
             if store.has(unit) and (not args.shared_sde or store.has_arrays(unit)):
@@ -224,6 +224,7 @@ def sweep_width_command(args: argparse.Namespace) -> int:
                 bound=args.bound,
                 every=depths[n],
                 devices=args.devices,
+                progress=not args.no_progress,
             )
             row = compare.width_distances(
                 finite, sde, time=times[n], feature=feature, seed=args.seed

@@ -246,6 +246,7 @@ def train_command(args: argparse.Namespace) -> int:
                 out / "checkpoints",
                 every=args.checkpoint_every,
                 stop_after=args.stop_after,
+                progress=not args.no_progress,
             )
             bar.update(1)
         if int(state["step"]) < cfg.steps and bool(state["alive"].any()):

@@ -24,11 +24,12 @@ def run_group_with_checkpoints(
     *,
     every: int = 1,
     stop_after: int | None = None,
+    progress: bool = False,
 ):
     """Train a group from its checkpoint in `directory`: (state, timing, resumed_at).
 
     Writes a checkpoint every `every` chunks (and when stopped by `stop_after` or Ctrl-C /
-    SIGTERM).
+    SIGTERM). `progress`: report the training steps on stderr.
     """
     from .checkpoint import load_checkpoint, save_checkpoint
 
@@ -45,7 +46,12 @@ def run_group_with_checkpoints(
 
     try:
         state, timing = trainer.run(
-            state, train_task, val_task, on_chunk=on_chunk, stop_after=stop_after
+            state,
+            train_task,
+            val_task,
+            on_chunk=on_chunk,
+            stop_after=stop_after,
+            progress=progress,
         )
     except KeyboardInterrupt:
         if latest[0] is not None:
@@ -159,7 +165,7 @@ def train_study_command(args: argparse.Namespace) -> int:
     cfg = profile.train_config()
     trained = 0
     started = time.perf_counter()
-    with progress(len(all_groups), "train-study", args.no_progress) as bar:
+    with progress(len(all_groups), "train-study", args.no_progress, "groups") as bar:
         for group in all_groups:
             names = group.run_ids(profile.lrs)
             if all(store.has(name) for name in names):
@@ -171,7 +177,12 @@ def train_study_command(args: argparse.Namespace) -> int:
             spec = profile.model_spec(group.depth, train_task.vocab)
             trainer = GroupTrainer(spec, group.kind, cfg, profile.lrs, group.seed)
             state, timing, resumed = run_group_with_checkpoints(
-                trainer, train_task, val_task, ckpt_dir, every=args.checkpoint_every
+                trainer,
+                train_task,
+                val_task,
+                ckpt_dir,
+                every=args.checkpoint_every,
+                progress=not args.no_progress,
             )
             for name, result in zip(names, trainer.results(state, timing), strict=True):
                 result["resumed_at_step"] = resumed

@@ -50,6 +50,7 @@ def finite_source(
     label: str | None = None,
     memory_budget: int = 2**30,
     devices: int | None = None,
+    progress: bool = False,
 ) -> CovarianceSamples:
     """Covariance samples of finite networks of width n and depth round(T n) at init.
 
@@ -64,9 +65,14 @@ def finite_source(
     the same for every k (the chunks depend on `memory_budget`, not on k). `devices=None` (the
     default) calls the unsharded sampler, whose per-sample keys differ: another valid sample of
     the same law.
+
+    `progress=True` reports the sample-layers done and their rate on stderr, with a heartbeat
+    while a chunk runs (sdeformer._progress).
     """
+    import jax
     import jax.random as jr
 
+    from .._progress import Progress
     from ..laws import sample_covariance_paths
 
     depth = depth_for(T, n)
@@ -74,7 +80,7 @@ def finite_source(
     m = int(np.shape(v0)[-1])
     per_sample = (depth + 1) * m * m * 4
 
-    def draw(count, chunk_key):
+    def sample(count, chunk_key):
         if devices is None:
             return sample_covariance_paths(
                 config, n, depth, v0, count, key=chunk_key, method=method
@@ -86,16 +92,26 @@ def finite_source(
         )
         return gather(paths)
 
-    if num_samples * per_sample <= memory_budget:
-        paths = draw(num_samples, key)
-        return CovarianceSamples.from_paths(label, paths, n, bound=bound, every=every)
-    chunk = max(1, memory_budget // per_sample)
-    parts = []
-    for c, start in enumerate(range(0, num_samples, chunk)):
-        keep = min(chunk, num_samples - start)
-        # Unsharded: a full chunk, trimmed (the historical keys); sharded: exactly `keep`.
-        paths = draw(chunk if devices is None else keep, jr.fold_in(key, c))
-        parts.append(CovarianceSamples.from_paths(label, paths[:keep], n, bound=bound, every=every))
+    def draw(count, chunk_key):
+        if not progress:
+            return sample(count, chunk_key)
+        with bar.inside(f"{label}: {count} samples x {depth} layers", count * depth):
+            return jax.block_until_ready(sample(count, chunk_key))
+
+    what = f"{label} ({method} chain)" if method == "law" else f"{label} (networks)"
+    with Progress(what, num_samples * depth, "layers", enabled=progress) as bar:
+        if num_samples * per_sample <= memory_budget:
+            paths = draw(num_samples, key)
+            return CovarianceSamples.from_paths(label, paths, n, bound=bound, every=every)
+        chunk = max(1, memory_budget // per_sample)
+        parts = []
+        for c, start in enumerate(range(0, num_samples, chunk)):
+            keep = min(chunk, num_samples - start)
+            # Unsharded: a full chunk, trimmed (the historical keys); sharded: exactly `keep`.
+            paths = draw(chunk if devices is None else keep, jr.fold_in(key, c))
+            parts.append(
+                CovarianceSamples.from_paths(label, paths[:keep], n, bound=bound, every=every)
+            )
     return CovarianceSamples.concatenate(parts)
 
 

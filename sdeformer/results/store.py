@@ -148,10 +148,14 @@ class ResultStore:
 
         A run killed by SIGKILL (or a power cut) can leave `.<name>.*.tmp` beside the files it
         was writing; they are never read (only finished, renamed files count), and are removed
-        when the directory is opened again. One writer per directory at a time.
+        when the directory is opened again, in it and in its folders one level down (`units/`,
+        `checkpoints/`). One writer per directory at a time.
         """
         removed = []
-        for folder in (self.directory, self.directory / "units"):
+        folders = [self.directory]
+        if self.directory.is_dir():
+            folders += sorted(p for p in self.directory.iterdir() if p.is_dir())
+        for folder in folders:
             if folder.is_dir():
                 for tmp in folder.glob(".*.tmp"):
                     tmp.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ import jax.random as jr
 import numpy as np
 import optax
 
+from .._progress import Progress
 from .data import Task
 from .loop import TrainConfig, _spec_loss, _StepSpec, kind_spec, make_optimizer
 from .sweep import ModelSpec
@@ -243,12 +244,15 @@ class GroupTrainer:
         *,
         on_chunk: Callable[[dict, float], None] | None = None,
         stop_after: int | None = None,
+        progress: bool = False,
     ) -> tuple[dict, dict]:
         """Train from `state` (None: from step 0) to `cfg.steps`; (state, timing).
 
         `on_chunk(state, seconds)` is called after each chunk (for checkpoints and progress).
         `stop_after` stops once that many steps are done (to test interruption). `timing` has
         the wall seconds of the first chunk (compilation included) and of the others.
+        `progress=True` reports the steps done and steps/s on stderr, with a heartbeat while a
+        chunk runs (sdeformer._progress).
         """
         if state is None:
             state = self._eval(self.init_state(), val_task.eval_batch(self.cfg.eval_batch_size))
@@ -256,23 +260,28 @@ class GroupTrainer:
         lrs = jnp.asarray(self.lrs, jnp.float32)
         limit = jnp.asarray(self.limit, jnp.float32)
         timing = {"first_chunk_s": None, "steady_s": 0.0, "steady_steps": 0}
-        while int(state["step"]) < self.cfg.steps:
-            if stop_after is not None and int(state["step"]) >= stop_after:
-                break
-            if not bool(jnp.any(state["alive"])):
-                break  # every lane diverged: nothing left to train
-            started = time.perf_counter()
-            state = _chunk(self.gspec, state, lrs, self.data_key, train_task, limit)
-            state = self._eval(state, eval_batch)
-            jax.block_until_ready(state["losses"])
-            seconds = time.perf_counter() - started
-            if timing["first_chunk_s"] is None:
-                timing["first_chunk_s"] = seconds
-            else:
-                timing["steady_s"] += seconds
-                timing["steady_steps"] += self.gspec.chunk
-            if on_chunk is not None:
-                on_chunk(state, seconds)
+        what = f"training {self.id}"
+        start = int(state["step"])
+        with Progress(what, self.cfg.steps, "steps", enabled=progress, start=start) as bar:
+            while int(state["step"]) < self.cfg.steps:
+                if stop_after is not None and int(state["step"]) >= stop_after:
+                    break
+                if not bool(jnp.any(state["alive"])):
+                    break  # every lane diverged: nothing left to train
+                started = time.perf_counter()
+                with bar.inside(f"training chunk of {self.gspec.chunk} steps"):
+                    state = _chunk(self.gspec, state, lrs, self.data_key, train_task, limit)
+                    state = self._eval(state, eval_batch)
+                    jax.block_until_ready(state["losses"])
+                bar.advance_to(int(state["step"]))
+                seconds = time.perf_counter() - started
+                if timing["first_chunk_s"] is None:
+                    timing["first_chunk_s"] = seconds
+                else:
+                    timing["steady_s"] += seconds
+                    timing["steady_steps"] += self.gspec.chunk
+                if on_chunk is not None:
+                    on_chunk(state, seconds)
         return state, timing
 
     def tokens_per_step(self) -> int:
