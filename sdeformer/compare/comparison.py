@@ -308,6 +308,25 @@ class Comparison:
         return out
 
 
+def check_failed_fraction(src, times, max_failed_fraction: float = MAX_FAILED_FRACTION) -> None:
+    """Raise `DiscretisationError` where more than `max_failed_fraction` of `src` failed by t.
+
+    Checked at each of `times` (the comparison times), so a source can be checked on its own,
+    before the other source is sampled.
+    """
+    for t in times:
+        fraction = float(src.failed_fraction[src.index_of(t)])
+        if fraction > max_failed_fraction:
+            raise DiscretisationError(
+                f"{src.label}: {fraction:.2%} of the paths left the PSD cone (or the solver "
+                f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
+                "outside the step rule these are discretisation errors of the Euler scheme "
+                "(inside it, a small fraction of the SDE's paths reach a singular V: "
+                "sdeformer.sde_steps); take at least suggest_num_steps(...) steps, or the "
+                "exponential solver, which stays in the cone"
+            )
+
+
 def compare_sources(
     a: CovarianceSamples,
     b: CovarianceSamples,
@@ -346,19 +365,10 @@ def compare_sources(
             a.m, max_pairs=MAX_PAIRS if max_pairs is None else max_pairs, seed=pair_seed
         )
     rows, stopped_a, stopped_b, failed_a, failed_b = [], {}, {}, {}, {}
+    for src in (a, b):
+        check_failed_fraction(src, times, max_failed_fraction)
     for t in times:
         ia, ib = a.index_of(t), b.index_of(t)
-        for src, i in ((a, ia), (b, ib)):
-            fraction = float(src.failed_fraction[i])
-            if fraction > max_failed_fraction:
-                raise DiscretisationError(
-                    f"{src.label}: {fraction:.2%} of the paths left the PSD cone (or the solver "
-                    f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
-                    "outside the step rule these are discretisation errors of the Euler scheme "
-                    "(inside it, a small fraction of the SDE's paths reach a singular V: "
-                    "sdeformer.sde_steps); take at least suggest_num_steps(...) steps, or the "
-                    "exponential solver, which stays in the cone"
-                )
         keep_a, keep_b = a.usable(ia, mode), b.usable(ib, mode)
         x = fs.values(a.vs[keep_a, ia])
         y = fs.values(b.vs[keep_b, ib])
