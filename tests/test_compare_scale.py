@@ -225,3 +225,19 @@ def test_smallest_eigenvalue_of_the_correlation_matrix(m):
     assert np.isnan(got[3])
     np.testing.assert_allclose(got[keep], want, rtol=1e-10, atol=1e-12)
     assert want.min() < 0.2  # the matrices are far from the identity: a real eigenproblem
+
+
+def test_table_states_the_verdict_level_and_chance_alarms():
+    """The table's footer gives the family-wise level, the per-test alpha, the expected chance
+    alarms and says the noise columns are plain 95 % levels (one law, 2 times, m = 3: 3 pairs,
+    3 log variances and the summaries per time)."""
+    a = _wishart_source("a", 3, 300, 3)
+    b = _wishart_source("b", 4, 300, 3)
+    result = compare.compare_sources(a, b, times=[0.5, 1.0], w1_rounds=50)
+    per_time = len(result.rows) // 2
+    note = result.levels_note()
+    assert "family-wise 0.05 at each of 2 time(s)" in note
+    assert f"alpha = {0.05 / (2 * per_time):.3g} per test" in note
+    assert "expect at most 0.1 'above noise' row(s) by chance" in note
+    assert "95 % levels of one row" in note and note in result.table()
+    assert result.to_dict()["levels"] == note
