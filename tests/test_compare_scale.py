@@ -241,3 +241,16 @@ def test_table_states_the_verdict_level_and_chance_alarms():
     assert "expect at most 0.1 'above noise' row(s) by chance" in note
     assert "95 % levels of one row" in note and note in result.table()
     assert result.to_dict()["levels"] == note
+
+
+def test_results_print_a_short_summary():
+    """Samples and width distances print a line, not their arrays (600 numbers before)."""
+    a = _wishart_source("finite", 5, 200, 3)
+    b = _wishart_source("sde", 6, 200, 3)
+    text = repr(a)
+    assert text.startswith("CovarianceSamples('finite': 200 samples of 3 x 3") and len(text) < 200
+    row = compare.width_distances(a, b, time=1.0, rounds=20)
+    text = repr(row)
+    assert "energy2=" in text and "per-path deviations of 200 SDE paths not shown" in text
+    assert "_sde_deviations" not in text and len(text) < 800
+    assert isinstance(row, dict) and "_sde_deviations" in row
