@@ -95,3 +95,6 @@ def test_compare_refuses_a_coarse_step_before_any_work(tmp_path, capsys):
     assert not coarse.exists()
     assert main([*small, "--json"]) == 0  # the fix (the rule's steps) works in the same folder
     assert json.loads(capsys.readouterr().out)["sde_steps"]["steps"] == needed
+    small[-1] = str(out)  # the first run's folder: everything is reused, and it says so
+    assert main([*small, "--steps", str(needed)]) == 0
+    assert "resumed: reused sde, law from the earlier run" in capsys.readouterr().out

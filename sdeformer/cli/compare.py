@@ -225,6 +225,8 @@ def compare_command(args: argparse.Namespace) -> int:
     # One unit per source (arrays, .npz) and one for the moments table: a killed run resumes.
     store = ResultStore(out, "compare", settings, overwrite=args.overwrite)
     started = time.perf_counter()
+    reused = [u for u in ("sde", *methods) if store.has_arrays(u)]
+    reused += ["moments"] if moment_samples > 0 and store.has("moments") else []
     steps = len(methods) + 1 + (moment_samples > 0)
     finite = {}
     with progress(steps, "compare", args.no_progress) as bar:
@@ -303,6 +305,7 @@ def compare_command(args: argparse.Namespace) -> int:
         "seconds_sampling": sampled - started,
         "seconds_comparison": compared - sampled,
         "sde_steps": args.steps_choice,
+        "reused_units": reused,
         "sde_exits": exits,
         "comparisons": {k: c.to_dict() for k, c in comparisons.items()},
         "one_step_moments": moments,
@@ -349,4 +352,10 @@ def compare_command(args: argparse.Namespace) -> int:
     )
     for figure in figures:
         print(f"figure: {figure}")
+    if reused:
+        computed = [u for u in ("sde", *methods) if u not in reused]
+        print(
+            f"resumed: reused {', '.join(reused)} from the earlier run in {out}"
+            + (f"; computed {', '.join(computed)}" if computed else "; computed nothing new")
+        )
     return 0
