@@ -28,7 +28,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Data, model and optimiser options shared by `train` and `train-sweep`."""
     from ..train.data import DATASETS
     from ..train.lm import POSITIONS
-    from ..train.loop import LR_SCHEDULES, OPTIMIZERS
+    from ..train.spec import LR_SCHEDULES, OPTIMIZERS
 
     data = parser.add_argument_group("data")
     data.add_argument(
