@@ -169,8 +169,9 @@ class LaneTrainer:
     `cfg.steps` must be a multiple of `cfg.eval_every`, which is also the chunk of steps run by
     one call of the compiled program; the validation loss and the last layer's mean token
     correlation are evaluated at step 0 (initialisation), after every chunk, and at the end.
-    Batch t is drawn from `train_task` with `fold_in(data_key, t)`. `traces` counts the
-    compilations of the chunk program since this trainer was made.
+    Batch t is drawn from `train_task` with `fold_in(data_key, t)`. `step_spec` is the static
+    part of the step (`StepSpec`); `traces` counts the compilations of the chunk program since
+    this trainer was made.
     """
 
     def __init__(
@@ -200,7 +201,8 @@ class LaneTrainer:
         self.lrs = tuple(float(lr) for lr in lrs)
         self.model = model
         params, self.static = eqx.partition(model, eqx.is_inexact_array)
-        step_spec = StepSpec(self.static, dataclasses.replace(cfg, lr=1.0), schedule)
+        self.step_spec = StepSpec(self.static, dataclasses.replace(cfg, lr=1.0), schedule)
+        step_spec = self.step_spec
         self.gspec = _ChunkSpec(step_spec, cfg.eval_every)
         self.optimizer = make_optimizer(step_spec.cfg, params)
         vocab = model.readout.shape[1]

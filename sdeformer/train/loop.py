@@ -101,7 +101,7 @@ def lane_results(trainer: LaneTrainer, state: dict, seconds: float) -> list[Trai
         done = div_at if diverged else int(host["step"])
         final = evals[-1] if evals and not diverged and done == trainer.cfg.steps else None
         model = trainer.lane_model(state, lane)
-        shaping = trainer.gspec.step.shaping(model, jnp.asarray(done, jnp.int32))
+        shaping = trainer.step_spec.shaping(model, jnp.asarray(done, jnp.int32))
         tokens = trainer.lanes * done * trainer.tokens_per_step()
         out.append(
             TrainResult(
