@@ -159,9 +159,15 @@ def summary_markdown(run_record: dict | None) -> str:
     ceilings = (init or {}).get("ceilings")
     if ceilings:
         out.append("\n**Measured ceilings** (`benchmarks._common.ceilings`, float32):\n")
+        precision = ceilings.get("matmul_precision", "default precision (not recorded)")
+        default = ceilings.get("matmul_gflops_default_precision", "-")
         out += _table(
-            ["matmul GFLOP/s (1024^2)", "normal draws / s"],
-            [[ceilings["matmul_gflops"], ceilings["normals_per_s"]]],
+            [
+                f"matmul GFLOP/s (1024^2), {precision}",
+                "matmul GFLOP/s, default precision (TF32 on NVIDIA GPUs)",
+                "normal draws / s",
+            ],
+            [[ceilings["matmul_gflops"], default, ceilings["normals_per_s"]]],
         )
     if init:
         out.append(
