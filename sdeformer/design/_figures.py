@@ -31,13 +31,15 @@ def phase_map_figure(result, *, ax=None):
     for panel, (name, title, limits) in zip(axes, PANELS, strict=True):
         z = np.asarray(getattr(result, name))
         if limits is None:
-            levels = np.linspace(min(z.min(), -1.0), max(z.max(), 1.0), 21)
-            lines = [0.0, 0.3, 0.6, 0.9]
+            # the data's own range: the median moves little across many maps
+            low, high = float(z.min()), float(z.max())
+            levels = np.linspace(low, high if high > low else low + 1e-6, 21)
+            lines = np.linspace(low, high, 5)[1:-1] if high > low else []
         else:
             levels = np.linspace(*limits, 21)
             lines = [0.05, 0.5]
         filled = panel.contourf(xx, yy, z, levels=levels, cmap="viridis", extend="neither")
-        if z.max() > z.min():
+        if z.max() > z.min() and len(lines):
             contour = panel.contour(xx, yy, z, levels=lines, colors="white", linewidths=1.0)
             panel.clabel(contour, fmt="%g", fontsize=8)
         fig.colorbar(filled, ax=panel)
