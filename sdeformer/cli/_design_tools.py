@@ -80,8 +80,12 @@ def map_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
         raise ValueError(f"--method {args.map_method}: design map takes sde (default) or law")
 
     def progress(done, total):
-        if not args.json:
+        if args.json:
+            return
+        if sys.stderr.isatty():
             print(f"\rcell {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+        else:  # redirected: plain lines, no carriage returns
+            print(f"cell {done}/{total}", file=sys.stderr)
 
     try:
         result = phase_map(
