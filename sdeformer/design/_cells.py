@@ -3,7 +3,8 @@
 `PARAMETERS` are the ShapedConfig fields a map or a tuner may vary. `sde_endpoint` solves the
 limit SDE to T = d / n with `sdeformer.solve_sde` and applies the forecast's stopping rule
 (`_paths`): a path that crossed the bound holds the state that crossed it, one that left the PSD
-cone or became non-finite holds its last valid state; every path enters every statistic.
+cone or became non-finite holds its last valid saved state (`HELD_SAVES` times are saved); every
+path enters every statistic.
 
 Common random numbers: path i of `solve_sde` is a function of (key, i) only, so with one key and
 one number of steps every configuration sees the same Brownian increments.
@@ -33,6 +34,11 @@ _FIXES = {
     "c_plus": "c_plus must be a finite number",
     "c_minus": "c_minus must be a finite number",
 }
+
+
+HELD_SAVES = 11
+"""Saved times in [0, T]: a path that leaves the PSD cone (or becomes non-finite) holds its last
+valid saved state, within T / 10 of its exit (with T alone saved that state would be V_0)."""
 
 
 def check_parameter(name: str, what: str = "parameter") -> str:
@@ -99,7 +105,7 @@ def sde_endpoint(
         T,
         num_samples,
         key=key,
-        save_times=np.array([T], dtype=np.float64),
+        save_times=np.linspace(0.0, T, HELD_SAVES),
         num_steps=num_steps,
         bound=bound,
         dtype=dtype,
