@@ -115,3 +115,17 @@ def test_cli_refusals_write_nothing(tmp_path, capsys, flags, match):
     assert code == 2
     assert match in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_law_map_matches_the_forecast_cell_by_cell():
+    # method="law": each cell is forecast(method="law") with the map's one key
+    from sdeformer.design import forecast
+
+    x, y = ("tau0", [1.0, 2.0]), ("c_minus", [-1.5, -0.5])
+    sizes = dict(width=8, depth=4, num_samples=64)
+    pm = phase_map(CONFIG, V0, x=x, y=y, key=jr.key(1), method="law", **sizes)
+    assert pm.method == "law" and pm.num_steps is None
+    assert np.all(pm.p_left_psd_cone == 0)
+    fc = forecast(CONFIG.replace(tau0=2.0, c_minus=-0.5), V0, key=jr.key(1), **sizes)
+    assert pm.median_mean_rho[1, 1] == pytest.approx(fc.final.features["mean_rho"]["q50"].value)
+    assert pm.p_blowup[1, 1] == fc.final.p_blowup.value
