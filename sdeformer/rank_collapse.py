@@ -7,6 +7,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import metrics
+from ._typing import AnyArray
 from .config import ShapedConfig
 
 MODEL_KINDS: dict[str, tuple[str, ...]] = {
@@ -39,7 +40,7 @@ def equicorrelated(m: int, rho: float, dtype=jnp.float32) -> Float[Array, "m m"]
     return ((1.0 - rho) * jnp.eye(m) + rho * jnp.ones((m, m))).astype(dtype)
 
 
-def collapse_summary(paths: Float[Array, "samples layers m m"]) -> dict[str, np.ndarray]:
+def collapse_summary(paths: Float[AnyArray, "samples layers m m"]) -> dict[str, np.ndarray]:
     """Per-layer mean and standard error over samples of the rank-collapse measures.
 
     Returns numpy arrays of shape (layers,) keyed `<measure>_mean` and `<measure>_se` for
