@@ -28,6 +28,7 @@ from .ntk import ShallowEncoder as ShallowEncoder
 from .ntk import analytic_ntk as analytic_ntk
 from .ntk import empirical_ntk as empirical_ntk
 from .rank_collapse import equicorrelated as equicorrelated
+from .results.origin import package_version as _package_version
 from .sde import EXIT_REASONS as EXIT_REASONS
 from .sde import CovarianceSDE as CovarianceSDE
 from .sde import SDESolution as SDESolution
@@ -41,4 +42,5 @@ from .sharding import sharded_solve_sde as sharded_solve_sde
 from .wishart import bartlett_factor as bartlett_factor
 from .wishart import wishart as wishart
 
-__version__ = "0.1.0"
+__version__ = _package_version()
+"""The installed version (the package metadata, written from pyproject.toml)."""

@@ -12,10 +12,13 @@ from typing import Any
 
 
 def package_version() -> str:
-    """The version of the installed sdeformer package (`sdeformer.__version__`)."""
-    from .. import __version__
+    """The version of the installed sdeformer package (from its metadata, as `__version__`)."""
+    import importlib.metadata
 
-    return __version__
+    try:
+        return importlib.metadata.version("sdeformer")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "0+unknown"
 
 
 _LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "numpy")
