@@ -18,8 +18,8 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._linalg import cov_factor, symmetrize
 from .blocks import MissingFaceError, block_types
-from .config import ShapedConfig, check_width
-from .model import check_covariance, explicit_covariance_paths
+from .config import ShapedConfig, check_covariance, check_width
+from .model import explicit_covariance_paths
 from .wishart import complement_dof
 
 METHODS = ("law", "explicit")

@@ -27,8 +27,8 @@ from ._linalg import gram
 from .blocks import ShapedMLP, block_types
 from .blocks._attention import AbstractAttention
 from .blocks.shaped_mlp import relu_slopes, shaped_relu
-from .config import ShapedConfig, check_width
-from .model import check_covariance, input_from_covariance
+from .config import ShapedConfig, check_covariance, check_width
+from .model import input_from_covariance
 
 
 class OneStepMoments(eqx.Module):

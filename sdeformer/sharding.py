@@ -35,9 +35,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .config import ShapedConfig, check_width
+from .config import ShapedConfig, check_covariance, check_width
 from .laws import METHODS, law_batch_size
-from .model import check_covariance, default_batch_size
+from .model import default_batch_size
 from .sde import SDESolution
 
 AXIS = "samples"

@@ -136,7 +136,7 @@ def _steps_note(args: argparse.Namespace) -> str:
 def _input_covariance(args: argparse.Namespace, dtype):
     import jax.numpy as jnp
 
-    from ..model import check_covariance
+    from ..config import check_covariance
     from ..rank_collapse import equicorrelated
 
     if not args.bound > 0:  # also refuses NaN
