@@ -251,7 +251,7 @@ def memory_budget(p: Profile) -> float:
     """Bytes one SDE program may use: on an accelerator the library's default (half the device's
     memory), on the CPU `memory_fraction` of the available RAM."""
     if jax.default_backend() != "cpu":
-        from sdeformer.sde_solve import default_memory_budget
+        from sdeformer.sde import default_memory_budget
 
         return default_memory_budget()
     try:

@@ -32,7 +32,7 @@ from .sde import CovarianceSDE as CovarianceSDE
 from .sde import SDESolution as SDESolution
 from .sde import sde_memory_estimate as sde_memory_estimate
 from .sde import solve_sde as solve_sde
-from .sde_steps import suggest_num_steps as suggest_num_steps
+from .sde import suggest_num_steps as suggest_num_steps
 from .sharding import initialize_multihost as initialize_multihost
 from .sharding import sample_mesh as sample_mesh
 from .sharding import sharded_covariance_paths as sharded_covariance_paths

@@ -38,7 +38,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from .config import ShapedConfig, check_covariance, check_width
 from .laws import METHODS, law_batch_size
 from .model import default_batch_size
-from .sde import SDESolution
+from .sde import SDESolution, solve_sde
 
 AXIS = "samples"
 """Name of the mesh axis the samples are sharded over."""
@@ -208,8 +208,6 @@ class _SDEPath(eqx.Module):
     options: tuple = eqx.field(static=True)
 
     def __call__(self, path_key, v0):
-        from .sde import solve_sde
-
         options = dict(self.options)
         if isinstance(options.get("save_times"), tuple):
             options["save_times"] = np.asarray(options["save_times"])
@@ -283,8 +281,6 @@ def sharded_solve_sde(
     `solve_sde(config, v0, T, 1, key=jr.split(key, num_samples)[i], ...)` for any number of
     devices. `batch_size` paths run at once per device (default: all of a device's paths).
     """
-    from .sde import solve_sde
-
     v0 = check_covariance(v0)
     # Validate the options on the host once (abstractly), so errors come before any sharding.
     jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, **solver_options), key)

@@ -97,7 +97,7 @@ def _resolve_steps(config, v0, T: float, args: argparse.Namespace) -> None:
     is refused for Euler and Heun unless `--allow-coarse-steps`. The choice is kept in
     `args.steps_choice` (printed and recorded) and is made once per command.
     """
-    from ..sde_steps import STEP_RULE_Z, rule_steps, rule_z, step_noise_scale
+    from ..sde import STEP_RULE_Z, rule_steps, rule_z, step_noise_scale
 
     if getattr(args, "steps_choice", None) is not None:
         return
