@@ -180,7 +180,7 @@ def default_units(measure: str, m: int, p: Profile) -> int:
         return int(min(max(paths, p.min_paths), p.max_paths))
     if measure == "compare":
         return p.compare_samples
-    from sdeformer.model import weights_per_layer
+    from sdeformer.finite import weights_per_layer
 
     n = max(p.width, m)
     config = network_config(measure)

@@ -36,8 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .config import ShapedConfig, check_covariance, check_width
-from .laws import METHODS, law_batch_size
-from .model import default_batch_size
+from .finite import METHODS, default_batch_size, law_batch_size, sample_covariance_paths
 from .sde import SDESolution, solve_sde
 
 AXIS = "samples"
@@ -193,8 +192,6 @@ class _PathSampler(eqx.Module):
     method: str = eqx.field(static=True)
 
     def __call__(self, sample_key, v0):
-        from .laws import sample_covariance_paths
-
         return sample_covariance_paths(
             self.config, self.n, self.depth, v0, 1, key=sample_key, method=self.method
         )[0]
@@ -237,8 +234,6 @@ def sharded_covariance_paths(
     (default: as many as fit 256 MiB, as for the unsharded samplers). num_samples need not be a
     multiple of the device count (the keys are padded and the padding is dropped).
     """
-    from .laws import sample_covariance_paths
-
     if method not in METHODS:
         raise ValueError(f"method={method!r} is invalid; choose one of {METHODS}")
     n = check_width(n, name="n")

@@ -9,7 +9,7 @@ import pytest
 
 from sdeformer import ShapedConfig, ShapedTransformer, explicit_covariance_paths, metrics
 from sdeformer.config import check_covariance
-from sdeformer.model import input_from_covariance
+from sdeformer.finite import input_from_covariance
 from sdeformer.rank_collapse import MODEL_KINDS, equicorrelated, kind_config
 
 

@@ -200,7 +200,7 @@ def _check_finite_source(config, n: int, depth: int, v0, method: str) -> None:
     import jax
     import jax.random as jr
 
-    from ..laws import sample_covariance_paths
+    from ..finite import sample_covariance_paths
 
     jax.eval_shape(
         lambda k: sample_covariance_paths(config, n, depth, v0, 1, key=k, method=method),

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._linalg import gram, psd_sqrt
-from .blocks import Block, block_types
-from .config import ShapedConfig, check_covariance, check_width
+from .._linalg import gram, psd_sqrt
+from ..blocks import Block, block_types
+from ..config import ShapedConfig, check_covariance, check_width
 
 
 class ShapedTransformer(eqx.Module):
