@@ -1,5 +1,5 @@
-"""Training throughput: tokens per second of the jitted train step for each model kind, at two
-sizes, and of the study's group program (every learning rate of the grid trained at once,
+"""Training throughput: tokens per second of one run (a group of one lane) for each model kind, at
+two sizes, and of the study's group program (every learning rate of the grid trained at once,
 `sdeformer.train.group`), on the default JAX device (CPU here; GPU when present).
 
 Run: `python -m benchmarks.bench_train` (add `--quick` for a smoke run). Prints a markdown table
@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import jax.random as jr
 
 from sdeformer.results import write_json
-from sdeformer.train import MODEL_KINDS, TrainConfig, Trainer
+from sdeformer.train import MODEL_KINDS, LaneTrainer, ModelSpec, TrainConfig
 from sdeformer.train.data import make_tasks
 from sdeformer.train.group import GroupTrainer
 from sdeformer.train.study import PROFILES
-from sdeformer.train.sweep import ModelSpec
 
 from ._common import machine
 
@@ -31,28 +29,21 @@ SIZES = {
 
 
 def bench(kind: str, size: dict, batch_size: int, steps: int, train_task) -> dict:
+    """Tokens/s of one run (a group of one lane): a chunk of `steps` steps, compiled, then timed."""
     spec = ModelSpec(vocab=256, **size)
     model, schedule = spec.build(kind, key=jr.key(0))
-    trainer = Trainer(model, TrainConfig(steps=steps + 1, batch_size=batch_size), schedule)
-    params, state = trainer.init(model)
-    started = time.perf_counter()
-    params, state, loss, _ = trainer.step(params, state, 0, jr.key(0), train_task)
-    loss.block_until_ready()
-    compile_s = time.perf_counter() - started
-    started = time.perf_counter()
-    for step in range(1, steps + 1):
-        params, state, loss, _ = trainer.step(params, state, step, jr.key(step), train_task)
-    loss.block_until_ready()
-    seconds = time.perf_counter() - started
-    tokens = steps * batch_size * size["seq_len"]
+    cfg = TrainConfig(steps=2 * steps, batch_size=batch_size, eval_every=steps)
+    trainer = LaneTrainer(model, cfg, [cfg.lr], data_key=jr.key(0), schedule=schedule)
+    _, timing = trainer.run(None, train_task, train_task)
+    tokens = timing["steady_steps"] * batch_size * size["seq_len"]
     return {
         "kind": kind,
         **size,
         "batch_size": batch_size,
-        "steps": steps,
-        "compile_and_first_step_s": compile_s,
-        "step_ms": 1e3 * seconds / steps,
-        "tokens_per_second": tokens / seconds,
+        "steps": timing["steady_steps"],
+        "compile_and_first_step_s": timing["first_chunk_s"],
+        "step_ms": 1e3 * timing["steady_s"] / timing["steady_steps"],
+        "tokens_per_second": tokens / timing["steady_s"],
     }
 
 

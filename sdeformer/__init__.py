@@ -29,6 +29,7 @@ from .finite import wishart as wishart
 from .ntk import ShallowEncoder as ShallowEncoder
 from .ntk import analytic_ntk as analytic_ntk
 from .ntk import empirical_ntk as empirical_ntk
+from .rank_collapse import equicorrelated as equicorrelated
 from .sde import EXIT_REASONS as EXIT_REASONS
 from .sde import CovarianceSDE as CovarianceSDE
 from .sde import SDESolution as SDESolution

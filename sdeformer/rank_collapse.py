@@ -25,7 +25,12 @@ def kind_config(base: ShapedConfig, kind: str) -> ShapedConfig:
 
 
 def equicorrelated(m: int, rho: float, dtype=jnp.float32) -> Float[Array, "m m"]:
-    """The m x m covariance with unit variances and all correlations equal to rho."""
+    """The m x m covariance with unit variances and all correlations equal to rho.
+
+    Also `sdeformer.equicorrelated`: the input covariance of the commands' --tokens and --rho0.
+    """
+    if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 2:
+        raise ValueError(f"m={m!r} is invalid; pass a number of tokens m >= 2")
     if not -1.0 / (m - 1) <= rho < 1.0:
         raise ValueError(
             f"rho={rho!r} does not give a covariance for m={m} tokens; "

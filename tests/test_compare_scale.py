@@ -225,3 +225,32 @@ def test_smallest_eigenvalue_of_the_correlation_matrix(m):
     assert np.isnan(got[3])
     np.testing.assert_allclose(got[keep], want, rtol=1e-10, atol=1e-12)
     assert want.min() < 0.2  # the matrices are far from the identity: a real eigenproblem
+
+
+def test_table_states_the_verdict_level_and_chance_alarms():
+    """The table's footer gives the family-wise level, the per-test alpha, the expected chance
+    alarms and says the noise columns are plain 95 % levels (one law, 2 times, m = 3: 3 pairs,
+    3 log variances and the summaries per time)."""
+    a = _wishart_source("a", 3, 300, 3)
+    b = _wishart_source("b", 4, 300, 3)
+    result = compare.compare_sources(a, b, times=[0.5, 1.0], w1_rounds=50)
+    per_time = len(result.rows) // 2
+    note = result.levels_note()
+    assert "family-wise 0.05 at each of 2 time(s)" in note
+    assert f"alpha = {0.05 / (2 * per_time):.3g} per test" in note
+    assert "expect at most 0.1 'above noise' row(s) by chance" in note
+    assert "95 % levels of one row" in note and note in result.table()
+    assert result.to_dict()["levels"] == note
+
+
+def test_results_print_a_short_summary():
+    """Samples and width distances print a line, not their arrays (600 numbers before)."""
+    a = _wishart_source("finite", 5, 200, 3)
+    b = _wishart_source("sde", 6, 200, 3)
+    text = repr(a)
+    assert text.startswith("CovarianceSamples('finite': 200 samples of 3 x 3") and len(text) < 200
+    row = compare.width_distances(a, b, time=1.0, rounds=20)
+    text = repr(row)
+    assert "energy2=" in text and "per-path deviations of 200 SDE paths not shown" in text
+    assert "_sde_deviations" not in text and len(text) < 800
+    assert isinstance(row, dict) and "_sde_deviations" in row

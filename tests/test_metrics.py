@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sdeformer import metrics
 
@@ -22,3 +23,16 @@ def test_extremes_and_batching():
     np.testing.assert_allclose(metrics.min_correlation_eigenvalue(batch), [1.0, 0.0], atol=1e-5)
     a, b = metrics.offdiagonal_pairs(m)
     assert len(a) == m * (m - 1) // 2 and bool(jnp.all(a < b))
+
+
+def test_equicorrelated_is_public_and_checks_its_inputs():
+    """`sdeformer.equicorrelated(m, rho)`: unit variances, every correlation rho; bad m or rho
+    named in the error."""
+    import sdeformer as sdf
+
+    v = np.asarray(sdf.equicorrelated(3, 0.25))
+    np.testing.assert_allclose(v, 0.75 * np.eye(3) + 0.25)
+    with pytest.raises(ValueError, match="m=1 is invalid"):
+        sdf.equicorrelated(1, 0.5)
+    with pytest.raises(ValueError, match="rho=-0.6 does not give a covariance"):
+        sdf.equicorrelated(3, -0.6)

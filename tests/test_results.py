@@ -364,6 +364,9 @@ def test_save_load_round_trip_nested_dataclasses(tmp_path):
     again = load_arrays_module(_Samples, save_arrays_module(tmp_path / "s.npz", samples))
     assert again.label == "sde" and isinstance(again.vs, np.ndarray)
     np.testing.assert_array_equal(again.alive, samples.alive)
+    with pytest.raises(TypeError, match="arguments look swapped"):
+        save_arrays_module(samples, tmp_path / "swapped.npz")
+    assert not (tmp_path / "swapped.npz").exists()
 
 
 def test_load_refuses_other_class_changed_fields_and_foreign_classes(tmp_path):

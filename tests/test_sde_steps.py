@@ -77,15 +77,24 @@ def test_compare_refuses_a_coarse_step_before_any_work(tmp_path, capsys):
     assert report["sde_steps"]["chosen_by"] == "user" and report["sde_steps"]["steps"] == needed
     auto = tmp_path / "auto"
     small[-1] = str(auto)
-    assert main([*small, "--json"]) == 0  # --steps auto is the default
+    both = ["--method", "both"]  # --samples counts the explicit networks too (64 < 400)
+    assert main([*small, *both, "--json"]) == 0  # --steps auto is the default
     report = json.loads(capsys.readouterr().out)
     assert report["sde_steps"] == {**report["sde_steps"], "chosen_by": "auto", "steps": needed}
+    assert report["settings"]["num_samples"] == {"law": 64, "explicit": 64, "sde": 64}
     config = json.loads((auto / "config.json").read_text())
     assert config["steps"] == needed  # the choice is recorded
     coarse = tmp_path / "coarse"
     small[-1] = str(coarse)
     code = main([*small, "--steps", "10", "--allow-coarse-steps", "--json"])
     # it runs, and at z = 0.87 every path leaves the cone: refused above --max-failed-fraction
+    # after the SDE alone (before any finite sample), and the folder it created is removed
     assert code == 2
     err = capsys.readouterr().err
     assert "100.00% of the paths left the PSD cone" in err and "suggest_num_steps" in err
+    assert not coarse.exists()
+    assert main([*small, "--json"]) == 0  # the fix (the rule's steps) works in the same folder
+    assert json.loads(capsys.readouterr().out)["sde_steps"]["steps"] == needed
+    small[-1] = str(out)  # the first run's folder: everything is reused, and it says so
+    assert main([*small, "--steps", str(needed)]) == 0
+    assert "resumed: reused sde, law from the earlier run" in capsys.readouterr().out

@@ -19,10 +19,10 @@ from sdeformer import ShapedConfig, ShapedTransformer
 from sdeformer.cli import main
 from sdeformer.results import ResultStore
 from sdeformer.train import (
+    LaneTrainer,
     Shaping,
     ShapingSchedule,
     TrainConfig,
-    Trainer,
     loop,
     train,
 )
@@ -84,9 +84,9 @@ def test_schedules():
 
 
 def _initial_val_loss(model, schedule):
-    trainer = Trainer(model, CFG, schedule)
-    params, _ = trainer.init(model)
-    return trainer.evaluate(params, 0, TASK.eval_batch(CFG.eval_batch_size))[0]
+    trainer = LaneTrainer(model, CFG, [CFG.lr], data_key=jr.key(1), schedule=schedule)
+    state, _ = trainer.run(None, TASK, TASK, stop_after=0)  # only the evaluation at step 0
+    return float(state["val_loss"][0, 0])
 
 
 @pytest.mark.parametrize("kind", list(loop.MODEL_KINDS))
@@ -109,21 +109,19 @@ def test_a_few_steps_reduce_the_loss(kind):
 
 
 def test_no_recompilation_after_the_first_step():
-    cfg = dataclasses.replace(CFG, steps=7)  # a static setting no other test compiles
+    cfg = dataclasses.replace(CFG, steps=14, eval_every=7)  # a static setting no other test has
     model, schedule = SPEC.build("shaped", key=jr.key(3))
-    trainer = Trainer(model, cfg, schedule)
-    params, state = trainer.init(model)
-    size = loop._train_step._cache_size()
-    params, state, *_ = trainer.step(params, state, 0, jr.key(0), TASK)
-    assert trainer.traces == 1 and loop._train_step._cache_size() == size + 1
-    for step in range(1, 6):
-        params, state, loss, _ = trainer.step(params, state, step, jr.key(step), TASK)
-    assert math.isfinite(float(loss))
-    assert trainer.traces == 1 and loop._train_step._cache_size() == size + 1
-    # Another learning rate and other weights reuse the same compiled step.
-    other = Trainer(model, dataclasses.replace(cfg, lr=0.5), schedule)
-    other.step(params, state, 6, jr.key(9), TASK)
-    assert other.traces == 0 and loop._train_step._cache_size() == size + 1
+    trainer = LaneTrainer(model, cfg, [cfg.lr], data_key=jr.key(0), schedule=schedule)
+    state, _ = trainer.run(None, TASK, TASK, stop_after=7)
+    assert int(state["step"]) == 7 and trainer.traces == 1
+    state, _ = trainer.run(state, TASK, TASK)
+    assert int(state["step"]) == 14 and math.isfinite(float(state["losses"][-1, 0]))
+    assert trainer.traces == 1
+    # Another learning rate, other weights and other data reuse the same compiled chunk.
+    other_model, _ = SPEC.build("shaped", key=jr.key(4))
+    other = LaneTrainer(other_model, cfg, [0.5], data_key=jr.key(9), schedule=schedule)
+    other.run(None, TASK, TASK)
+    assert other.traces == 0
 
 
 def test_divergence_is_detected_and_recorded():

@@ -23,29 +23,59 @@ CONFIG_HELP = {
 }
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: ShapedConfig) -> None:
-    """One option per ShapedConfig field (--tau0, --gamma, ..., --blocks attention,mlp)."""
-    group = parser.add_argument_group("model configuration (ShapedConfig)")
-    for field in dataclasses.fields(ShapedConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        help_text = f"{CONFIG_HELP[field.name]} (default: {default})"
-        if field.name in ("out_proj", "causal"):
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    defaults: ShapedConfig,
+    *,
+    fields: tuple[str, ...] | None = None,
+    group=None,
+    help_prefix: str = "",
+    unset_booleans: bool = False,
+) -> None:
+    """One option per ShapedConfig field (--tau0, --gamma, ..., --blocks attention,mlp).
+
+    `fields`: only these fields (default: all); `group`: the argument group to add them to
+    (default: a new "model configuration (ShapedConfig)" group); `help_prefix` starts each help
+    text; `unset_booleans`: the boolean options default to None (not given), which
+    `config_from_args` reads as the config's default.
+    """
+    if group is None:
+        group = parser.add_argument_group("model configuration (ShapedConfig)")
+    names = [f.name for f in dataclasses.fields(ShapedConfig)] if fields is None else fields
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        help_text = f"{help_prefix}{CONFIG_HELP[name]} (default: {default})"
+        if name in ("out_proj", "causal"):
             group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None if unset_booleans else default,
+                help=help_text,
             )
-        elif field.name == "blocks":
+        elif name == "blocks":
             group.add_argument(flag, default=",".join(default), help=help_text)
-        elif field.name in ("heads", "key_width"):
+        elif name in ("heads", "key_width"):
             group.add_argument(flag, type=int, default=default, help=help_text)
         else:
             group.add_argument(flag, type=float, default=default, help=help_text)
 
 
-def config_from_args(args: argparse.Namespace) -> ShapedConfig:
-    """The validated ShapedConfig of the parsed options (ValueError names a bad value)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ShapedConfig)}
-    values["blocks"] = tuple(b.strip() for b in values["blocks"].split(",") if b.strip())
+def config_from_args(
+    args: argparse.Namespace, fields: tuple[str, ...] | None = None
+) -> ShapedConfig:
+    """The validated ShapedConfig of the parsed options (ValueError names a bad value).
+
+    `fields`: the fields that have options (default: all; the others keep their defaults). A
+    boolean option left unset (None) keeps the config's default.
+    """
+    names = [f.name for f in dataclasses.fields(ShapedConfig)] if fields is None else fields
+    values = {name: getattr(args, name) for name in names}
+    if "blocks" in values:
+        values["blocks"] = tuple(b.strip() for b in values["blocks"].split(",") if b.strip())
+    for name in ("out_proj", "causal"):
+        if name in values and values[name] is None:
+            del values[name]
     return ShapedConfig(**values)
 
 

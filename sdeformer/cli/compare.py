@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -42,6 +43,10 @@ from .sweep_width import _add_sweep_width as _add_sweep_width
 from .sweep_width import sweep_width_command as sweep_width_command
 
 # ------------------------------------------------------------------------------------ compare
+
+
+EXPLICIT_DEFAULT_MAX = 400
+"""Explicit networks when --explicit-samples is not given: --samples, but no more than this."""
 
 
 def _add_compare(sub) -> None:
@@ -81,8 +86,9 @@ def _add_compare(sub) -> None:
     group.add_argument(
         "--explicit-samples",
         type=positive_int,
-        default=400,
-        help="explicit networks (default: 400; each costs O(n^2) normal draws per layer)",
+        default=None,
+        help=f"explicit networks (default: --samples, at most {EXPLICIT_DEFAULT_MAX}; each "
+        "costs O(n^2) normal draws per layer)",
     )
     group.add_argument(
         "--sde-samples",
@@ -137,6 +143,27 @@ def _add_compare(sub) -> None:
     parser.set_defaults(func=compare_command)
 
 
+def _sde_unit(store, config, v0, times, num_samples: int, key, args: argparse.Namespace):
+    """(SDE samples, exit summary): the store's `sde` unit, solved unless it is there."""
+    from .. import compare
+
+    n = args.width
+    label = "SDE" if not args.finite_width_sde else f"SDE (width {n})"
+    if store.has_arrays("sde") and store.has("sde_exits"):
+        saved = store.load_arrays("sde")
+        sde = compare.CovarianceSamples(
+            label, saved["ts"], saved["vs"], saved["alive"], saved["failed"]
+        )
+        return sde, store.load("sde_exits")
+    sde, solution = compare.sde_source(
+        config, v0, times, num_samples, key=key, label=label, **_sde_options(args, n)
+    )
+    exits = compare.exit_summary(solution)
+    store.save_arrays("sde", {"ts": sde.ts, "vs": sde.vs, "alive": sde.alive, "failed": sde.failed})
+    store.save("sde_exits", exits)
+    return sde, exits
+
+
 def compare_command(args: argparse.Namespace) -> int:
     """Run `sdeformer compare` with the parsed `args`; returns the exit status (0)."""
     import jax.random as jr
@@ -153,7 +180,7 @@ def compare_command(args: argparse.Namespace) -> int:
     methods = ["law", "explicit"] if args.method == "both" else [args.method]
     sizes = {
         "law": args.law_samples or args.samples,
-        "explicit": args.explicit_samples,
+        "explicit": args.explicit_samples or min(args.samples, EXPLICIT_DEFAULT_MAX),
         "sde": args.sde_samples or args.samples,
     }
     every = _save_every(depth, m, sum(sizes[k] for k in (*methods, "sde")))
@@ -189,12 +216,33 @@ def compare_command(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "float64": args.float64,
     }
+    # every source is saved at these layer times (those of `CovarianceSamples.from_paths`)
+    layers = np.arange(depth + 1)
+    times = np.unique(np.concatenate([layers[::every], layers[-1:]])) / n
+    T = float(times[-1])
+    compare_times = sorted({float(times[np.argmin(np.abs(times - T / 2))]), T})
+    created = not out.exists()
     # One unit per source (arrays, .npz) and one for the moments table: a killed run resumes.
     store = ResultStore(out, "compare", settings, overwrite=args.overwrite)
     started = time.perf_counter()
+    reused = [u for u in ("sde", *methods) if store.has_arrays(u)]
+    reused += ["moments"] if moment_samples > 0 and store.has("moments") else []
     steps = len(methods) + 1 + (moment_samples > 0)
     finite = {}
     with progress(steps, "compare", args.no_progress) as bar:
+        # The SDE first: too many paths outside the cone refuse the run before any finite
+        # sample is drawn, and a folder this run created is removed (a refused run leaves
+        # nothing, and the fix it names can be rerun in the same folder).
+        try:
+            sde, exits = _sde_unit(
+                store, config, v0, times, sizes["sde"], jr.fold_in(key, 10), args
+            )
+            compare.check_failed_fraction(sde, compare_times, args.max_failed_fraction)
+        except compare.DiscretisationError:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        bar.update(1)
         for i, method in enumerate(methods):
             label = f"{method} n={n}"
             if store.has_arrays(method):
@@ -220,30 +268,6 @@ def compare_command(args: argparse.Namespace) -> int:
                 src = finite[method]
                 store.save_arrays(method, {"ts": src.ts, "vs": src.vs, "alive": src.alive})
             bar.update(1)
-        times = finite[methods[0]].ts
-        label = "SDE" if not args.finite_width_sde else f"SDE (width {n})"
-        if store.has_arrays("sde") and store.has("sde_exits"):
-            saved = store.load_arrays("sde")
-            sde = compare.CovarianceSamples(
-                label, saved["ts"], saved["vs"], saved["alive"], saved["failed"]
-            )
-            exits = store.load("sde_exits")
-        else:
-            sde, solution = compare.sde_source(
-                config,
-                v0,
-                times,
-                sizes["sde"],
-                key=jr.fold_in(key, 10),
-                label=label,
-                **_sde_options(args, n),
-            )
-            exits = compare.exit_summary(solution)
-            store.save_arrays(
-                "sde", {"ts": sde.ts, "vs": sde.vs, "alive": sde.alive, "failed": sde.failed}
-            )
-            store.save("sde_exits", exits)
-        bar.update(1)
         moments = []
         if moment_samples > 0:
             if store.has("moments"):
@@ -255,8 +279,6 @@ def compare_command(args: argparse.Namespace) -> int:
                 store.save("moments", moments)
             bar.update(1)
     sampled = time.perf_counter()
-    T = float(times[-1])
-    compare_times = sorted({float(times[np.argmin(np.abs(times - T / 2))]), T})
     comparisons = {
         method: compare.compare_sources(
             src,
@@ -283,6 +305,7 @@ def compare_command(args: argparse.Namespace) -> int:
         "seconds_sampling": sampled - started,
         "seconds_comparison": compared - sampled,
         "sde_steps": args.steps_choice,
+        "reused_units": reused,
         "sde_exits": exits,
         "comparisons": {k: c.to_dict() for k, c in comparisons.items()},
         "one_step_moments": moments,
@@ -329,4 +352,10 @@ def compare_command(args: argparse.Namespace) -> int:
     )
     for figure in figures:
         print(f"figure: {figure}")
+    if reused:
+        computed = [u for u in ("sde", *methods) if u not in reused]
+        print(
+            f"resumed: reused {', '.join(reused)} from the earlier run in {out}"
+            + (f"; computed {', '.join(computed)}" if computed else "; computed nothing new")
+        )
     return 0

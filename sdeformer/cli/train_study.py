@@ -13,79 +13,20 @@ import json
 import time
 from pathlib import Path
 
+from .. import plot
+from ..results import ResultStore, write_json
+from ..train import criterion, figures
+from ..train.criterion import summarise_study
+from ..train.data import make_tasks
+from ..train.group import GroupTrainer
+from ..train.study import PROFILES, groups
+from ._training import depth_list, kind_list, lr_list
+from ._training import run_group_with_checkpoints as run_group_with_checkpoints
+from .checkpoint import remove_checkpoint
 from .common import markdown_table, non_negative_int, positive_int, progress
 
 
-def run_group_with_checkpoints(
-    trainer,
-    train_task,
-    val_task,
-    directory: Path,
-    *,
-    every: int = 1,
-    stop_after: int | None = None,
-    progress: bool = False,
-):
-    """Train a group from its checkpoint in `directory`: (state, timing, resumed_at).
-
-    Writes a checkpoint every `every` chunks (and when stopped by `stop_after` or Ctrl-C /
-    SIGTERM). `progress`: report the training steps on stderr.
-    """
-    from .checkpoint import load_checkpoint, save_checkpoint
-
-    state = load_checkpoint(directory, trainer)
-    resumed_at = None if state is None else int(state["step"])
-    count = [0]
-    latest = [state]
-
-    def on_chunk(new_state, seconds):
-        latest[0] = new_state
-        count[0] += 1
-        if count[0] % every == 0 and int(new_state["step"]) < trainer.cfg.steps:
-            save_checkpoint(directory, trainer, new_state)
-
-    try:
-        state, timing = trainer.run(
-            state,
-            train_task,
-            val_task,
-            on_chunk=on_chunk,
-            stop_after=stop_after,
-            progress=progress,
-        )
-    except KeyboardInterrupt:
-        if latest[0] is not None:
-            save_checkpoint(directory, trainer, latest[0])
-        raise
-    if int(state["step"]) < trainer.cfg.steps and bool(state["alive"].any()):
-        save_checkpoint(directory, trainer, state)
-    return state, timing, resumed_at
-
-
-def _lr_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: pass comma-separated numbers") from err
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: pass positive learning rates")
-    return values
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: pass comma-separated integers") from err
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: pass depths >= 1")
-    return values
-
-
 def _add_train_study(sub) -> None:
-    from ..train.study import PROFILES
-    from .train import _kind_list
-
     parser = sub.add_parser(
         "train-study",
         help="training stability: largest stable lr of shaped vs standard models across depth",
@@ -99,9 +40,9 @@ def _add_train_study(sub) -> None:
         ),
     )
     parser.add_argument("--profile", choices=tuple(PROFILES), default="cpu", help="(default: cpu)")
-    parser.add_argument("--kinds", type=_kind_list, default=None, help="override the kinds")
-    parser.add_argument("--depths", type=_int_list, default=None, help="override the depths")
-    parser.add_argument("--lrs", type=_lr_list, default=None, help="override the lr grid")
+    parser.add_argument("--kinds", type=kind_list, default=None, help="override the kinds")
+    parser.add_argument("--depths", type=depth_list, default=None, help="override the depths")
+    parser.add_argument("--lrs", type=lr_list, default=None, help="override the lr grid")
     parser.add_argument("--seeds", type=positive_int, default=None, help="override the seeds")
     parser.add_argument("--steps", type=positive_int, default=None, help="override the steps")
     parser.add_argument(
@@ -127,8 +68,6 @@ def _add_train_study(sub) -> None:
 
 def study_profile(args: argparse.Namespace):
     """The `StudyProfile` named by `--profile`, with the fields the other flags override."""
-    from ..train.study import PROFILES
-
     profile = PROFILES[args.profile]
     changes = {
         name: tuple(value) if isinstance(value, list) else value
@@ -146,15 +85,6 @@ def study_profile(args: argparse.Namespace):
 
 def train_study_command(args: argparse.Namespace) -> int:
     """Run `sdeformer train-study` with the parsed `args`; returns the exit status (0)."""
-    from .. import plot
-    from ..results import ResultStore, write_json
-    from ..train import figures
-    from ..train.criterion import summarise_study
-    from ..train.data import make_tasks
-    from ..train.group import GroupTrainer
-    from ..train.study import groups
-    from .checkpoint import remove_checkpoint
-
     profile = study_profile(args)
     out = Path(args.out or f"results/train_study_{profile.name}")
     train_task, val_task, info = make_tasks("stdlib", profile.seq_len, max_bytes=profile.max_bytes)
@@ -240,8 +170,6 @@ def train_study_command(args: argparse.Namespace) -> int:
 
 def criterion_text() -> str:
     """The stability criterion of `sdeformer.train.criterion` in words, for the report."""
-    from ..train import criterion
-
     return (
         "unstable if diverged (non-finite, or loss above 3 ln(vocab)); or a 10-step mean of the "
         f"training loss above {criterion.SPIKE_FACTOR} x the lowest earlier 10-step mean; or a "

@@ -16,6 +16,7 @@ from .comparison import MODES as MODES
 from .comparison import Comparison as Comparison
 from .comparison import DiscretisationError as DiscretisationError
 from .comparison import FeatureComparison as FeatureComparison
+from .comparison import check_failed_fraction as check_failed_fraction
 from .comparison import compare_arrays as compare_arrays
 from .comparison import compare_feature as compare_feature
 from .comparison import compare_sources as compare_sources

@@ -236,8 +236,34 @@ class Comparison:
             "failed_fraction_a": {str(t): f for t, f in self.failed_a.items()},
             "failed_fraction_b": {str(t): f for t, f in self.failed_b.items()},
             "verdicts": self.verdict_counts(),
+            "levels": self.levels_note(),
             "rows": [r.to_dict() for r in self.rows],
         }
+
+    def levels_note(self) -> str:
+        """What the verdicts and the noise columns mean, and the alarms to expect by chance.
+
+        A row's verdict tests at alpha = level / (2 F) (F features at its time, two tests), so
+        with equal laws at most `level` rows per time are "above noise" on average (at most
+        `level` x times over the table). The KS and W1 noise columns are plain 95 % levels of
+        one row: with equal laws about 5 % of the rows exceed each of them by chance.
+        """
+        times = sorted({r.time for r in self.rows})
+        per_time = {t: [r for r in self.rows if r.time == t] for t in times}
+        levels = [2 * len(rows) * rows[0].alpha for rows in per_time.values() if rows]
+        if not levels:
+            return "no rows"
+        level = max(levels)
+        alpha = min(r.alpha for r in self.rows)
+        expected = sum(levels)
+        return (
+            f"verdict level: family-wise {level:.3g} at each of {len(times)} time(s) (Bonferroni: "
+            f"alpha = {alpha:.3g} per test, KS and means, on each of up to "
+            f"{max(len(v) for v in per_time.values())} features); with equal laws expect at "
+            f"most {expected:.2g} 'above noise' row(s) by chance. The KS / W1 noise columns are "
+            f"95 % levels of one row: about {0.05 * len(self.rows):.1f} of the {len(self.rows)} "
+            "rows exceed each by chance, which alone is no alarm"
+        )
 
     def verdict_counts(self) -> dict[str, int]:
         """How many rows have each verdict ("within noise", "above noise", "undetermined")."""
@@ -299,6 +325,7 @@ class Comparison:
             )
         counts = self.verdict_counts()
         out += "\nverdicts over all rows: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        out += "\n" + self.levels_note()
         if len(shown) < len(self.rows):
             out += (
                 f"\n(showing {len(shown)} of {len(self.rows)} rows: summary features and the "
@@ -306,6 +333,25 @@ class Comparison:
                 f"{self.feature_set.get('pair_rule', '')})"
             )
         return out
+
+
+def check_failed_fraction(src, times, max_failed_fraction: float = MAX_FAILED_FRACTION) -> None:
+    """Raise `DiscretisationError` where more than `max_failed_fraction` of `src` failed by t.
+
+    Checked at each of `times` (the comparison times), so a source can be checked on its own,
+    before the other source is sampled.
+    """
+    for t in times:
+        fraction = float(src.failed_fraction[src.index_of(t)])
+        if fraction > max_failed_fraction:
+            raise DiscretisationError(
+                f"{src.label}: {fraction:.2%} of the paths left the PSD cone (or the solver "
+                f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
+                "outside the step rule these are discretisation errors of the Euler scheme "
+                "(inside it, a small fraction of the SDE's paths reach a singular V: "
+                "sdeformer.sde._steps); take at least suggest_num_steps(...) steps, or the "
+                "exponential solver, which stays in the cone"
+            )
 
 
 def compare_sources(
@@ -346,19 +392,10 @@ def compare_sources(
             a.m, max_pairs=MAX_PAIRS if max_pairs is None else max_pairs, seed=pair_seed
         )
     rows, stopped_a, stopped_b, failed_a, failed_b = [], {}, {}, {}, {}
+    for src in (a, b):
+        check_failed_fraction(src, times, max_failed_fraction)
     for t in times:
         ia, ib = a.index_of(t), b.index_of(t)
-        for src, i in ((a, ia), (b, ib)):
-            fraction = float(src.failed_fraction[i])
-            if fraction > max_failed_fraction:
-                raise DiscretisationError(
-                    f"{src.label}: {fraction:.2%} of the paths left the PSD cone (or the solver "
-                    f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
-                    "outside the step rule these are discretisation errors of the Euler scheme "
-                    "(inside it, a small fraction of the SDE's paths reach a singular V: "
-                    "sdeformer.sde._steps); take at least suggest_num_steps(...) steps, or the "
-                    "exponential solver, which stays in the cone"
-                )
         keep_a, keep_b = a.usable(ia, mode), b.usable(ib, mode)
         x = fs.values(a.vs[keep_a, ia])
         y = fs.values(b.vs[keep_b, ib])

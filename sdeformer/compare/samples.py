@@ -39,6 +39,14 @@ class CovarianceSamples:
     alive: np.ndarray
     failed: np.ndarray | None = None
 
+    def __repr__(self) -> str:
+        samples, k, m, _ = self.vs.shape
+        return (
+            f"CovarianceSamples({self.label!r}: {samples} samples of {m} x {m} covariances at "
+            f"{k} times in [{self.ts[0]:.4g}, {self.ts[-1]:.4g}], alive at the end "
+            f"{self.alive[:, -1].mean():.2%}, failed {self.failed[:, -1].mean():.2%})"
+        )
+
     def __post_init__(self):
         ts, vs, alive = np.asarray(self.ts), np.asarray(self.vs), np.asarray(self.alive, bool)
         if vs.ndim != 4 or vs.shape[-1] != vs.shape[-2] or vs.shape[1] != ts.shape[0]:

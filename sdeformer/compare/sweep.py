@@ -54,6 +54,19 @@ def _feature_values(src: CovarianceSamples, time: float, feature: str):
     return values, src.alive[:, i], fs.names[0]
 
 
+class WidthDistances(dict):
+    """The dict `width_distances` returns, printed as a short summary (no per-path arrays)."""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}"
+            for k, v in self.items()
+            if not k.startswith("_")
+        )
+        paths = len(next(iter(self.get("_sde_deviations", {}).values()), []))
+        return f"WidthDistances({shown}; per-path deviations of {paths} SDE paths not shown)"
+
+
 def width_distances(
     finite: CovarianceSamples,
     sde: CovarianceSamples,
@@ -91,29 +104,31 @@ def width_distances(
         full = np.zeros(y_all.size)
         full[alive_y] = est.dev_b[:, 0]
         deviations[key] = full
-    return {
-        "time": float(time),
-        "feature": name,
-        "size_finite": int(x.size),
-        "size_sde": int(y.size),
-        "energy2": e2,
-        "energy2_se": e2_se,
-        "energy": d,
-        "energy_se": e2_se / (2 * d) if d > 0 else math.sqrt(e2_se),
-        "energy_noise": math.sqrt(1.96 * e2_se),
-        "mean_diff": md,
-        "mean": abs(md),
-        "mean_se": md_se,
-        "mean_noise": 1.96 * md_se,
-        "ks": ks,
-        "ks_noise": dist.ks_noise(x.size, y.size),
-        "ks_pvalue": float(dist.ks_pvalue(ks, x.size, y.size)),
-        "w1": float(dist.wasserstein1(x, y)),
-        "w1_noise": float(dist.wasserstein_noise(x, y, rounds=rounds, seed=seed)),
-        "stopped_finite": float(finite.stopped_fraction[finite.index_of(time)]),
-        "stopped_sde": float(sde.stopped_fraction[sde.index_of(time)]),
-        "_sde_deviations": deviations,
-    }
+    return WidthDistances(
+        {
+            "time": float(time),
+            "feature": name,
+            "size_finite": int(x.size),
+            "size_sde": int(y.size),
+            "energy2": e2,
+            "energy2_se": e2_se,
+            "energy": d,
+            "energy_se": e2_se / (2 * d) if d > 0 else math.sqrt(e2_se),
+            "energy_noise": math.sqrt(1.96 * e2_se),
+            "mean_diff": md,
+            "mean": abs(md),
+            "mean_se": md_se,
+            "mean_noise": 1.96 * md_se,
+            "ks": ks,
+            "ks_noise": dist.ks_noise(x.size, y.size),
+            "ks_pvalue": float(dist.ks_pvalue(ks, x.size, y.size)),
+            "w1": float(dist.wasserstein1(x, y)),
+            "w1_noise": float(dist.wasserstein_noise(x, y, rounds=rounds, seed=seed)),
+            "stopped_finite": float(finite.stopped_fraction[finite.index_of(time)]),
+            "stopped_sde": float(sde.stopped_fraction[sde.index_of(time)]),
+            "_sde_deviations": deviations,
+        }
+    )
 
 
 def public_row(row: dict) -> dict:

@@ -140,10 +140,16 @@ def save_arrays_module(path: str | os.PathLike, obj: Any) -> Path:
 
     import numpy as np
 
+    if dataclasses.is_dataclass(path) and isinstance(obj, str | os.PathLike):
+        raise TypeError(
+            f"save_arrays_module(path, obj): the arguments look swapped (path is a "
+            f"{type(path).__name__}, obj a {type(obj).__name__}); call "
+            "save_arrays_module(path, obj), the file first"
+        )
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise TypeError(
-            f"save_arrays_module takes an equinox module or a dataclass instance, "
-            f"not {type(obj).__name__}"
+            f"save_arrays_module(path, obj) takes an equinox module or a dataclass instance as "
+            f"obj, not {type(obj).__name__}"
         )
     arrays: dict[str, Any] = {}
     fields = {

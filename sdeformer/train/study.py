@@ -18,8 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from ..config import ShapedConfig
 from .group import group_id, run_id
-from .loop import MODEL_KINDS, TrainConfig, kind_spec
-from .sweep import ModelSpec
+from .spec import MODEL_KINDS, ModelSpec, TrainConfig, kind_spec
 
 STUDY_KINDS = ("shaped", "shaped-recover", "shaped-learn", "preln", "standard")
 

@@ -1,59 +1,51 @@
-"""Learning-rate sweeps: learning rates x model kinds x seeds, resumable run by run."""
+"""Learning-rate sweeps: learning rates x model kinds x seeds, resumable run by run.
+
+The runs of one (kind, seed) differ only in their learning rate: they are the lanes of one
+`GroupTrainer` (`sdeformer.train.group`), trained by one compiled program.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
 import jax.random as jr
 import numpy as np
 
-from ..config import ShapedConfig
 from .data import Task
-from .lm import LanguageModel
-from .loop import TrainConfig, kind_spec, train
-from .shaping import ShapingSchedule
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """Sizes and options of the language model of a run (the kind is chosen per run)."""
-
-    width: int = 64
-    depth: int = 4
-    vocab: int = 256
-    seq_len: int = 64
-    positions: str = "sinusoidal"
-    config: ShapedConfig = dataclasses.field(default_factory=ShapedConfig)
-    recover_start: float = 0.0
-    recover_end: float = 0.5
-
-    def to_dict(self) -> dict:
-        """The spec as a JSON-ready dict (its config included)."""
-        out = dataclasses.asdict(self)
-        out["config"] = self.config.to_dict()
-        return out
-
-    def build(self, kind: str, *, key) -> tuple[LanguageModel, ShapingSchedule]:
-        """The model of kind `kind` initialised from `key`, and its shaping schedule."""
-        arch, mode = kind_spec(kind)
-        model = LanguageModel(
-            arch,
-            vocab=self.vocab,
-            max_len=self.seq_len,
-            width=self.width,
-            depth=self.depth,
-            config=self.config,
-            positions=self.positions,
-            key=key,
-        )
-        return model, ShapingSchedule(mode, self.recover_start, self.recover_end)
+from .group import GroupTrainer
+from .loop import lane_results
+from .spec import ModelSpec as ModelSpec
+from .spec import TrainConfig, kind_spec
 
 
 def unit_name(kind: str, lr: float, seed: int) -> str:
     """The result-file name of one run, e.g. `shaped_lr=0.01_seed=0`."""
     return f"{kind}_lr={lr:.6g}_seed={seed}"
+
+
+def run_group(
+    spec: ModelSpec,
+    kind: str,
+    cfg: TrainConfig,
+    lrs: Sequence[float],
+    train_task: Task,
+    val_task: Task,
+    seed: int,
+) -> list[dict]:
+    """Train one model kind with one seed at every lr of `lrs` (one group); one summary per lr.
+
+    The weights are initialised from `split(key(seed))[0]` and batch t is drawn with
+    `fold_in(split(key(seed))[1], t)`, whatever the learning rates.
+    """
+    keys = tuple(jr.split(jr.key(seed)))
+    trainer = GroupTrainer(spec, kind, cfg, lrs, seed, keys=keys)
+    state, timing = trainer.run(None, train_task, val_task)
+    results = lane_results(trainer, state, timing["total_s"])
+    return [
+        {"kind": kind, "lr": lr, "seed": seed, **result.summary()}
+        for lr, result in zip(trainer.lrs, results, strict=True)
+    ]
 
 
 def run_one(
@@ -64,11 +56,8 @@ def run_one(
     val_task: Task,
     seed: int,
 ) -> dict:
-    """Train one model kind with one seed; the JSON-ready summary of the run."""
-    init_key, data_key = jr.split(jr.key(seed))
-    model, schedule = spec.build(kind, key=init_key)
-    result = train(model, train_task, val_task, cfg, key=data_key, schedule=schedule)
-    return {"kind": kind, "lr": cfg.lr, "seed": seed, **result.summary()}
+    """Train one model kind with one seed at `cfg.lr`; the JSON-ready summary of the run."""
+    return run_group(spec, kind, cfg, [cfg.lr], train_task, val_task, seed)[0]
 
 
 def run_sweep(
@@ -85,30 +74,37 @@ def run_sweep(
 ) -> dict[str, dict]:
     """Train every (kind, lr, seed) with `cfg` (its `lr` replaced); {unit name: run summary}.
 
-    With a `ResultStore`, each finished run is saved at once and runs already saved are loaded
-    instead of trained, so an interrupted sweep resumes where it stopped. `on_run(name, result,
-    cached)` is called after each run (for a progress bar; an exception it raises stops the
-    sweep after that run has been saved).
+    The learning rates of one (kind, seed) are trained together (`run_group`). With a
+    `ResultStore`, each finished run is saved at once and a group whose runs are all saved is
+    loaded instead of trained (a group with some runs saved is trained again whole, so that its
+    numbers do not depend on where it stopped; only the missing runs are saved), so an
+    interrupted sweep resumes where it stopped. `on_run(name, result, cached)` is called after
+    each run (for a progress bar; an exception it raises stops the sweep after that run has been
+    saved). The result is ordered by kind, lr, seed.
     """
     for kind in kinds:
         kind_spec(kind)
+    lrs = [float(lr) for lr in lrs]
     results = {}
     for kind in kinds:
-        for lr in lrs:
-            for seed in seeds:
-                name = unit_name(kind, lr, seed)
-                cached = store is not None and store.has(name)
-                if cached:
+        for seed in seeds:
+            names = [unit_name(kind, lr, seed) for lr in lrs]
+            cached = [store is not None and store.has(name) for name in names]
+            trained = None
+            if not all(cached):
+                trained = run_group(spec, kind, cfg, lrs, train_task, val_task, seed)
+            for i, name in enumerate(names):
+                if cached[i]:
                     result = store.load(name)
                 else:
-                    run_cfg = dataclasses.replace(cfg, lr=float(lr))
-                    result = run_one(spec, kind, run_cfg, train_task, val_task, seed)
+                    result = trained[i]
                     if store is not None:
                         store.save(name, result)
                 results[name] = result
                 if on_run is not None:
-                    on_run(name, result, cached)
-    return results
+                    on_run(name, result, cached[i])
+    order = [unit_name(kind, lr, seed) for kind in kinds for lr in lrs for seed in seeds]
+    return {name: results[name] for name in order}
 
 
 def summarise(results: dict[str, dict]) -> list[dict]:
