@@ -56,19 +56,30 @@ def best_time(fn, *, repeat: int = 3) -> float:
 
 
 def ceilings(size: int = 1024, draws: int = 2**22) -> dict:
-    """The machine's own float32 matmul GFLOP/s and normal draws per second, measured now.
+    """The machine's own float32 matmul GFLOP/s (full precision) and normal draws per second.
 
     The draws are summed inside the jitted function, so the rate is that of generating normals,
     not of writing a large buffer to memory (which is slower than the networks' own draws).
     """
     a = jr.normal(jr.key(0), (size, size))
-    matmul = jax.jit(lambda x: x @ x)
-    matmul(a).block_until_ready()
-    t = best_time(lambda: matmul(a).block_until_ready())
+    # full float32 ("highest"; a GPU's default float32 product is TensorFloat-32), and the
+    # default precision's rate beside it (the same on a CPU)
+    with jax.default_matmul_precision("highest"):
+        matmul = jax.jit(lambda x: x @ x)
+        matmul(a).block_until_ready()
+        t = best_time(lambda: matmul(a).block_until_ready())
+    fast = jax.jit(lambda x: x @ x + 0.0)  # a distinct program at the default precision
+    fast(a).block_until_ready()
+    t_default = best_time(lambda: fast(a).block_until_ready())
     normal = jax.jit(lambda k: jr.normal(k, (draws,)).sum())
     normal(jr.key(1)).block_until_ready()
     s = best_time(lambda: normal(jr.key(1)).block_until_ready())
-    return {"matmul_gflops": 2 * size**3 / t / 1e9, "normals_per_s": draws / s}
+    return {
+        "matmul_gflops": 2 * size**3 / t / 1e9,
+        "matmul_precision": "highest (full float32)",
+        "matmul_gflops_default_precision": 2 * size**3 / t_default / 1e9,
+        "normals_per_s": draws / s,
+    }
 
 
 def write_results(name: str, data: dict) -> Path:

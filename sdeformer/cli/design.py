@@ -1,4 +1,9 @@
-"""`sdeformer design forecast`: the law of the token covariance at initialisation, summarised."""
+"""`sdeformer design forecast | map | tune`: the token covariance at initialisation.
+
+forecast: its law at (d, n, m), summarised; map: p_collapse, p_blowup and the median mean_rho
+over a grid of two parameters; tune: parameters for a target statistic, certified by the law
+chain (the map and tune bodies are in _design_tools).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ from pathlib import Path
 from ..config import ShapedConfig
 from .common import add_config_arguments, config_from_args, csv_list, positive_int, setup_precision
 
-ACTIONS = ("forecast",)
-"""What `sdeformer design` can do (phase maps and tuning are not built yet)."""
+ACTIONS = ("forecast", "map", "tune")
+"""What `sdeformer design` can do."""
 
 METHOD_CHOICES = ("law", "explicit", "sde", "finite-width-sde", "auto")
 
@@ -28,15 +33,20 @@ def _add_design(sub) -> None:
             "Clopper-Pearson 95%% intervals (docs/design.md). Writes <out>/forecast.json."
         ),
     )
-    parser.add_argument("action", choices=ACTIONS, help="what to do (forecast)")
+    parser.add_argument(
+        "action",
+        choices=ACTIONS,
+        help="forecast; map (a phase map over --x and --y); tune (--tune to a --target)",
+    )
     add_config_arguments(parser, ShapedConfig())
     group = parser.add_argument_group("forecast")
     group.add_argument(
         "--method",
         choices=METHOD_CHOICES,
-        default="law",
+        default=None,
         help="sampler: law (exact at finite width), explicit (networks), sde (limit SDE), "
-        "finite-width-sde; auto is not available yet (default: law)",
+        "finite-width-sde; auto is not available yet (default: law; map: sde or law, "
+        "default sde)",
     )
     group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
     group.add_argument("--depth", type=positive_int, default=64, help="depth d (default: 64)")
@@ -53,7 +63,10 @@ def _add_design(sub) -> None:
         "--v0", default=None, metavar="FILE.npy", help="input covariance (m x m) from a .npy file"
     )
     group.add_argument(
-        "--samples", type=positive_int, default=1000, help="networks or paths (default: 1000)"
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="networks or paths (default: 1000; map: per cell, tune: per search step, 256)",
     )
     group.add_argument(
         "--collapse-threshold",
@@ -72,12 +85,31 @@ def _add_design(sub) -> None:
         default="",
         help="comma-separated further depths 1..d to report (default: none, d only)",
     )
+    tools = parser.add_argument_group("map and tune")
+    tools.add_argument("--x", default=None, help="map: NAME:LO:HI:COUNT, e.g. tau0:0.5:3:32")
+    tools.add_argument("--y", default=None, help="map: NAME:LO:HI:COUNT, e.g. gamma:0.2:0.9:32")
+    tools.add_argument("--tune", default=None, help="tune: one or two parameters, e.g. tau0,gamma")
+    tools.add_argument(
+        "--target",
+        default=None,
+        help="tune: STATISTIC=VALUE, STATISTIC mean_rho:q50, mean_rho:mean or p_collapse",
+    )
+    tools.add_argument(
+        "--range", default="", help="tune: search ranges NAME:LO:HI,... (default: built in)"
+    )
+    tools.add_argument(
+        "--certify-samples",
+        type=positive_int,
+        default=1000,
+        help="tune: fresh law-chain samples of the certificate (default: 1000)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     run.add_argument(
         "--out",
         default="results/design",
-        help="output directory of forecast.json (default: results/design)",
+        help="output directory of forecast.json, map.json and map.png, tune.json "
+        "(default: results/design)",
     )
     run.add_argument(
         "--json", action="store_true", help="print the JSON report to stdout instead of a table"
@@ -144,6 +176,21 @@ def design_command(args: argparse.Namespace) -> int:
     dtype = setup_precision(args)
     config = config_from_args(args)
     v0 = _input_covariance(args, dtype)
+    if args.action in ("map", "tune"):
+        from ._design_tools import map_command, tune_command
+
+        if args.samples is None:
+            args.samples = 256
+        if args.action == "map":
+            args.map_method = "sde" if args.method is None else args.method
+            return map_command(args, config, v0, dtype, _flag_names)
+        if args.method not in (None, "sde"):
+            raise ValueError(f"--method {args.method}: design tune searches on the SDE; drop it")
+        return tune_command(args, config, v0, dtype, _flag_names)
+    if args.method is None:
+        args.method = "law"
+    if args.samples is None:
+        args.samples = 1000
     at_depths = _at_depths(args.at_depths, args.depth)
     if args.method == "auto":
         raise ValueError(
@@ -189,6 +236,7 @@ _FLAGS = {
     "collapse_threshold": "--collapse-threshold",
     "bound": "--bound",
     "num_samples": "--samples",
+    "certify_samples": "--certify-samples",
 }
 
 

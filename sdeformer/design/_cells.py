@@ -1,0 +1,121 @@
+"""One limit-SDE evaluation at depth d, shared by the phase map and the tuner.
+
+`PARAMETERS` are the ShapedConfig fields a map or a tuner may vary. `sde_endpoint` solves the
+limit SDE to T = d / n with `sdeformer.solve_sde` and applies the forecast's stopping rule
+(`_paths`): a path that crossed the bound holds the state that crossed it, one that left the PSD
+cone or became non-finite holds its last valid saved state (`HELD_SAVES` times are saved); every
+path enters every statistic.
+
+Common random numbers: path i of `solve_sde` is a function of (key, i) only, so with one key and
+one number of steps every configuration sees the same Brownian increments.
+
+Cost: `CovarianceSDE` keeps the configuration as a static field and computes its noise
+coefficients with Python floats, so every new parameter value is a new trace and compile of the
+solver (about 4 s at m = 8 on a shared 2-core CPU) and `solve_sde` cannot be differentiated in a
+configuration parameter (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .. import ShapedConfig, solve_sde, suggest_num_steps
+from ._features import sample_features
+
+PARAMETERS = ("tau0", "gamma", "c_plus", "c_minus")
+"""ShapedConfig fields a phase map or a tuner may vary."""
+
+_FIXES = {
+    "tau0": "tau0 must be > 0",
+    "gamma": "gamma must lie strictly between 0 and 1",
+    "c_plus": "c_plus must be a finite number",
+    "c_minus": "c_minus must be a finite number",
+}
+
+
+HELD_SAVES = 11
+"""Saved times in [0, T]: a path that leaves the PSD cone (or becomes non-finite) holds its last
+valid saved state, within T / 10 of its exit (with T alone saved that state would be V_0)."""
+
+
+def check_parameter(name: str, what: str = "parameter") -> str:
+    """`name` if it is one of `PARAMETERS`, else a ValueError naming it and the choices."""
+    if name not in PARAMETERS:
+        raise ValueError(f"{what} {name!r} is unknown; pick one of {', '.join(PARAMETERS)}")
+    return name
+
+
+def configured(config: ShapedConfig, values: dict[str, float]) -> ShapedConfig:
+    """`config` with the parameters `values`; a ValueError names a value out of its range."""
+    for name, value in values.items():
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name}={value!r} is not finite; {_FIXES[name]}")
+    try:
+        return config.replace(**{k: float(v) for k, v in values.items()})
+    except ValueError as err:
+        bad = ", ".join(f"{k}={v:g}" for k, v in values.items())
+        fixes = "; ".join(_FIXES[k] for k in values)
+        raise ValueError(f"{bad} is not a valid configuration ({err}); {fixes}") from None
+
+
+def demanding_corner(config: ShapedConfig, ranges: dict[str, tuple[float, float]]):
+    """The configuration of the box `ranges` whose SDE noise is largest.
+
+    The noise coefficients kappa (a sum of gam^2 (2 - gam^2 ...)) and alpha = gam^4 / (tau0^2 H)
+    grow with gamma in (0, 1) and fall with tau0; c_plus and c_minus enter the drift only. So
+    the largest gamma and the smallest tau0 of the box ask for the most steps.
+    """
+    values = {}
+    for name, (lo, hi) in ranges.items():
+        if name == "gamma":
+            values[name] = max(lo, hi)
+        elif name == "tau0":
+            values[name] = min(lo, hi)
+    return configured(config, values)
+
+
+def grid_num_steps(config: ShapedConfig, v0, T: float, ranges) -> int:
+    """`sdeformer.suggest_num_steps` at the box's most demanding corner (`demanding_corner`)."""
+    return int(suggest_num_steps(demanding_corner(config, ranges), v0, T))
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Per-path results at depth d.
+
+    `mean_rho` (float64), `stopped` (crossed the bound, left the PSD cone or became non-finite
+    by T) and `left_cone` (stopped by leaving the cone).
+    """
+
+    mean_rho: np.ndarray
+    stopped: np.ndarray
+    left_cone: np.ndarray
+
+
+def sde_endpoint(
+    config: ShapedConfig, v0, *, T: float, num_samples: int, key, num_steps: int, bound, dtype
+) -> Endpoint:
+    """Solve the limit SDE of `config` to T and return the paths' `Endpoint` at T."""
+    sol = solve_sde(
+        config,
+        v0,
+        T,
+        num_samples,
+        key=key,
+        save_times=np.linspace(0.0, T, HELD_SAVES),
+        num_steps=num_steps,
+        bound=bound,
+        dtype=dtype,
+    )
+    reason = np.asarray(sol.exit_reason)
+    stopped = ~np.asarray(sol.alive)[:, -1]
+    held = np.asarray(sol.vs)[:, -1]
+    v_exit = np.asarray(sol.v_exit)
+    finite = np.all(np.isfinite(v_exit), axis=(-2, -1))
+    use_exit = stopped & (reason != 1) & finite
+    vs = np.where(use_exit[:, None, None], v_exit, held)
+    mean_rho = sample_features(vs, np.asarray(v0))["mean_rho"]
+    return Endpoint(mean_rho, stopped, stopped & (reason == 1))

@@ -1,0 +1,131 @@
+"""sdeformer.design.phase_map: structure, common random numbers, refusals, the CLI."""
+
+import json
+
+import jax.random as jr
+import numpy as np
+import pytest
+
+from sdeformer import ShapedConfig
+from sdeformer.cli import main
+from sdeformer.design import PhaseMap, grid_axis, phase_map
+from sdeformer.rank_collapse import equicorrelated
+
+CONFIG = ShapedConfig()
+V0 = equicorrelated(2, 0.3)
+SIZES = dict(width=16, depth=4, num_samples=100)  # T = 0.25, 32 steps: a small solve per cell
+CLI_SIZES = ["--tokens", "2", "--rho0", "0.3", "--width", "16", "--depth", "4", "--samples", "100"]
+
+
+@pytest.fixture(scope="module")
+def grid3():
+    x = grid_axis("tau0", 0.5, 3.0, 3)
+    y = grid_axis("gamma", 0.2, 0.9, 3)
+    return phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), **SIZES)
+
+
+def test_structure_and_json(grid3):
+    assert isinstance(grid3, PhaseMap)
+    for arr in (grid3.p_collapse, grid3.p_blowup, grid3.median_mean_rho, grid3.p_left_psd_cone):
+        assert arr.shape == (3, 3) and np.all(np.isfinite(arr))
+    for arr in (grid3.p_collapse, grid3.p_blowup, grid3.p_left_psd_cone):
+        assert np.all((arr >= 0) & (arr <= 1))
+    assert np.all(grid3.p_left_psd_cone <= grid3.p_blowup)
+    assert np.all(np.abs(grid3.median_mean_rho) <= 1)
+    report = json.loads(json.dumps(grid3.to_dict(), allow_nan=False))
+    assert set(report) >= {"settings", "definitions", "p_collapse", "p_blowup", "median_mean_rho"}
+    s = report["settings"]
+    assert s["x"] == {"name": "tau0", "values": [0.5, 1.75, 3.0]}
+    assert s["y"]["name"] == "gamma" and s["samples_per_cell"] == 100 and s["tokens"] == 2
+    assert s["method"] == "sde" and s["sde_num_steps"] >= 25  # T / 0.01 at least
+    assert np.asarray(report["p_blowup"]).shape == (3, 3)
+    assert "m=2" in str(grid3) and "100 paths per cell" in str(grid3)
+
+
+def test_noise_grows_with_gamma(grid3):
+    # at gamma = 0.2 the SDE barely moves in T = 0.25: the median stays near rho0 = 0.3 and no
+    # path stops; at gamma = 0.9 some paths spread far (a property of the SDE, not of noise)
+    assert np.all(np.abs(grid3.median_mean_rho[0] - 0.3) < 0.05)
+    assert np.all(grid3.p_blowup[0] == 0)
+
+
+def test_common_random_numbers_and_cli(grid3, tmp_path):
+    # the 2 x 2 map of the CLI has the 3 x 3 map's corners as its cells and the same steps
+    # (the same most demanding corner): with one key the cells must agree exactly
+    out = tmp_path / "map"
+    argv = ["design", "map", "--x", "tau0:0.5:3:2", "--y", "gamma:0.2:0.9:2", "--out", str(out)]
+    assert main(argv + CLI_SIZES + ["--seed", "0"]) == 0
+    report = json.loads((out / "map.json").read_text())
+    assert (out / "map.png").stat().st_size > 1000
+    assert report["command"] == "design map" and report["seed"] == 0
+    assert report["settings"]["sde_num_steps"] == grid3.num_steps
+    for name, arr in (("p_blowup", grid3.p_blowup), ("median_mean_rho", grid3.median_mean_rho)):
+        np.testing.assert_array_equal(np.asarray(report[name]), arr[::2, ::2])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "match"),
+    [
+        (("temperature", [1.0, 2.0]), ("gamma", [0.2, 0.5]), "'temperature' is unknown"),
+        (("tau0", [1.0, 1.0]), ("gamma", [0.2, 0.5]), "not an increasing grid"),
+        (("tau0", [1.0, 2.0]), ("gamma", [0.5, 1.2]), "gamma=1.2.*strictly between 0 and 1"),
+        (("tau0", [-1.0, 2.0]), ("gamma", [0.2, 0.5]), "tau0=-1.*> 0"),
+        (("gamma", [0.2, 0.5]), ("gamma", [0.2, 0.5]), "both 'gamma'"),
+    ],
+)
+def test_bad_axes_refused(x, y, match):
+    with pytest.raises(ValueError, match=match):
+        phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), **SIZES)
+
+
+def test_grid_axis_refuses_empty_ranges():
+    with pytest.raises(ValueError, match="empty; pass a lower end below"):
+        grid_axis("tau0", 2.0, 1.0, 4)
+    with pytest.raises(ValueError, match="count >= 2"):
+        grid_axis("tau0", 1.0, 2.0, 1)
+
+
+def test_bad_method_refused():
+    x, y = ("tau0", [1.0, 2.0]), ("gamma", [0.2, 0.5])
+    with pytest.raises(ValueError, match="not a phase-map method"):
+        phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), method="explicit", **SIZES)
+    preln = ShapedConfig(blocks=("preln_attention", "preln_mlp"))
+    with pytest.raises(ValueError, match="method='sde'"):
+        phase_map(preln, V0, x=x, y=y, key=jr.key(0), **SIZES)
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--x", "foo:0:1:3", "--y", "gamma:0.2:0.9:3"], "unknown parameter 'foo'"),
+        (["--x", "tau0:1:1:3", "--y", "gamma:0.2:0.9:3"], "is empty"),
+        (["--x", "tau0:1:2:3", "--y", "gamma:0.2:1.5:3"], "gamma=1.5"),
+        (["--x", "tau0:1:2"], "NAME:LO:HI:COUNT"),
+        (["--x", "tau0:1:2:3"], "needs --y"),
+        (["--x", "tau0:1:2:3", "--y", "gamma:0.2:0.9:3", "--method", "explicit"], "sde"),
+        (["--x", "tau0:1:2:3", "--y", "gamma:0.2:0.9:3", "--width", "0"], "--width"),
+    ],
+)
+def test_cli_refusals_write_nothing(tmp_path, capsys, flags, match):
+    out = tmp_path / "refused"
+    try:
+        code = main(["design", "map", "--out", str(out), *flags])
+    except SystemExit as err:  # argparse's own refusals (a non-positive --width)
+        code = err.code
+    assert code == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_law_map_matches_the_forecast_cell_by_cell():
+    # method="law": each cell is forecast(method="law") with the map's one key
+    from sdeformer.design import forecast
+
+    x, y = ("tau0", [1.0, 2.0]), ("c_minus", [-1.5, -0.5])
+    sizes = dict(width=8, depth=4, num_samples=64)
+    pm = phase_map(CONFIG, V0, x=x, y=y, key=jr.key(1), method="law", **sizes)
+    assert pm.method == "law" and pm.num_steps is None
+    assert np.all(pm.p_left_psd_cone == 0)
+    fc = forecast(CONFIG.replace(tau0=2.0, c_minus=-0.5), V0, key=jr.key(1), **sizes)
+    assert pm.median_mean_rho[1, 1] == pytest.approx(fc.final.features["mean_rho"]["q50"].value)
+    assert pm.p_blowup[1, 1] == fc.final.p_blowup.value
