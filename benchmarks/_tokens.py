@@ -223,8 +223,7 @@ def measure_matmul(m: int, batch: int, *, flops: float, key) -> dict:
 
 def measure_network(config, m: int, n: int, depth: int, samples: int, *, method: str, key):
     """Law chain (`method="law"`) or explicit networks: sample-layers/s at width n, depth d."""
-    from sdeformer.laws import law_covariance_paths
-    from sdeformer.model import explicit_covariance_paths
+    from sdeformer.finite import explicit_covariance_paths, law_covariance_paths
 
     sampler = law_covariance_paths if method == "law" else explicit_covariance_paths
     v0 = initial_covariance(m)
@@ -245,8 +244,7 @@ def measure_law_and_explicit(
     so that the speed-up law / explicit is a ratio of two times taken under the same load (two
     separate measures, possibly from runs hours apart, measured the load, not the samplers).
     """
-    from sdeformer.laws import law_covariance_paths
-    from sdeformer.model import explicit_covariance_paths
+    from sdeformer.finite import explicit_covariance_paths, law_covariance_paths
 
     programs = {}
     for method, count in samples.items():

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from sdeformer import ShapedConfig, ShapedTransformer
-from sdeformer.model import _explicit_paths, weights_per_layer
+from sdeformer.finite import weights_per_layer
+from sdeformer.finite._explicit import _explicit_paths
 from sdeformer.rank_collapse import equicorrelated
 
 from ._common import best_time, ceilings, fit_exponent, markdown_table, write_results

@@ -32,7 +32,7 @@ from benchmarks._common import load_average, markdown_table, write_results
 from sdeformer import _lapack
 from sdeformer.config import ShapedConfig
 from sdeformer.results import provenance
-from sdeformer.sde_solve import solve_sde
+from sdeformer.sde import solve_sde
 
 CHOLESKY_CASES = [(4, 12000), (8, 4000), (32, 1000), (64, 256), (128, 64)]
 SDE_CASES = [(4, 8000, 400), (8, 2000, 800), (32, 64, 1600)]  # m, paths, steps (stable)

@@ -40,8 +40,7 @@ import numpy as np
 
 from sdeformer import ShapedConfig
 from sdeformer.cli.common import markdown_table
-from sdeformer.laws import law_covariance_paths
-from sdeformer.model import explicit_covariance_paths, weights_per_layer
+from sdeformer.finite import explicit_covariance_paths, law_covariance_paths, weights_per_layer
 
 GOALS = {"attention": 50.0, "attention+mlp": 10.0}
 """Speed-up goals law / explicit at m = 64, n = 256 (issue 12)."""

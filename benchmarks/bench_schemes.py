@@ -4,7 +4,7 @@
     python -m benchmarks.bench_schemes --paths 20000    # smaller Monte Carlo error
 
 For each case (m, V0) every path is run by both schemes with 25, 50, 100, 200 and 400 steps on
-[0, T], all driven by one Brownian path (`sdeformer.coupled_paths`), so the differences between
+[0, T], all driven by one Brownian path (`sdeformer.sde._coupled_paths`), so the differences between
 step sizes have a small Monte Carlo error. Weak error of a scheme at step h for a test function f:
 `E[f(V_h)] - E[f_ref]` with the per-path Richardson reference `f_ref = 2 f(V_{T/400}) -
 f(V_{T/200})` of the same scheme (its bias is O(h_ref^2) for a weak-order-1 scheme with an error
@@ -38,8 +38,7 @@ import numpy as np
 
 from benchmarks._common import markdown_table, write_results
 from sdeformer.config import ShapedConfig
-from sdeformer.coupled_paths import coupled_run
-from sdeformer.sde import CovarianceSDE
+from sdeformer.sde import CovarianceSDE, coupled_run
 
 STEPS = (25, 50, 100, 200, 400)
 FIT = (25, 50, 100)

@@ -180,7 +180,7 @@ def default_units(measure: str, m: int, p: Profile) -> int:
         return int(min(max(paths, p.min_paths), p.max_paths))
     if measure == "compare":
         return p.compare_samples
-    from sdeformer.model import weights_per_layer
+    from sdeformer.finite import weights_per_layer
 
     n = max(p.width, m)
     config = network_config(measure)
@@ -251,7 +251,7 @@ def memory_budget(p: Profile) -> float:
     """Bytes one SDE program may use: on an accelerator the library's default (half the device's
     memory), on the CPU `memory_fraction` of the available RAM."""
     if jax.default_backend() != "cpu":
-        from sdeformer.sde_solve import default_memory_budget
+        from sdeformer.sde import default_memory_budget
 
         return default_memory_budget()
     try:

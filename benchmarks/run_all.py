@@ -204,7 +204,7 @@ def summary_markdown(run_record: dict | None) -> str:
         )
     if laws:
         from sdeformer.config import ShapedConfig
-        from sdeformer.model import weights_per_layer
+        from sdeformer.finite import weights_per_layer
 
         cfg = ShapedConfig.from_dict(laws["config"])
         rows = []

@@ -17,13 +17,15 @@ from .blocks import register_block as register_block
 from .blocks import registered_blocks as registered_blocks
 from .blocks import unregister_block as unregister_block
 from .config import ShapedConfig as ShapedConfig
-from .laws import law_covariance_paths as law_covariance_paths
-from .laws import sample_covariance_paths as sample_covariance_paths
-from .model import ShapedTransformer as ShapedTransformer
-from .model import explicit_covariance_paths as explicit_covariance_paths
-from .model import input_from_covariance as input_from_covariance
-from .moments import OneStepMoments as OneStepMoments
-from .moments import one_step_moments as one_step_moments
+from .finite import OneStepMoments as OneStepMoments
+from .finite import ShapedTransformer as ShapedTransformer
+from .finite import bartlett_factor as bartlett_factor
+from .finite import explicit_covariance_paths as explicit_covariance_paths
+from .finite import input_from_covariance as input_from_covariance
+from .finite import law_covariance_paths as law_covariance_paths
+from .finite import one_step_moments as one_step_moments
+from .finite import sample_covariance_paths as sample_covariance_paths
+from .finite import wishart as wishart
 from .ntk import ShallowEncoder as ShallowEncoder
 from .ntk import analytic_ntk as analytic_ntk
 from .ntk import empirical_ntk as empirical_ntk
@@ -34,13 +36,11 @@ from .sde import CovarianceSDE as CovarianceSDE
 from .sde import SDESolution as SDESolution
 from .sde import sde_memory_estimate as sde_memory_estimate
 from .sde import solve_sde as solve_sde
-from .sde_steps import suggest_num_steps as suggest_num_steps
+from .sde import suggest_num_steps as suggest_num_steps
 from .sharding import initialize_multihost as initialize_multihost
 from .sharding import sample_mesh as sample_mesh
 from .sharding import sharded_covariance_paths as sharded_covariance_paths
 from .sharding import sharded_solve_sde as sharded_solve_sde
-from .wishart import bartlett_factor as bartlett_factor
-from .wishart import wishart as wishart
 
 __version__ = _package_version()
 """The installed version (the package metadata, written from pyproject.toml)."""

@@ -1,4 +1,7 @@
-"""The validated parameter object shared by the finite, law and limit faces of every block."""
+"""The validated parameter object shared by the finite, law and limit faces of every block.
+
+Also the input checks every layer above uses: `check_width` and `check_covariance`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,14 @@ import dataclasses
 import math
 import numbers
 import typing
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from . import _lapack
 
 BLOCK_NAMES = (
     "attention",
@@ -188,3 +199,63 @@ def check_width(n: object, *, minimum: int = 1, name: str = "n") -> int:
     if not _is_int(n) or n < minimum:
         raise ValueError(f"{name}={n!r} is invalid; pass an integer >= {minimum}")
     return int(n)
+
+
+def check_covariance(v0, *, name: str = "v0", tol: float = 1e-6) -> Array:
+    """Validate an input covariance (host-side): square m x m with m >= 2, finite, symmetric, PSD.
+
+    Returns it as a JAX array (float32 unless it already is float64 under x64).
+
+    Under `jax.jit` (a traced `v0`) the shape checks still run at trace time and the value
+    checks (finite, symmetric, PSD) run on the device with `eqx.error_if`: a bad matrix raises
+    an `EquinoxRuntimeError` with the same message when the jitted function runs, never NaNs.
+    """
+    if isinstance(v0, jax.core.Tracer):
+        return _check_traced_covariance(v0, name=name, tol=tol)
+    arr = np.asarray(v0)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name} has shape {arr.shape}; pass a square (m, m) covariance matrix")
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name} is {arr.shape[0]} x {arr.shape[0]}; need m >= 2 tokens")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite entries (NaN or Inf); pass a finite matrix")
+    scale = max(float(np.abs(arr).max()), 1e-30)
+    if np.abs(arr - arr.T).max() > tol * scale * 10:
+        raise ValueError(
+            f"{name} is not symmetric (max |V - V^T| = {np.abs(arr - arr.T).max():.3g}); "
+            "pass (V + V^T) / 2"
+        )
+    smallest = float(np.linalg.eigvalsh(0.5 * (arr + arr.T).astype(np.float64)).min())
+    if smallest < -tol * scale * 10:
+        raise ValueError(
+            f"{name} is not positive semi-definite (smallest eigenvalue {smallest:.3g}); "
+            "pass a covariance matrix X X^T / n"
+        )
+    return jnp.asarray(arr)
+
+
+def _check_traced_covariance(v0, *, name: str, tol: float) -> Array:
+    """`check_covariance` for a traced matrix: static shape checks, value checks on device."""
+    if v0.ndim != 2 or v0.shape[0] != v0.shape[1]:
+        raise ValueError(f"{name} has shape {v0.shape}; pass a square (m, m) covariance matrix")
+    if v0.shape[0] < 2:
+        raise ValueError(f"{name} is {v0.shape[0]} x {v0.shape[0]}; need m >= 2 tokens")
+    if not jnp.issubdtype(v0.dtype, jnp.floating):
+        v0 = v0.astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(v0))
+    v0 = eqx.error_if(
+        v0, ~finite, f"{name} has non-finite entries (NaN or Inf); pass a finite matrix"
+    )
+    safe = jnp.where(finite, v0, 0.0)
+    scale = jnp.maximum(jnp.max(jnp.abs(safe)), 1e-30)
+    asym = jnp.max(jnp.abs(safe - safe.T))
+    v0 = eqx.error_if(v0, asym > tol * scale * 10, f"{name} is not symmetric; pass (V + V^T) / 2")
+    smallest = _lapack.eigvalsh(0.5 * (safe + safe.T))[0]
+    return eqx.error_if(
+        v0,
+        smallest < -tol * scale * 10,
+        f"{name} is not positive semi-definite (negative eigenvalue); pass a covariance "
+        "matrix X X^T / n",
+    )

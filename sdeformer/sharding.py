@@ -35,10 +35,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .config import ShapedConfig, check_width
-from .laws import METHODS, law_batch_size
-from .model import check_covariance, default_batch_size
-from .sde import SDESolution
+from .config import ShapedConfig, check_covariance, check_width
+from .finite import METHODS, default_batch_size, law_batch_size, sample_covariance_paths
+from .sde import SDESolution, solve_sde
 
 AXIS = "samples"
 """Name of the mesh axis the samples are sharded over."""
@@ -193,8 +192,6 @@ class _PathSampler(eqx.Module):
     method: str = eqx.field(static=True)
 
     def __call__(self, sample_key, v0):
-        from .laws import sample_covariance_paths
-
         return sample_covariance_paths(
             self.config, self.n, self.depth, v0, 1, key=sample_key, method=self.method
         )[0]
@@ -208,8 +205,6 @@ class _SDEPath(eqx.Module):
     options: tuple = eqx.field(static=True)
 
     def __call__(self, path_key, v0):
-        from .sde import solve_sde
-
         options = dict(self.options)
         if isinstance(options.get("save_times"), tuple):
             options["save_times"] = np.asarray(options["save_times"])
@@ -239,8 +234,6 @@ def sharded_covariance_paths(
     (default: as many as fit 256 MiB, as for the unsharded samplers). num_samples need not be a
     multiple of the device count (the keys are padded and the padding is dropped).
     """
-    from .laws import sample_covariance_paths
-
     if method not in METHODS:
         raise ValueError(f"method={method!r} is invalid; choose one of {METHODS}")
     n = check_width(n, name="n")
@@ -283,8 +276,6 @@ def sharded_solve_sde(
     `solve_sde(config, v0, T, 1, key=jr.split(key, num_samples)[i], ...)` for any number of
     devices. `batch_size` paths run at once per device (default: all of a device's paths).
     """
-    from .sde import solve_sde
-
     v0 = check_covariance(v0)
     # Validate the options on the host once (abstractly), so errors come before any sharding.
     jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, **solver_options), key)

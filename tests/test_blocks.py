@@ -12,7 +12,7 @@ import pytest
 from sdeformer import ShapedConfig
 from sdeformer.blocks import BLOCK_TYPES, MissingFaceError
 from sdeformer.blocks.shaped_mlp import relu_slopes
-from sdeformer.model import input_from_covariance
+from sdeformer.finite import input_from_covariance
 
 M, N = 5, 16
 CONFIGS = [

@@ -15,7 +15,7 @@ import pytest
 
 from sdeformer import ShapedConfig, law_covariance_paths, solve_sde
 from sdeformer.cli import main
-from sdeformer.model import check_covariance
+from sdeformer.config import check_covariance
 
 RUNTIME_ERRORS = (RuntimeError, ValueError)
 TINY = ["--width", "8", "--depth", "4", "--tokens", "3", "--samples", "2", "--no-progress"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sdeformer import ShapedConfig, ShapedTransformer, explicit_covariance_paths, metrics
-from sdeformer.model import check_covariance, input_from_covariance
+from sdeformer.config import check_covariance
+from sdeformer.finite import input_from_covariance
 from sdeformer.rank_collapse import MODEL_KINDS, equicorrelated, kind_config
 
 

@@ -1,4 +1,4 @@
-"""The exponential step of `sdeformer.psd_scheme` (docs/theory.md, "A scheme that stays in the
+"""The exponential step of `sdeformer.sde._psd_scheme` (docs/theory.md, "A scheme that stays in the
 cone"): its noise is the contract noise, its Ito correction is exact, it stays positive definite
 where Euler does not, and its one-step moments are Euler's to O(dt)."""
 
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from sdeformer.config import ShapedConfig
-from sdeformer.psd_scheme import (
+from sdeformer.sde import (
+    CovarianceSDE,
     euler_step,
     exponential_step,
     ito_correction,
     ito_correction_dense,
     whitened_noise,
 )
-from sdeformer.sde import CovarianceSDE
 
 CONFIGS = [
     ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0),
@@ -193,7 +193,7 @@ def test_solve_sde_exponential_never_leaves_the_cone(key):
     """solve_sde(solver="exponential") from a nearly singular V0 (eigenvalues 1 .. 1e-6) with
     5 steps of 0.2: no path leaves the PSD cone, while Euler with the same key loses many
     (power check); from V0 = I no path is non-finite; a singular V0 is refused."""
-    from sdeformer.sde_solve import solve_sde
+    from sdeformer.sde import solve_sde
 
     config = CONFIGS[0]
     m = 4

@@ -283,10 +283,10 @@ def test_batching_keeps_paths_and_no_recompilation(key, capsys):
     assert batched.stats["num_batches"] == 3 and one.stats["num_batches"] == 1
     np.testing.assert_array_equal(one.vs, batched.vs)
     np.testing.assert_array_equal(one.exit_reason, batched.exit_reason)
-    traces = sf.sde_solve._TRACES[0]
+    traces = sf.sde._solve._TRACES[0]
     later = sf.solve_sde(LINEAR, V2, 0.3, 10, **{**kwargs, "key": key}, bound=5.0)
     sf.solve_sde(LINEAR, V2, 0.3, 10, key=key, dt0=0.075, save_times=3)
-    assert sf.sde_solve._TRACES[0] == traces
+    assert sf.sde._solve._TRACES[0] == traces
     # progress within a batch is a host callback in the solver: its own program, same paths
     again = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, progress=True, **kwargs)
     np.testing.assert_array_equal(again.vs, one.vs)
@@ -297,7 +297,8 @@ def test_batching_keeps_paths_and_no_recompilation(key, capsys):
 def test_memory_estimate_and_too_large_paths():
     """`sde_memory_estimate` within 2x of XLA's memory analysis of the compiled batch solver;
     a path that cannot fit the budget is refused before anything is allocated."""
-    from sdeformer.sde_solve import _solve_batch, sde_memory_estimate
+    from sdeformer.sde import sde_memory_estimate
+    from sdeformer.sde._solve import _solve_batch
 
     cfg = sf.ShapedConfig()
     m, batch, k = 40, 4, 11

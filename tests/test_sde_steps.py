@@ -1,4 +1,4 @@
-"""The SDE step rule (sdeformer/sde_steps.py) and `--steps auto` on the command line."""
+"""The SDE step rule (sdeformer/sde/_steps.py) and `--steps auto` on the command line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 import sdeformer as sdf
 from sdeformer.cli import main
-from sdeformer.sde_steps import MAX_DT, STEP_RULE_Z, rule_steps, rule_z, step_noise_scale
+from sdeformer.sde import MAX_DT, STEP_RULE_Z, rule_steps, rule_z, step_noise_scale
 
 DEFAULT = sdf.ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
 

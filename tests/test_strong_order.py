@@ -1,7 +1,7 @@
 """Strong order of the covariance-SDE schemes: runs at several step sizes tied to ONE Brownian path
-per sample (`sdeformer.coupled_paths`: the coarse increments are sums of the fine ones).
+per sample (`sdeformer.sde._coupled_paths`: the coarse increments are sums of the fine ones).
 
-Euler-Maruyama and the exponential step (`sdeformer.psd_scheme`) both have strong order 1/2 for
+Euler-Maruyama and the exponential step (`sdeformer.sde._psd_scheme`) both have strong order 1/2 for
 this non-commutative noise; both converge to the same strong solution. So does Heun on the
 Stratonovich form (the other solver of `solve_sde`), started at V0 = I.
 """
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from sdeformer.config import ShapedConfig
-from sdeformer.coupled_paths import coupled_run
-from sdeformer.sde import CovarianceSDE
+from sdeformer.sde import CovarianceSDE, coupled_run
 
 CONFIG = ShapedConfig(tau0=1.0, gamma=0.4, c_plus=0.0, c_minus=-1.0)
 COARSE = (4, 8, 16, 32)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sdeformer.wishart import (
+from sdeformer._wishart import (
     bartlett_factor,
     chi_square_from_normals,
     chi_square_size,
@@ -85,7 +85,7 @@ def test_chi_square_rounds_bound():
     and the candidates `chi_square_rounds` draws keep all-rejected below 3e-16 per variate."""
     from scipy import integrate
 
-    from sdeformer.wishart import FAILURE_BOUND, REJECTION_BOUNDS, chi_square_rounds
+    from sdeformer._wishart import FAILURE_BOUND, REJECTION_BOUNDS, chi_square_rounds
 
     def rejection(shape):
         d = shape - 1.0 / 3.0

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._linalg import cov_factor, symmetrize
+from .._wishart import bartlett_from_normals, bartlett_size, complement_dof
 from ..config import ShapedConfig, check_width
-from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
 from ._base import Block, law_normals, normals
 
 

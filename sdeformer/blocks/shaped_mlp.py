@@ -10,8 +10,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import _linalg
 from .._linalg import symmetrize
+from .._wishart import bartlett_from_normals, bartlett_size, complement_dof
 from ..config import ShapedConfig, check_width
-from ..wishart import bartlett_from_normals, bartlett_size, complement_dof
 from . import _limit
 from ._base import Block, law_normals, normals
 

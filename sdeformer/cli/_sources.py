@@ -97,7 +97,7 @@ def _resolve_steps(config, v0, T: float, args: argparse.Namespace) -> None:
     is refused for Euler and Heun unless `--allow-coarse-steps`. The choice is kept in
     `args.steps_choice` (printed and recorded) and is made once per command.
     """
-    from ..sde_steps import STEP_RULE_Z, rule_steps, rule_z, step_noise_scale
+    from ..sde import STEP_RULE_Z, rule_steps, rule_z, step_noise_scale
 
     if getattr(args, "steps_choice", None) is not None:
         return
@@ -136,7 +136,7 @@ def _steps_note(args: argparse.Namespace) -> str:
 def _input_covariance(args: argparse.Namespace, dtype):
     import jax.numpy as jnp
 
-    from ..model import check_covariance
+    from ..config import check_covariance
     from ..rank_collapse import equicorrelated
 
     if not args.bound > 0:  # also refuses NaN
@@ -200,7 +200,7 @@ def _check_finite_source(config, n: int, depth: int, v0, method: str) -> None:
     import jax
     import jax.random as jr
 
-    from ..laws import sample_covariance_paths
+    from ..finite import sample_covariance_paths
 
     jax.eval_shape(
         lambda k: sample_covariance_paths(config, n, depth, v0, 1, key=k, method=method),

@@ -124,7 +124,7 @@ def _input_covariance(args: argparse.Namespace, dtype):
     """The input covariance from --v0 FILE.npy, or equicorrelated from --tokens and --rho0."""
     import numpy as np
 
-    from ..model import check_covariance
+    from ..config import check_covariance
     from ..rank_collapse import equicorrelated
 
     if args.v0 is not None:

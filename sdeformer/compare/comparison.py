@@ -349,7 +349,7 @@ def check_failed_fraction(src, times, max_failed_fraction: float = MAX_FAILED_FR
                 f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
                 "outside the step rule these are discretisation errors of the Euler scheme "
                 "(inside it, a small fraction of the SDE's paths reach a singular V: "
-                "sdeformer.sde_steps); take at least suggest_num_steps(...) steps, or the "
+                "sdeformer.sde._steps); take at least suggest_num_steps(...) steps, or the "
                 "exponential solver, which stays in the cone"
             )
 

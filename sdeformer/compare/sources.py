@@ -73,7 +73,7 @@ def finite_source(
     import jax.random as jr
 
     from .._progress import Progress
-    from ..laws import sample_covariance_paths
+    from ..finite import sample_covariance_paths
 
     depth = depth_for(T, n)
     label = label or f"{method} n={n}"
@@ -178,7 +178,7 @@ def coefficient_table(config, n: int, v, num_samples: int, *, key) -> list[dict]
     layer) and the SDE's drift b_ab(V) and Sigma_{ab,ab}(V), with the z-scores of the gaps
     (None, "undetermined", where a standard error is 0 or non-finite).
     """
-    from ..moments import one_step_moments
+    from ..finite import one_step_moments
     from ..sde import CovarianceSDE
 
     sde = CovarianceSDE(config)

@@ -151,7 +151,7 @@ def summary_text(fc: Forecast) -> str:
 
 def _check_inputs(v0, width, depth, num_samples, collapse_threshold, bound, at_depths, dtype):
     """Validated (v0, width, depth, num_samples, depths) or a ValueError naming value and fix."""
-    from ..model import check_covariance
+    from ..config import check_covariance
 
     width = check_width(width, name="width")
     depth = check_width(depth, name="depth")

@@ -52,7 +52,7 @@ class DepthStates:
 
 def check_method(config: ShapedConfig, method: str, width: int, m: int) -> None:
     """Raise ValueError when `method` is unknown or has no face for `config.blocks`."""
-    from ..laws import check_law
+    from ..finite import check_law
     from ..sde import CovarianceSDE
 
     if method == "auto":

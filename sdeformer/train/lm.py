@@ -33,7 +33,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ..blocks._attention import row_softmax, uniform_attention
 from ..blocks.preln import layer_norm
 from ..config import ShapedConfig, check_width
-from ..model import ShapedTransformer
+from ..finite import ShapedTransformer
 from .shaping import Shaping
 
 ARCHITECTURES = ("shaped", "preln")

@@ -79,9 +79,9 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from . import _lapack
-from ._linalg import symmetrize
-from .blocks import _limit
+from .. import _lapack
+from .._linalg import symmetrize
+from ..blocks import _limit
 
 __all__ = [
     "euler_step",

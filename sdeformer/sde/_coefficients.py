@@ -20,7 +20,7 @@ Paper -> code: b -> `CovarianceSDE.drift`, Sigma -> `noise_covariance` (dense, t
 L -> `factor`, (Z, E) -> the Brownian pytree {"lin", "mix"} of `brownian_shape`, the noise
 above -> `noise`, kappa -> `lin_coefficient`, alpha -> `mix_coefficient`.
 
-The solver (`solve_sde`, in `sdeformer.sde_solve`) steps whole batches of paths in one
+The solver (`solve_sde`, in `sdeformer.sde._solve`) steps whole batches of paths in one
 `diffrax.diffeqsolve`; see its docstring for the exit rules and the Stratonovich option.
 """
 
@@ -35,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from . import _lapack
-from ._linalg import symmetrize
-from .blocks import MissingFaceError, ShapedAttention, _limit, block_types
-from .config import ShapedConfig, check_width
+from .. import _lapack
+from .._linalg import symmetrize
+from ..blocks import MissingFaceError, ShapedAttention, _limit, block_types
+from ..config import ShapedConfig, check_width
+from ..results import SOLUTION_DIMS, load_arrays_module, save_arrays_module, to_xarray
 
 EXIT_REASONS: dict[int, str] = {
     0: "survived",
@@ -373,22 +374,21 @@ class SDESolution(eqx.Module):
 
     def save(self, path):
         """Write the solution to one `.npz` file (see `sdeformer.results.save_arrays_module`)."""
-        from .results import save_arrays_module
-
         return save_arrays_module(path, self)
 
     @classmethod
     def load(cls, path) -> SDESolution:
         """Read a solution written by `save`."""
-        from .results import load_arrays_module
-
         return load_arrays_module(cls, path)
 
     def to_xarray(self):
         """An `xarray.Dataset` with dims (sample, time, token_a, token_b)."""
-        from .results import SOLUTION_DIMS, to_xarray
-
         return to_xarray(self, SOLUTION_DIMS, coords={"time": "ts"})
+
+
+# Its public home: `save` writes the class name into the file, and files name it by the
+# package (sdeformer.sde.SDESolution) whatever private module defines it.
+SDESolution.__module__ = "sdeformer.sde"
 
 
 def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array, ""]:
@@ -405,7 +405,3 @@ def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array
     smallest = _lapack.eigvalsh(symmetrize(safe))[0]
     outside = smallest < -psd_tol * scale
     return jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(outside, 1, 0))).astype(jnp.int32)
-
-
-from .sde_solve import sde_memory_estimate as sde_memory_estimate  # noqa: E402
-from .sde_solve import solve_sde as solve_sde  # noqa: E402

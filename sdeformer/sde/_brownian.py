@@ -17,7 +17,7 @@ from diffrax._misc import force_bitcast_convert_type
 from jax.extend.random import threefry2x32_p
 from jaxtyping import Array
 
-from ._bits import normals_from_words
+from .._bits import normals_from_words
 
 
 class PathBrownian(diffrax.AbstractBrownianPath):

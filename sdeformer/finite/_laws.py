@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._linalg import cov_factor, symmetrize
-from .blocks import MissingFaceError, block_types
-from .config import ShapedConfig, check_width
-from .model import check_covariance, explicit_covariance_paths
-from .wishart import complement_dof
+from .._linalg import cov_factor, symmetrize
+from .._wishart import complement_dof
+from ..blocks import MissingFaceError, block_types
+from ..config import ShapedConfig, check_covariance, check_width
+from ._explicit import explicit_covariance_paths
 
 METHODS = ("law", "explicit")
 """The samplers `sample_covariance_paths` can use."""

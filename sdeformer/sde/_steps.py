@@ -42,9 +42,10 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import ArrayLike
 
-from . import _lapack
-from ._linalg import symmetrize
-from .config import ShapedConfig
+from .. import _lapack
+from .._linalg import symmetrize
+from ..config import ShapedConfig
+from ._coefficients import CovarianceSDE
 
 STEP_RULE_Z = 4.0
 """A step is stable when 1 / sqrt(s2 dt) is at least this (see the module docstring)."""
@@ -92,8 +93,6 @@ def step_noise_scale(config: ShapedConfig, v0: ArrayLike) -> float:
 
     A singular V0 is whitened by the factor of V0 + 1e-6 tr(V0)/m I.
     """
-    from .sde import CovarianceSDE  # the SDE's coefficients (sde.py imports the solver)
-
     v = np.asarray(v0, dtype=np.float64)
     m = v.shape[-1]
     v = 0.5 * (v + v.T) + 1e-6 * max(np.trace(v) / m, 1e-30) * np.eye(m)

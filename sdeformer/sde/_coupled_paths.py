@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from . import _lapack
-from ._linalg import symmetrize
-from .psd_scheme import euler_step, exponential_step
+from .. import _lapack
+from .._linalg import symmetrize
+from ._psd_scheme import euler_step, exponential_step
 
 SCHEMES = ("euler", "exponential", "heun")
 

@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._linalg import gram
-from .blocks import ShapedMLP, block_types
-from .blocks._attention import AbstractAttention
-from .blocks.shaped_mlp import relu_slopes, shaped_relu
-from .config import ShapedConfig, check_width
-from .model import check_covariance, input_from_covariance
+from .._linalg import gram
+from ..blocks import ShapedMLP, block_types
+from ..blocks._attention import AbstractAttention
+from ..blocks.shaped_mlp import relu_slopes, shaped_relu
+from ..config import ShapedConfig, check_covariance, check_width
+from ._explicit import default_batch_size, input_from_covariance
 
 
 class OneStepMoments(eqx.Module):
@@ -159,8 +159,6 @@ def one_step_moments(
     num_samples = check_width(num_samples, minimum=2, name="num_samples")
     v = check_covariance(v, name="v")
     if batch_size is None:
-        from .model import default_batch_size
-
         batch_size = max(1, default_batch_size(config, n) // 2)
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
     if key_impl not in ("rbg", None):

@@ -13,7 +13,7 @@ The state of one solve is a whole batch: {"v": (batch, m, m), "code": (batch,), 
    it, its exit code and exit time written into the state.
 
 Brownian increments are drawn per path from the path's own key folded with the step's times,
-so a path does not depend on the batch it runs in (`sdeformer.sde_brownian.PathBrownian`).
+so a path does not depend on the batch it runs in (`sdeformer.sde._brownian.PathBrownian`).
 
 Solvers: "euler" (Ito Euler-Maruyama; strong order 1/2, weak order 1) and "heun" (diffrax's
 Heun on the Stratonovich form: drift + `CovarianceSDE.stratonovich_correction`, an O(m^3)
@@ -21,7 +21,7 @@ closed form for the Cholesky factor; with this non-commutative noise it is stron
 like Euler at twice the cost). SPaRK, GeneralShARK and adaptive steps were removed: with
 general noise they too are strong order 1/2 only, adaptive steps need a `VirtualBrownianTree`
 (10-100x slower per step, diffrax issues 489 and 517) and per-path step sizes, which a batched
-state does not have, and none of them was tested. "exponential" (`sdeformer.psd_scheme`):
+state does not have, and none of them was tested. "exponential" (`sdeformer.sde._psd_scheme`):
 V_next = L (expm(X) + Y_+) L^T from the Cholesky factor L of V, positive definite by
 construction (no "left_psd_cone" exits), weak order 1 and strong order 1/2 like Euler, 1.8-2.6x
 Euler's cost per step at m = 2..8 (benchmarks/bench_schemes.py).
@@ -40,13 +40,15 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from ._progress import FractionMeter, Progress
-from .config import ShapedConfig, check_width
-from .sde_brownian import PathBrownian
+from .._progress import FractionMeter, Progress
+from ..config import ShapedConfig, check_covariance, check_width
+from ._brownian import PathBrownian
+from ._coefficients import CovarianceSDE, SDESolution, default_psd_tol, psd_factor_batch
+from ._psd_scheme import exponential_increment
 
 SOLVERS = ("euler", "heun", "exponential")
 """Solvers of `solve_sde`: Ito Euler-Maruyama, Stratonovich Heun and the positive-definite
-exponential step (`sdeformer.psd_scheme`)."""
+exponential step (`sdeformer.sde._psd_scheme`)."""
 
 _TRACES = [0]
 """How often the batch solver was traced (tests check that new T / bound / dt0 do not)."""
@@ -57,8 +59,6 @@ DEFAULT_MEMORY_BUDGET = 2**30
 
 def _check(v, code, bound, psd_tol):
     """(new code, factor of the state to step from): exit checks of a batch, one factor."""
-    from .sde import psd_factor_batch
-
     m = v.shape[-1]
     live = code == 0
     # one pass over V for both checks: max |V_ab| is NaN where V has a NaN (the reduction
@@ -113,9 +113,7 @@ class _CovarianceTerm(diffrax.AbstractTerm):
         drift = jax.vmap(sde.drift)(safe)
         if self.stratonovich:
             drift = drift + jax.vmap(sde.stratonovich_correction)(safe, factor)
-        if self.exponential:  # V_next - V of the PD step (psd_scheme), factor: Cholesky of V
-            from .psd_scheme import exponential_increment
-
+        if self.exponential:  # V_next - V of the PD step (_psd_scheme), factor: Cholesky of V
             step = jax.vmap(lambda v_, l_, dw_: exponential_increment(sde, v_, l_, dt, dw_))
             inc = jnp.where(alive[:, None, None], step(safe, factor, dw), 0.0)
         else:
@@ -279,7 +277,7 @@ def solve_sde(
       or an array of times in [0, T].
     - `num_steps` or `dt0`: fixed step size T / num_steps (or dt0).
     - `solver`: "euler" (Ito Euler-Maruyama), "heun" (Stratonovich Heun on the converted
-      SDE; see `sdeformer.sde_solve`) or "exponential" (`sdeformer.psd_scheme`: positive
+      SDE; see `sdeformer.sde._solve`) or "exponential" (`sdeformer.sde._psd_scheme`: positive
       definite by construction, weak order 1, strong order 1/2; V0 must be positive definite).
     - `bound`: a path stops when some |V_ab| exceeds it; it also stops when V leaves the PSD
       cone (neither V nor V + psd_tol tr(V)/m I has a Cholesky factor; default psd_tol
@@ -298,9 +296,6 @@ def solve_sde(
     paths of a run with more samples or another batch size are the same. `num_paths` is the
     old name of `num_samples` (deprecated).
     """
-    from .model import check_covariance
-    from .sde import CovarianceSDE, SDESolution, default_psd_tol
-
     if num_paths is not None:
         if num_samples is not None:
             raise ValueError("solve_sde: pass num_samples only (num_paths is its old name)")
@@ -313,7 +308,7 @@ def solve_sde(
     if solver not in SOLVERS:
         raise ValueError(
             f"solve_sde: solver={solver!r} is unknown; choose from {SOLVERS} (spark, "
-            "general_shark and adaptive steps were removed: see sdeformer.sde_solve)"
+            "general_shark and adaptive steps were removed: see sdeformer.sde._solve)"
         )
     num_samples = check_width(num_samples, name="num_samples")
     T_value = _concrete(T)
