@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
+from . import compare as compare
 from . import metrics as metrics
-from . import ntk as ntk
-from . import sharding as sharding
-from . import train as train
+from . import results as results
 from .blocks import Block as Block
 from .blocks import MissingFaceError as MissingFaceError
 from .blocks import PreLNAttention as PreLNAttention
@@ -26,9 +27,6 @@ from .finite import law_covariance_paths as law_covariance_paths
 from .finite import one_step_moments as one_step_moments
 from .finite import sample_covariance_paths as sample_covariance_paths
 from .finite import wishart as wishart
-from .ntk import ShallowEncoder as ShallowEncoder
-from .ntk import analytic_ntk as analytic_ntk
-from .ntk import empirical_ntk as empirical_ntk
 from .rank_collapse import equicorrelated as equicorrelated
 from .results.origin import package_version as _package_version
 from .sde import EXIT_REASONS as EXIT_REASONS
@@ -37,10 +35,32 @@ from .sde import SDESolution as SDESolution
 from .sde import sde_memory_estimate as sde_memory_estimate
 from .sde import solve_sde as solve_sde
 from .sde import suggest_num_steps as suggest_num_steps
-from .sharding import initialize_multihost as initialize_multihost
-from .sharding import sample_mesh as sample_mesh
-from .sharding import sharded_covariance_paths as sharded_covariance_paths
-from .sharding import sharded_solve_sde as sharded_solve_sde
 
 __version__ = _package_version()
 """The installed version (the package metadata, written from pyproject.toml)."""
+
+# The applications and the multi-device layer are imported when first used (PEP 562), so
+# `import sdeformer` does not load optax, the NTK code or the sharding layer.
+_LAZY_MODULES = ("train", "ntk", "sharding")
+_LAZY_NAMES = {
+    "ShallowEncoder": "ntk",
+    "analytic_ntk": "ntk",
+    "empirical_ntk": "ntk",
+    "initialize_multihost": "sharding",
+    "sample_mesh": "sharding",
+    "sharded_covariance_paths": "sharding",
+    "sharded_solve_sde": "sharding",
+}
+
+
+def __getattr__(name: str):
+    """`sdeformer.train`, `sdeformer.ntk`, `sdeformer.sharding` and their names, on first use."""
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module 'sdeformer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_MODULES, *_LAZY_NAMES])

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from . import _lapack
+from . import _block_registry, _lapack
 
 BLOCK_NAMES = (
     "attention",
@@ -30,9 +30,7 @@ BLOCK_NAMES = (
 
 def _block_names() -> tuple[str, ...]:
     """The names of the registered block types (built-in and the user's), at call time."""
-    from .blocks import registered_blocks  # blocks import this module: import when called
-
-    return tuple(registered_blocks())
+    return tuple(_block_registry.REGISTRY)
 
 
 def _fail(name: str, value: object, fix: str) -> None:
@@ -168,10 +166,9 @@ class ShapedConfig:
 
         Among the built-in blocks: shaped attention and shaped MLP.
         """
-        from .blocks import _base, registered_blocks
-
-        types = registered_blocks()
-        return all(all(types[b].has_face(f) for f in _base.LIMIT_FACES) for b in self.blocks)
+        types = _block_registry.REGISTRY
+        faces = _block_registry.LIMIT_FACES
+        return all(all(types[b].has_face(f) for f in faces) for b in self.blocks)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dictionary of the fields."""

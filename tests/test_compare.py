@@ -13,7 +13,7 @@ from sdeformer import compare
 def test_distances_match_scipy():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=300), rng.normal(0.2, 1.3, size=170)
-    assert math.isclose(compare.ks_distance(x, y), stats.ks_2samp(x, y).statistic, rel_tol=1e-12)
+    assert math.isclose(compare.ks_statistic(x, y), stats.ks_2samp(x, y).statistic, rel_tol=1e-12)
     assert math.isclose(compare.wasserstein1(x, y), stats.wasserstein_distance(x, y), rel_tol=1e-9)
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax.extend.random import threefry2x32_p
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .. import _block_registry
 from .._bits import normals_from_words
 from ..config import ShapedConfig
 from ._limit import NoiseTerms
@@ -21,7 +22,7 @@ class MissingFaceError(NotImplementedError):
     """Raised when a block type is asked for a face (finite, law or limit) that it does not have."""
 
 
-LIMIT_FACES = ("drift", "noise_covariance", "noise_terms")
+LIMIT_FACES = _block_registry.LIMIT_FACES
 """The limit faces every block of a `sdeformer.CovarianceSDE` must define (`mix_noise` too when
 its `noise_terms(config).mix > 0`)."""
 
@@ -133,9 +134,9 @@ class Block(eqx.Module):
         raise MissingFaceError(f"block {cls.name!r} has no attention term in its noise")
 
 
-_REGISTRY: dict[str, type[Block]] = {}
-_BUILTIN: set[str] = set()
-_RETIRED: set[str] = set()  # names unregistered in this process
+_REGISTRY: dict[str, type[Block]] = _block_registry.REGISTRY
+_BUILTIN: set[str] = _block_registry.BUILTIN
+_RETIRED: set[str] = _block_registry.RETIRED  # names unregistered in this process
 
 
 def register_block(cls: type) -> type:

@@ -54,5 +54,4 @@ from .sweep import public_row as public_row
 from .sweep import sweep_covariance as sweep_covariance
 from .sweep import width_distances as width_distances
 
-ks_distance = ks_statistic
 """Alias of `ks_statistic` (the name before the vectorised version)."""

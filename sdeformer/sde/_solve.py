@@ -265,7 +265,6 @@ def solve_sde(
     memory_budget: int | None = None,
     progress: bool = False,
     dtype=None,
-    num_paths: int | None = None,
 ):
     """Solve the covariance SDE of `config` from `v0` on [0, T] for `num_samples` paths.
 
@@ -293,16 +292,8 @@ def solve_sde(
     T, dt0, bound and psd_tol are passed to the compiled solver as values: new values do not
     recompile (the number of save times, of paths per batch and the bucket of max_steps do).
     Path i is a function of (key, i) only: the same key gives the same paths, and the first k
-    paths of a run with more samples or another batch size are the same. `num_paths` is the
-    old name of `num_samples` (deprecated).
+    paths of a run with more samples or another batch size are the same.
     """
-    if num_paths is not None:
-        if num_samples is not None:
-            raise ValueError("solve_sde: pass num_samples only (num_paths is its old name)")
-        warnings.warn(
-            "solve_sde(num_paths=...) is deprecated; use num_samples=", DeprecationWarning, 2
-        )
-        num_samples = num_paths
     if num_samples is None:
         raise ValueError("solve_sde: pass num_samples, the number of paths")
     if solver not in SOLVERS:
