@@ -2,6 +2,7 @@
 
 import dataclasses
 import errno
+import inspect
 import json
 import os
 import signal
@@ -364,8 +365,9 @@ def test_save_load_round_trip_nested_dataclasses(tmp_path):
     again = load_arrays_module(_Samples, save_arrays_module(tmp_path / "s.npz", samples))
     assert again.label == "sde" and isinstance(again.vs, np.ndarray)
     np.testing.assert_array_equal(again.alive, samples.alive)
+    # the library's own message (unwrapped: the tests' runtime type checker refuses it first)
     with pytest.raises(TypeError, match="arguments look swapped"):
-        save_arrays_module(samples, tmp_path / "swapped.npz")
+        inspect.unwrap(save_arrays_module)(samples, tmp_path / "swapped.npz")
     assert not (tmp_path / "swapped.npz").exists()
 
 
