@@ -198,6 +198,24 @@ def check_width(n: object, *, minimum: int = 1, name: str = "n") -> int:
     return int(n)
 
 
+def _check_square(shape: tuple[int, ...], name: str) -> None:
+    """Refuse a covariance shape that is not (m, m) with m >= 2 tokens."""
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"{name} has shape {shape}; pass a square (m, m) covariance matrix")
+    if shape[0] < 2:
+        raise ValueError(f"{name} is {shape[0]} x {shape[0]}; need m >= 2 tokens")
+
+
+def check_sampler_sizes(n, depth, num_samples, v0) -> tuple[int, int, int, Array]:
+    """The checked (n, depth, num_samples, v0) of a covariance-path sampler (one rule for all)."""
+    return (
+        check_width(n, name="n"),
+        check_width(depth, name="depth"),
+        check_width(num_samples, name="num_samples"),
+        check_covariance(v0),
+    )
+
+
 def check_covariance(v0, *, name: str = "v0", tol: float = 1e-6) -> Array:
     """Validate an input covariance (host-side): square m x m with m >= 2, finite, symmetric, PSD.
 
@@ -210,10 +228,7 @@ def check_covariance(v0, *, name: str = "v0", tol: float = 1e-6) -> Array:
     if isinstance(v0, jax.core.Tracer):
         return _check_traced_covariance(v0, name=name, tol=tol)
     arr = np.asarray(v0)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{name} has shape {arr.shape}; pass a square (m, m) covariance matrix")
-    if arr.shape[0] < 2:
-        raise ValueError(f"{name} is {arr.shape[0]} x {arr.shape[0]}; need m >= 2 tokens")
+    _check_square(arr.shape, name)
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
     if not np.all(np.isfinite(arr)):
@@ -235,10 +250,7 @@ def check_covariance(v0, *, name: str = "v0", tol: float = 1e-6) -> Array:
 
 def _check_traced_covariance(v0, *, name: str, tol: float) -> Array:
     """`check_covariance` for a traced matrix: static shape checks, value checks on device."""
-    if v0.ndim != 2 or v0.shape[0] != v0.shape[1]:
-        raise ValueError(f"{name} has shape {v0.shape}; pass a square (m, m) covariance matrix")
-    if v0.shape[0] < 2:
-        raise ValueError(f"{name} is {v0.shape[0]} x {v0.shape[0]}; need m >= 2 tokens")
+    _check_square(v0.shape, name)
     if not jnp.issubdtype(v0.dtype, jnp.floating):
         v0 = v0.astype(jnp.float32)
     finite = jnp.all(jnp.isfinite(v0))

@@ -35,8 +35,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .config import ShapedConfig, check_covariance, check_width
-from .finite import METHODS, default_batch_size, law_batch_size, sample_covariance_paths
+from .config import ShapedConfig, check_covariance, check_sampler_sizes, check_width
+from .finite import METHODS, default_sampler_batch, sample_covariance_paths
 from .sde import SDESolution, solve_sde
 
 AXIS = "samples"
@@ -236,18 +236,13 @@ def sharded_covariance_paths(
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is invalid; choose one of {METHODS}")
-    n = check_width(n, name="n")
-    depth = check_width(depth, name="depth")
-    v0 = check_covariance(v0)
+    n, depth, num_samples, v0 = check_sampler_sizes(n, depth, num_samples, v0)
     # The full host-side validation (width vs tokens, missing law faces, ...), abstractly.
     jax.eval_shape(
         lambda k: sample_covariance_paths(config, n, depth, v0, 1, key=k, method=method), key
     )
     if batch_size is None:
-        if method == "law":
-            batch_size = law_batch_size(config, n, v0.shape[-1])
-        else:
-            batch_size = default_batch_size(config, n)
+        batch_size = default_sampler_batch(method, config, n, v0.shape[-1])
     return map_over_samples(
         _PathSampler(config, n, depth, method),
         num_samples,

@@ -27,6 +27,7 @@ from ._explicit import input_from_covariance as input_from_covariance
 from ._explicit import weights_per_layer as weights_per_layer
 from ._laws import METHODS as METHODS
 from ._laws import check_law as check_law
+from ._laws import default_sampler_batch as default_sampler_batch
 from ._laws import factor_step as factor_step
 from ._laws import law_batch_size as law_batch_size
 from ._laws import law_covariance_paths as law_covariance_paths

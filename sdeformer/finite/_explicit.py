@@ -13,7 +13,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._linalg import gram, psd_sqrt
 from ..blocks import Block, block_types
-from ..config import ShapedConfig, check_covariance, check_width
+from ..config import ShapedConfig, check_sampler_sizes, check_width
 
 
 class ShapedTransformer(eqx.Module):
@@ -140,10 +140,7 @@ def explicit_covariance_paths(
     a time (default: as many as fit 256 MiB of weights). `v0` is the input covariance; the input
     itself is `input_from_covariance(v0, n)`. Returns an array of shape (num_samples, d+1, m, m).
     """
-    n = check_width(n, name="n")
-    depth = check_width(depth, name="depth")
-    num_samples = check_width(num_samples, name="num_samples")
-    v0 = check_covariance(v0)
+    n, depth, num_samples, v0 = check_sampler_sizes(n, depth, num_samples, v0)
     if batch_size is None:
         batch_size = default_batch_size(config, n)
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)

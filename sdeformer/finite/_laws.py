@@ -19,8 +19,8 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from .._linalg import cov_factor, symmetrize
 from .._wishart import complement_dof
 from ..blocks import MissingFaceError, block_types
-from ..config import ShapedConfig, check_covariance, check_width
-from ._explicit import explicit_covariance_paths
+from ..config import ShapedConfig, check_sampler_sizes, check_width
+from ._explicit import default_batch_size, explicit_covariance_paths
 
 METHODS = ("law", "explicit")
 """The samplers `sample_covariance_paths` can use."""
@@ -133,10 +133,7 @@ def law_covariance_paths(
     Raises `MissingFaceError` for blocks without an exact law (Pre-LN) and `ValueError` for
     n < m or invalid sizes.
     """
-    n = check_width(n, name="n")
-    depth = check_width(depth, name="depth")
-    num_samples = check_width(num_samples, name="num_samples")
-    v0 = check_covariance(v0)
+    n, depth, num_samples, v0 = check_sampler_sizes(n, depth, num_samples, v0)
     m = v0.shape[-1]
     complement_dof(n, m)  # raises for n < m
     check_law(config, n, m)
@@ -149,6 +146,13 @@ def law_covariance_paths(
         batch_size = law_batch_size(config, n, m)
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
     return _law_paths(config, n, depth, v0, num_samples, key, batch_size)
+
+
+def default_sampler_batch(method: str, config: ShapedConfig, n: int, m: int) -> int:
+    """Samples per batch when none is given: `law_batch_size` or the explicit networks' rule."""
+    if method == "law":
+        return law_batch_size(config, n, m)
+    return default_batch_size(config, n)
 
 
 def sample_covariance_paths(

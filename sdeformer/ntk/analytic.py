@@ -23,7 +23,8 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .encoder import check_init, check_positive_int, init_constants
+from ..config import check_width
+from .encoder import check_init, init_constants
 
 
 def pooled(xs: Float[Array, "N tokens d"]) -> Float[Array, "N d"]:
@@ -53,7 +54,7 @@ def ntk_scale(init: str, width: int) -> float:
     "lecun" and "he" are the standard parameterisation. `Kbar / ntk_scale` has a finite limit as
     d_m grows (`limit_ntk`).
     """
-    width = check_positive_int(width, "width (d_m)")
+    width = check_width(width, name="width (d_m)")
     return 1.0 if check_init(init) == "ntk" else float(width)
 
 
@@ -63,7 +64,7 @@ def analytic_ntk(xs: Float[Array, "N tokens d"], *, init: str, width: int) -> Fl
     Exact at every width for the two-layer network of the pooled inputs (V and O gradients);
     the empirical NTK under tau0 = d_m^{-1} converges to it at the rate d_m^{-1/2}.
     """
-    width = check_positive_int(width, "width (d_m)")
+    width = check_width(width, name="width (d_m)")
     d = xs.shape[-1]
     c = init_constants(init, d, width)
     u = pooled(xs)

@@ -14,7 +14,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .encoder import check_positive_int
+from ..config import check_width
 
 DATASETS = ("synthetic", "digits")
 
@@ -36,9 +36,9 @@ def synthetic_data(
     `y = sin(sqrt(tokens) ubar.b) + mean_t tanh(x_t.c)`, with `ubar` the mean token and
     b, c ~ N(0, I/d) fixed by `key`, then standardised over the N inputs.
     """
-    num_inputs = check_positive_int(num_inputs, "num_inputs")
-    tokens = check_positive_int(tokens, "tokens")
-    d = check_positive_int(d, "d (token dimension)")
+    num_inputs = check_width(num_inputs, name="num_inputs")
+    tokens = check_width(tokens, name="tokens")
+    d = check_width(d, name="d (token dimension)")
     xkey, bkey, ckey = jr.split(key, 3)
     xs = np.asarray(jr.normal(xkey, (num_inputs, tokens, d)), dtype=np.float64)
     b = np.asarray(jr.normal(bkey, (d,)), dtype=np.float64) / math.sqrt(d)
@@ -58,7 +58,7 @@ def digits_data(
     The target is the parity of the digit, +1 for even and -1 for odd, then standardised.
     `key` picks which N of the 1797 images (without replacement).
     """
-    num_inputs = check_positive_int(num_inputs, "num_inputs")
+    num_inputs = check_width(num_inputs, name="num_inputs")
     if num_inputs > DIGITS_SIZE:
         raise ValueError(
             f"num_inputs={num_inputs} is more than the {DIGITS_SIZE} digits images; "

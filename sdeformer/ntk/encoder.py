@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ..config import check_width
+
 SCALINGS = ("sqrt", "linear")
 """Named logit scalings: "sqrt" is tau0 = d_m^{-1/2}, "linear" is tau0 = d_m^{-1}."""
 
@@ -18,22 +20,11 @@ INITS = ("lecun", "he", "ntk")
 """Initialisation / parameterisation schemes (see `ShallowEncoder`)."""
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def check_init(init: object) -> str:
     """`init` if it is one of `INITS`; else a ValueError that lists them."""
     if init not in INITS:
         raise ValueError(f"init={init!r} is not a known initialisation; choose one of {INITS}")
     return str(init)
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """`value` as an int if it is an integer >= 1; else a ValueError naming `name`."""
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name}={value!r} is invalid; pass an integer >= 1")
-    return int(value)
 
 
 def resolve_tau0(scaling: str | float, width: int) -> float:
@@ -138,8 +129,8 @@ class ShallowEncoder(eqx.Module):
         key: PRNGKeyArray,
         dtype=jnp.float32,
     ):
-        d = check_positive_int(d, "d (token dimension)")
-        width = check_positive_int(width, "width (d_m)")
+        d = check_width(d, name="d (token dimension)")
+        width = check_width(width, name="width (d_m)")
         consts = init_constants(init, d, width)
         # Scale factors are arrays (not static fields) so that one compiled function serves every
         # scaling and initialisation; `trainable_spec` keeps them out of the parameters.
