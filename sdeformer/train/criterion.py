@@ -102,6 +102,66 @@ def _t_diff(a: dict[int, float], b: dict[int, float]) -> dict | None:
     return mean_interval([a[s] - b[s] for s in seeds]) if seeds else None
 
 
+def _lr_rows(kind: str, depth: int, mine: list[dict]) -> list[dict]:
+    """The loss-vs-lr rows of one (kind, depth): counts of unstable seeds, loss intervals."""
+    out = []
+    for lr in sorted({r["lr"] for r in mine}):
+        at = [r for r in mine if r["lr"] == lr]
+        ok = [r for r in at if not r["unstable_reasons"] or r["unstable_reasons"] == ["margin"]]
+        out.append(
+            {
+                "kind": kind,
+                "depth": depth,
+                "lr": lr,
+                "seeds": len(at),
+                "diverged": sum(r["diverged"] for r in at),
+                "spiked": sum("spike" in r["unstable_reasons"] for r in at),
+                "unstable": sum(r["unstable"] for r in at),
+                "val_loss": mean_interval([r["final_val_loss"] for r in ok]),
+                "final_token_correlation": mean_interval(
+                    [r["final_token_correlation"] for r in ok]
+                ),
+            }
+        )
+    return out
+
+
+def _cell_row(kind: str, depth: int, mine: list[dict], lr_rows: list[dict]) -> tuple[dict, dict]:
+    """(summary row of one (kind, depth), its best-lr final loss per seed)."""
+    seeds = sorted({r["seed"] for r in mine})
+    largest = {}
+    for seed in seeds:
+        stable = [r["lr"] for r in mine if r["seed"] == seed and not r["unstable"]]
+        largest[seed] = max(stable) if stable else None
+    # the best lr among those where every seed has a usable loss
+    candidates = [
+        r for r in lr_rows if r["val_loss"] is not None and r["val_loss"]["n"] == len(seeds)
+    ]
+    best_row = min(candidates, key=lambda r: r["val_loss"]["mean"], default=None)
+    best_lr = None if best_row is None else best_row["lr"]
+    at_best = [r for r in mine if r["lr"] == best_lr]
+    found = [v for v in largest.values() if v is not None]
+    tps = [r["tokens_per_second"] for r in mine if r.get("tokens_per_second")]
+    row = {
+        "kind": kind,
+        "depth": depth,
+        "seeds": len(seeds),
+        "runs": len(mine),
+        "largest_stable_lr": {
+            "per_seed": {str(s): v for s, v in largest.items()},
+            "min": min(found) if len(found) == len(seeds) else None,
+            "median": float(np.median(found)) if len(found) == len(seeds) else None,
+            "max": max(found) if found else None,
+        },
+        "best_lr": best_lr,
+        "best_val_loss": None if best_row is None else best_row["val_loss"],
+        "init_token_correlation": mean_interval([r["init_token_correlation"] for r in at_best]),
+        "final_token_correlation": mean_interval([r["final_token_correlation"] for r in at_best]),
+        "tokens_per_second": float(np.median(tps)) if tps else None,
+    }
+    return row, {r["seed"]: r["final_val_loss"] for r in at_best}
+
+
 def summarise_study(runs: Iterable[dict]) -> dict:
     """The training study's summary: per (kind, depth), per (kind, depth, lr), paired differences.
 
@@ -117,74 +177,17 @@ def summarise_study(runs: Iterable[dict]) -> dict:
     rows, lr_rows = [], []
     best_by_seed: dict[tuple[str, int], dict[int, float]] = {}
     for (kind, depth), mine in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        seeds = sorted({r["seed"] for r in mine})
-        lrs = sorted({r["lr"] for r in mine})
-        largest = {}
-        for seed in seeds:
-            stable = [r["lr"] for r in mine if r["seed"] == seed and not r["unstable"]]
-            largest[seed] = max(stable) if stable else None
-        for lr in lrs:
-            at = [r for r in mine if r["lr"] == lr]
-            ok = [r for r in at if not r["unstable_reasons"] or r["unstable_reasons"] == ["margin"]]
-            lr_rows.append(
-                {
-                    "kind": kind,
-                    "depth": depth,
-                    "lr": lr,
-                    "seeds": len(at),
-                    "diverged": sum(r["diverged"] for r in at),
-                    "spiked": sum("spike" in r["unstable_reasons"] for r in at),
-                    "unstable": sum(r["unstable"] for r in at),
-                    "val_loss": mean_interval([r["final_val_loss"] for r in ok]),
-                    "final_token_correlation": mean_interval(
-                        [r["final_token_correlation"] for r in ok]
-                    ),
-                }
-            )
-        candidates = [
-            row
-            for row in lr_rows
-            if row["kind"] == kind and row["depth"] == depth and row["val_loss"] is not None
-            and row["val_loss"]["n"] == len(seeds)
-        ]  # fmt: skip
-        best_row = min(candidates, key=lambda r: r["val_loss"]["mean"], default=None)
-        best_lr = None if best_row is None else best_row["lr"]
-        at_best = [r for r in mine if r["lr"] == best_lr]
-        best_by_seed[(kind, depth)] = {r["seed"]: r["final_val_loss"] for r in at_best}
-        found = [v for v in largest.values() if v is not None]
-        tps = [r["tokens_per_second"] for r in mine if r.get("tokens_per_second")]
-        rows.append(
-            {
-                "kind": kind,
-                "depth": depth,
-                "seeds": len(seeds),
-                "runs": len(mine),
-                "largest_stable_lr": {
-                    "per_seed": {str(s): v for s, v in largest.items()},
-                    "min": min(found) if len(found) == len(seeds) else None,
-                    "median": float(np.median(found)) if len(found) == len(seeds) else None,
-                    "max": max(found) if found else None,
-                },
-                "best_lr": best_lr,
-                "best_val_loss": None if best_row is None else best_row["val_loss"],
-                "init_token_correlation": mean_interval(
-                    [r["init_token_correlation"] for r in at_best]
-                ),
-                "final_token_correlation": mean_interval(
-                    [r["final_token_correlation"] for r in at_best]
-                ),
-                "tokens_per_second": float(np.median(tps)) if tps else None,
-            }
-        )
-    paired = []
-    for (kind, depth), losses in best_by_seed.items():
-        ref = best_by_seed.get(("shaped", depth))
-        if kind != "shaped" and ref:
-            paired.append(
-                {
-                    "kind": kind,
-                    "depth": depth,
-                    "minus_shaped": _t_diff(losses, ref),
-                }
-            )
+        cell_lrs = _lr_rows(kind, depth, mine)
+        row, best_by_seed[(kind, depth)] = _cell_row(kind, depth, mine, cell_lrs)
+        lr_rows += cell_lrs
+        rows.append(row)
+    paired = [
+        {
+            "kind": kind,
+            "depth": depth,
+            "minus_shaped": _t_diff(losses, best_by_seed[("shaped", depth)]),
+        }
+        for (kind, depth), losses in best_by_seed.items()
+        if kind != "shaped" and best_by_seed.get(("shaped", depth))
+    ]
     return {"cells": rows, "lr_rows": lr_rows, "vs_shaped": paired, "runs": runs}
