@@ -185,41 +185,30 @@ def fit_power_law(
     return fit
 
 
-def _gls_fit(widths, values, cov, power, signed, signal_level) -> PowerLawFit:
-    n = np.asarray(widths, dtype=np.float64)
-    y = np.asarray(values, dtype=np.float64)
-    if cov.shape != (n.size, n.size) or y.shape != n.shape:
-        raise ValueError(
-            f"fit_power_law: {n.size} widths, values of shape {y.shape}, covariance of shape "
-            f"{cov.shape}; need (k,), (k,) and (k, k)"
-        )
-    diag = np.diagonal(cov)
-    used = np.isfinite(y) & np.isfinite(diag) & (diag > 0) & (n > 0)
+class _NoFit(Exception):
+    """Why a power-law fit is undetermined (caught by `_gls_fit`)."""
+
+
+def _gls_weight(y, cov, used, signal_level):
+    """(inverse covariance of the used widths' estimates, chi2 against 0), or `_NoFit`."""
     if used.sum() < 3:
-        return _undetermined(
-            n,
-            used,
-            f"{int(used.sum())} width(s) with a finite estimate and error; need >= 3",
-            power=power,
-        )
-    n_u, y_u = n[used], y[used]
-    cov_u = cov[np.ix_(used, used)]
+        raise _NoFit(f"{int(used.sum())} width(s) with a finite estimate and error; need >= 3")
     try:
-        weight = np.linalg.inv(cov_u)
+        weight = np.linalg.inv(cov[np.ix_(used, used)])
     except np.linalg.LinAlgError:
-        return _undetermined(n, used, "singular covariance of the estimates", power=power)
+        raise _NoFit("singular covariance of the estimates") from None
     weight = 0.5 * (weight + weight.T)
-    k = y_u.size
+    y_u = y[used]
     chi2_zero = float(y_u @ weight @ y_u)
-    if stats.chi2.sf(chi2_zero, k) > signal_level:
-        return _undetermined(
-            n,
-            used,
-            f"no width's estimate differs from 0 (chi2 = {chi2_zero:.3g} on {k} dof)",
-            power=power,
+    if stats.chi2.sf(chi2_zero, y_u.size) > signal_level:
+        raise _NoFit(
+            f"no width's estimate differs from 0 (chi2 = {chi2_zero:.3g} on {y_u.size} dof)"
         )
-    n_ref = math.exp(float(np.mean(np.log(n_u))))
-    x = np.log(n_u / n_ref)
+    return weight, chi2_zero
+
+
+def _best_exponent(x, y_u, weight, chi2_zero, power, signed):
+    """(beta, amplitude a, chi2) of a x^beta by profile least squares over the slope range."""
 
     def amplitude_and_rss(beta):
         g = np.exp(np.multiply.outer(np.atleast_1d(beta), x))  # (betas, k)
@@ -243,26 +232,44 @@ def _gls_fit(widths, values, cov, power, signed, signal_level) -> PowerLawFit:
     beta = float(refine.x)
     a, chi2 = (float(v[0]) for v in amplitude_and_rss(beta))
     if a == 0.0 or beta <= lo + step or beta >= hi - step:
-        return _undetermined(
-            n,
-            used,
+        raise _NoFit(
             "no power law with A > 0 and a slope in "
-            f"[{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}] fits (best slope {beta / power:.3g})",
-            power=power,
+            f"[{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}] fits (best slope {beta / power:.3g})"
         )
-    g = np.exp(beta * x)
-    jac = np.stack([g, a * g * x], axis=1)
+    return beta, a, chi2
+
+
+def _gls_fit(widths, values, cov, power, signed, signal_level) -> PowerLawFit:
+    n = np.asarray(widths, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    if cov.shape != (n.size, n.size) or y.shape != n.shape:
+        raise ValueError(
+            f"fit_power_law: {n.size} widths, values of shape {y.shape}, covariance of shape "
+            f"{cov.shape}; need (k,), (k,) and (k, k)"
+        )
+    diag = np.diagonal(cov)
+    used = np.isfinite(y) & np.isfinite(diag) & (diag > 0) & (n > 0)
     try:
-        cov_params = np.linalg.inv(jac.T @ weight @ jac)
-    except np.linalg.LinAlgError:
-        return _undetermined(n, used, "singular Fisher information", power=power)
-    dof = k - 2
-    chi2_dof = chi2 / dof if dof > 0 else None
-    inflate = chi2_dof is not None and chi2_dof > 1
-    var_beta = cov_params[1, 1] * (chi2_dof if inflate else 1.0)
-    beta_se = math.sqrt(var_beta) if var_beta > 0 else math.nan
-    if not (math.isfinite(beta_se) and beta_se > 0):
-        return _undetermined(n, used, f"standard error {beta_se!r}", power=power)
+        weight, chi2_zero = _gls_weight(y, cov, used, signal_level)
+        n_u = n[used]
+        n_ref = math.exp(float(np.mean(np.log(n_u))))
+        x = np.log(n_u / n_ref)
+        beta, a, chi2 = _best_exponent(x, y[used], weight, chi2_zero, power, signed)
+        g = np.exp(beta * x)
+        jac = np.stack([g, a * g * x], axis=1)
+        try:
+            cov_params = np.linalg.inv(jac.T @ weight @ jac)
+        except np.linalg.LinAlgError:
+            raise _NoFit("singular Fisher information") from None
+        dof = n_u.size - 2
+        chi2_dof = chi2 / dof if dof > 0 else None
+        inflate = chi2_dof is not None and chi2_dof > 1
+        var_beta = cov_params[1, 1] * (chi2_dof if inflate else 1.0)
+        beta_se = math.sqrt(var_beta) if var_beta > 0 else math.nan
+        if not (math.isfinite(beta_se) and beta_se > 0):
+            raise _NoFit(f"standard error {beta_se!r}")
+    except _NoFit as why:
+        return _undetermined(n, used, str(why), power=power)
     slope = beta / power
     return PowerLawFit(
         slope=slope,
