@@ -10,13 +10,18 @@ import argparse
 import numpy as np
 
 from ..config import ShapedConfig
-from .common import positive_int
+from .common import check_devices, positive_int
 
 DEFAULTS = ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
 """The setting checked in docs/theory.md section 7 (m = 2, rho0 = 0.3, T = 1)."""
 
 MOMENT_TABLE_MAX_TOKENS = 8
 """The one-step moment table needs the dense noise tensor (m^4 entries): small m only."""
+
+FINITE_KEYS = "per-sample"
+"""Recorded in the settings: finite sources draw one key per sample
+(sharding.sharded_covariance_paths), the same for every --devices, so results of the older
+per-call keys are not resumed."""
 
 
 def _add_input_arguments(group) -> None:
@@ -182,6 +187,16 @@ def _sde_options(args: argparse.Namespace, width: int) -> dict:
     }
 
 
+def _solve_sde(config, v0, times, num_samples: int, key, args, width: int, label=None):
+    """(SDE samples, exit summary) at `times`, with the options of the shared flags."""
+    from .. import compare
+
+    sde, solution = compare.sde_source(
+        config, v0, times, num_samples, key=key, label=label, **_sde_options(args, width)
+    )
+    return sde, compare.exit_summary(solution)
+
+
 def _exits_line(exits: dict) -> str:
     return (
         f"SDE paths: {exits['paths']}, survived {exits['survived']}, crossed the bound "
@@ -225,6 +240,12 @@ def _check_sde_source(config, v0, T: float, args: argparse.Namespace, width: int
     options = _sde_options(args, width)
     options.pop("progress")
     jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, save_times=2, **options), jr.key(0))
+
+
+def _check_run_inputs(args: argparse.Namespace) -> None:
+    """The checks of `--devices` and `--max-failed-fraction` both commands make first."""
+    check_devices(args.devices)
+    _check_max_failed_fraction(args.max_failed_fraction)
 
 
 def _check_max_failed_fraction(value: float) -> None:

@@ -5,9 +5,11 @@ convergence rates in the width (docs/theory.md).
 
 Modules: `features` (names, pair subsets, many-token summaries), `distances` (vectorised KS, W1,
 energy distance, permutation and `scipy.stats.kstwo` noise levels), `samples`
-(`CovarianceSamples`: one grid, one stopping rule, PSD exits as failures), `comparison`
-(`compare_sources`), `sources` (finite networks and the SDE on the layer grid), `sweep` (width
-sweeps), `rates` (unbiased power-law fits), `simulate` (coverage study of the rate fit).
+(`CovarianceSamples`: one grid, one stopping rule, PSD exits as failures), `rows` (one feature's
+two laws at one time: `FeatureComparison`, `compare_arrays`), `comparison` (`compare_sources` and
+its `Comparison`: table, verdict levels), `sources` (finite networks and the SDE on the layer
+grid), `sweep` (width sweeps), `rates` (unbiased power-law fits), `simulate` (coverage study of
+the rate fit).
 """
 
 from __future__ import annotations
@@ -15,12 +17,8 @@ from __future__ import annotations
 from .comparison import MODES as MODES
 from .comparison import Comparison as Comparison
 from .comparison import DiscretisationError as DiscretisationError
-from .comparison import FeatureComparison as FeatureComparison
 from .comparison import check_failed_fraction as check_failed_fraction
-from .comparison import compare_arrays as compare_arrays
-from .comparison import compare_feature as compare_feature
 from .comparison import compare_sources as compare_sources
-from .comparison import z_score as z_score
 from .distances import QUANTILES as QUANTILES
 from .distances import JackknifeEstimate as JackknifeEstimate
 from .distances import energy_distance as energy_distance
@@ -40,6 +38,10 @@ from .features import summary_features as summary_features
 from .rates import PowerLawFit as PowerLawFit
 from .rates import fit_power_law as fit_power_law
 from .rates import loglog_fit as loglog_fit
+from .rows import FeatureComparison as FeatureComparison
+from .rows import compare_arrays as compare_arrays
+from .rows import compare_feature as compare_feature
+from .rows import z_score as z_score
 from .samples import FAILURE_REASONS as FAILURE_REASONS
 from .samples import CovarianceSamples as CovarianceSamples
 from .sources import coefficient_table as coefficient_table

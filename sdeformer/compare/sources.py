@@ -19,7 +19,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from .comparison import z_score
+from .rows import z_score
 from .samples import CovarianceSamples
 
 

@@ -1,0 +1,271 @@
+"""The work of `sdeformer compare`: the checked plan, the result units, the comparisons, the report.
+
+`plan_compare` checks every input before the output folder exists; `run_compare` solves the SDE
+first (a run refused for too many failed paths draws no finite sample and removes the folder it
+created), then the finite sources and the one-step moment table, each a unit of the result
+store (a killed run resumes), then compares and writes compare.json and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._sources import (
+    FINITE_KEYS,
+    MOMENT_TABLE_MAX_TOKENS,
+    _check_finite_source,
+    _check_run_inputs,
+    _check_sde_source,
+    _input_covariance,
+    _save_every,
+    _solve_sde,
+)
+from .common import config_from_args, progress
+
+EXPLICIT_DEFAULT_MAX = 400
+"""Explicit networks when --explicit-samples is not given: --samples, but no more than this."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparePlan:
+    """What one `compare` run computes, checked before any file is written."""
+
+    config: object
+    v0: object
+    depth: int
+    methods: list[str]
+    sizes: dict[str, int]
+    every: int
+    moment_samples: int
+    settings: dict
+
+    @property
+    def m(self) -> int:
+        return int(self.v0.shape[0])
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """The sample units in the order they are computed: the SDE, then the finite sources."""
+        return ("sde", *self.methods)
+
+
+def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
+    """The checked plan of a run (`ValueError` naming the fix before the folder is created)."""
+    from .. import compare
+
+    config = config_from_args(args)
+    v0 = _input_covariance(args, dtype)
+    m = int(v0.shape[0])
+    n = args.width
+    depth = compare.depth_for(args.T, n)
+    methods = ["law", "explicit"] if args.method == "both" else [args.method]
+    sizes = {
+        "law": args.law_samples or args.samples,
+        "explicit": args.explicit_samples or min(args.samples, EXPLICIT_DEFAULT_MAX),
+        "sde": args.sde_samples or args.samples,
+    }
+    every = _save_every(depth, m, sum(sizes[k] for k in (*methods, "sde")))
+    moment_samples = args.moment_samples if m <= MOMENT_TABLE_MAX_TOKENS else 0
+    # Every input is checked before the output directory is created.
+    _check_run_inputs(args)
+    for method in methods:
+        _check_finite_source(config, n, depth, v0, method)
+    _check_sde_source(config, v0, depth / n, args, n)
+    if moment_samples == 1:
+        raise ValueError(
+            "--moment-samples 1: the standard errors need at least 2 antithetic pairs; pass 0 "
+            "(skip the table) or >= 2"
+        )
+    settings = {
+        "config": config.to_dict(),
+        "width": n,
+        "T": args.T,
+        "v0": np.asarray(v0).tolist(),
+        "method": args.method,
+        "num_samples": {k: sizes[k] for k in (*methods, "sde")},
+        "finite_keys": FINITE_KEYS,
+        "steps": args.steps,
+        "steps_chosen_by": args.steps_choice["chosen_by"],
+        "bound": args.bound,
+        "finite_width_sde": args.finite_width_sde,
+        "moment_samples": moment_samples,
+        "seed": args.seed,
+        "float64": args.float64,
+    }
+    return ComparePlan(config, v0, depth, methods, sizes, every, moment_samples, settings)
+
+
+def _samples_arrays(src, *, failed: bool) -> dict:
+    """The arrays of a `CovarianceSamples` saved as a unit (`failed` only for the SDE)."""
+    arrays = {"ts": src.ts, "vs": src.vs, "alive": src.alive}
+    return {**arrays, "failed": src.failed} if failed else arrays
+
+
+def _samples_from(label: str, saved: dict):
+    """The `CovarianceSamples` of a saved unit (`failed` all False where it was not saved)."""
+    from .. import compare
+
+    return compare.CovarianceSamples(
+        label, saved["ts"], saved["vs"], saved["alive"], saved.get("failed")
+    )
+
+
+def _sde_unit(store, plan: ComparePlan, times, key, args: argparse.Namespace):
+    """(SDE samples, exit summary): the store's `sde` unit, solved unless it is there."""
+    n = args.width
+    label = "SDE" if not args.finite_width_sde else f"SDE (width {n})"
+    if store.has_arrays("sde") and store.has("sde_exits"):
+        return _samples_from(label, store.load_arrays("sde")), store.load("sde_exits")
+    sde, exits = _solve_sde(plan.config, plan.v0, times, plan.sizes["sde"], key, args, n, label)
+    store.save_arrays("sde", _samples_arrays(sde, failed=True))
+    store.save("sde_exits", exits)
+    return sde, exits
+
+
+def _finite_unit(store, plan: ComparePlan, method: str, key, args: argparse.Namespace):
+    """The samples of one finite source: the store's unit `method`, sampled unless it is there."""
+    from .. import compare
+
+    n = args.width
+    label = f"{method} n={n}"
+    if store.has_arrays(method):
+        return _samples_from(label, store.load_arrays(method))
+    src = compare.finite_source(
+        plan.config,
+        n,
+        plan.depth / n,
+        plan.v0,
+        plan.sizes[method],
+        key=key,
+        method=method,
+        bound=args.bound,
+        every=plan.every,
+        label=label,
+        devices=args.devices,
+        progress=not args.no_progress,
+    )
+    store.save_arrays(method, _samples_arrays(src, failed=False))
+    return src
+
+
+def _moments_unit(store, plan: ComparePlan, key, n: int) -> list:
+    """The one-step moment table at V0: the store's `moments` unit, estimated unless there."""
+    from .. import compare
+
+    if store.has("moments"):
+        return store.load("moments")
+    moments = compare.coefficient_table(plan.config, n, plan.v0, plan.moment_samples, key=key)
+    store.save("moments", moments)
+    return moments
+
+
+def _times(plan: ComparePlan, n: int) -> tuple[np.ndarray, list[float]]:
+    """(saved times, compared times): the layer times every source is saved at, and T/2, T."""
+    # every source is saved at these layer times (those of `CovarianceSamples.from_paths`)
+    layers = np.arange(plan.depth + 1)
+    times = np.unique(np.concatenate([layers[:: plan.every], layers[-1:]])) / n
+    T = float(times[-1])
+    return times, sorted({float(times[np.argmin(np.abs(times - T / 2))]), T})
+
+
+def _sample_units(store, plan: ComparePlan, times, compare_times, args, created: bool):
+    """(sde, exits, finite sources, moments): every unit, the SDE solved and checked first."""
+    import jax.random as jr
+
+    from .. import compare
+
+    key = jr.key(args.seed)
+    out = Path(args.out)
+    finite = {}
+    moments = []
+    steps = len(plan.methods) + 1 + (plan.moment_samples > 0)
+    with progress(steps, "compare", args.no_progress) as bar:
+        # The SDE first: too many paths outside the cone refuse the run before any finite
+        # sample is drawn, and a folder this run created is removed (a refused run leaves
+        # nothing, and the fix it names can be rerun in the same folder).
+        try:
+            sde, exits = _sde_unit(store, plan, times, jr.fold_in(key, 10), args)
+            compare.check_failed_fraction(sde, compare_times, args.max_failed_fraction)
+        except compare.DiscretisationError:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        bar.update(1)
+        for i, method in enumerate(plan.methods):
+            finite[method] = _finite_unit(store, plan, method, jr.fold_in(key, i), args)
+            bar.update(1)
+        if plan.moment_samples > 0:
+            moments = _moments_unit(store, plan, jr.fold_in(key, 20), args.width)
+            bar.update(1)
+    return sde, exits, finite, moments
+
+
+def _compare_all(finite: dict, sde, compare_times, args: argparse.Namespace) -> dict:
+    """Each finite source against the SDE at the compared times."""
+    from .. import compare
+
+    return {
+        method: compare.compare_sources(
+            src,
+            sde,
+            times=compare_times,
+            mode=args.mode,
+            seed=args.seed,
+            max_pairs=args.max_pairs,
+            pair_seed=args.pair_seed,
+            max_failed_fraction=args.max_failed_fraction,
+        )
+        for method, src in finite.items()
+    }
+
+
+def run_compare(plan: ComparePlan, args: argparse.Namespace) -> tuple[dict, dict, Path]:
+    """Sample (or reuse) every unit, compare, write figures and compare.json.
+
+    Returns (report, comparisons by method, path of compare.json).
+    """
+    from .. import plot
+    from ..results import ResultStore, write_json
+
+    out = Path(args.out)
+    times, compare_times = _times(plan, args.width)
+    created = not out.exists()
+    # One unit per source (arrays, .npz) and one for the moments table: a killed run resumes.
+    store = ResultStore(out, "compare", plan.settings, overwrite=args.overwrite)
+    started = time.perf_counter()
+    reused = [u for u in plan.units if store.has_arrays(u)]
+    reused += ["moments"] if plan.moment_samples > 0 and store.has("moments") else []
+    sde, exits, finite, moments = _sample_units(store, plan, times, compare_times, args, created)
+    sampled = time.perf_counter()
+    comparisons = _compare_all(finite, sde, compare_times, args)
+    compared = time.perf_counter()
+    sources = [*finite.values(), sde]
+    figures = [
+        plot.save_figure(plot.rho_density_figure(sources), out / "rho_density.png"),
+        plot.save_figure(plot.feature_bands_figure(sources), out / "rho_bands.png"),
+    ]
+    report = {
+        "command": "compare",
+        "settings": {
+            **plan.settings,
+            "depth": plan.depth,
+            "T": float(times[-1]),
+            "mode": args.mode,
+        },
+        "seconds": compared - started,
+        "seconds_sampling": sampled - started,
+        "seconds_comparison": compared - sampled,
+        "sde_steps": args.steps_choice,
+        "reused_units": reused,
+        "sde_exits": exits,
+        "comparisons": {k: c.to_dict() for k, c in comparisons.items()},
+        "one_step_moments": moments,
+        "figures": [str(f) for f in figures],
+    }
+    return report, comparisons, write_json(out / "compare.json", report)
