@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LINT = pathlib.Path(sys.executable).with_name("lint-imports")
 
@@ -22,15 +24,32 @@ def _lint(cwd: pathlib.Path) -> subprocess.CompletedProcess:
 def test_the_package_keeps_its_layers():
     out = _lint(ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "1 kept, 0 broken" in out.stdout
+    assert "4 kept, 0 broken" in out.stdout
 
 
-def test_an_upward_import_is_flagged(tmp_path):
-    """A copy of the package whose config imports the command line breaks the contract."""
+@pytest.mark.parametrize(
+    ("module", "line", "message"),
+    [
+        (
+            "config.py",
+            "from . import cli",
+            "sdeformer.config is not allowed to import sdeformer.cli",
+        ),
+        (
+            "design/__init__.py",
+            "from .. import train",
+            "sdeformer.design is not allowed to import sdeformer.train",
+        ),
+        ("sde/__init__.py", "import optax", "sdeformer.sde is not allowed to import optax"),
+    ],
+    ids=["upward", "sibling-faces", "optax-in-core"],
+)
+def test_a_bad_import_is_flagged(tmp_path, module, line, message):
+    """A copy of the package with one forbidden import breaks its contract, named."""
     shutil.copytree(ROOT / "sdeformer", tmp_path / "sdeformer")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    config = tmp_path / "sdeformer" / "config.py"
-    config.write_text(config.read_text() + "\nfrom . import cli  # noqa: E402 (deliberate)\n")
+    path = tmp_path / "sdeformer" / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa: E402 (deliberate)\n")
     out = _lint(tmp_path)
     assert out.returncode != 0
-    assert "sdeformer.config is not allowed to import sdeformer.cli" in out.stdout
+    assert message in " ".join(out.stdout.split())
