@@ -285,8 +285,7 @@ def _visible_options(command) -> set[str]:
 def test_one_vocabulary_for_sample_counts_and_width():
     """Sample counts are --samples (others --<source>-samples) and width is --width.
 
-    No command shows --n, --paths, --num-paths or --num-samples in its help (hidden old
-    spellings may remain as deprecated aliases).
+    No command has --n, --paths, --num-paths or --num-samples (the old spellings are removed).
     """
     from sdeformer.cli import build_parser
 
@@ -310,31 +309,31 @@ def test_one_vocabulary_for_sample_counts_and_width():
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "key", "value"),
+    "argv",
     [
-        (["compare", "--n", "16"], ["compare", "--width", "16"], "width", 16),
-        (["compare", "--paths", "5"], ["compare", "--sde-samples", "5"], "sde_samples", 5),
-        (["sweep-width", "--paths", "5"], ["sweep-width", "--sde-samples", "5"], "sde_samples", 5),
-        (["rank-collapse", "--n", "16"], ["rank-collapse", "--width", "16"], "n", 16),
+        ["compare", "--n", "16"],
+        ["compare", "--paths", "5"],
+        ["compare", "--law-samples", "5"],
+        ["sweep-width", "--paths", "5"],
+        ["rank-collapse", "--n", "16"],
+        ["compare", "--samp", "5"],
     ],
 )
-def test_deprecated_spellings_still_work_with_one_line(old, new, key, value, capsys):
-    from sdeformer.cli import _parse, build_parser
+def test_old_spellings_and_abbreviations_are_refused(argv, capsys):
+    """The removed aliases (CHANGELOG.md) and prefixes of an option exit 2, naming the flag."""
+    from sdeformer.cli import build_parser
 
-    args, _ = _parse(build_parser(), old)
-    assert getattr(args, key) == value
-    err = capsys.readouterr().err
-    assert err.count("deprecated") == 1 and new[1] in err, err
-    args, _ = _parse(build_parser(), new)
-    assert getattr(args, key) == value
-    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {argv[1]}" in capsys.readouterr().err
 
 
-def test_config_json_records_the_new_spelling(tmp_path, capsys):
-    """The resolved options use the documented names, also when an old spelling was given."""
+def test_config_json_records_the_documented_names(tmp_path, capsys):
+    """The resolved options use the documented names (`width`, not the destination `n`)."""
     out = tmp_path / "rc"
     argv = ["rank-collapse", *TINY, "--kinds", "shaped", "--out", str(out)]
-    assert main([*[("--n" if a == "--width" else a) for a in argv]]) == 0
+    assert main(argv) == 0
     capsys.readouterr()
     config = json.loads((out / "config.json").read_text())
     assert config["width"] == 8 and "n" not in config and config["devices"] == 1

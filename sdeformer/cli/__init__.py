@@ -44,9 +44,6 @@ def _run_main_job(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `sdeformer` argument parser, with one subcommand per command."""
-    from . import common
-
-    common._WARNED.clear()  # each command reports a deprecated flag once
     parser = argparse.ArgumentParser(
         prog="sdeformer",
         description=(
@@ -68,7 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_design(sub)
     for command in sub.choices.values():
         add_config_file_argument(command)
+    _refuse_abbreviations(parser)
     return parser
+
+
+def _refuse_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Options are spelled in full: `--n` is refused, not read as a prefix of `--no-progress`."""
+    parser.allow_abbrev = False
+    for action in parser._actions:  # argparse has no public accessor for subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _refuse_abbreviations(command)
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

@@ -66,7 +66,7 @@ def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
     depth = compare.depth_for(args.T, n)
     methods = ["law", "explicit"] if args.method == "both" else [args.method]
     sizes = {
-        "law": args.law_samples or args.samples,
+        "law": args.samples,
         "explicit": args.explicit_samples or min(args.samples, EXPLICIT_DEFAULT_MAX),
         "sde": args.sde_samples or args.samples,
     }

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+import tomllib
+from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import yaml
+
+from .._progress import Progress
 from ..config import BLOCK_NAMES, ShapedConfig
 
 CONFIG_HELP = {
@@ -104,36 +112,6 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     )
 
 
-_WARNED: set[str] = set()
-"""Deprecated flags already reported in this process's current command (one line each)."""
-
-
-class DeprecatedAlias(argparse.Action):
-    """A hidden old spelling of an option: it stores its value and prints one deprecation line.
-
-    Add it after the option it stands for, with the same `dest` (or a `dest` of its own where the
-    old flag meant something the new vocabulary spells differently) and `replacement`, the flag
-    to use instead; it is left out of `--help` and of the resolved options.
-    """
-
-    def __init__(self, option_strings, dest, *, replacement: str, **kwargs):
-        kwargs.setdefault("default", argparse.SUPPRESS)
-        kwargs["help"] = argparse.SUPPRESS
-        self.replacement = replacement
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        """Store `values` under `dest`, printing the deprecation line once per spelling."""
-        if option_string not in _WARNED:
-            _WARNED.add(option_string)
-            print(
-                f"sdeformer: {option_string} is deprecated and will be removed; use "
-                f"{self.replacement}",
-                file=sys.stderr,
-            )
-        setattr(namespace, self.dest, values)
-
-
 def add_devices_argument(group, what: str) -> None:
     """`--devices N`: shard `what` over the first N devices (seed semantics in the help)."""
     group.add_argument(
@@ -152,8 +130,6 @@ def add_devices_argument(group, what: str) -> None:
 
 def check_devices(devices: int) -> None:
     """Refuse `--devices N` above the visible device count, naming the fix."""
-    import jax
-
     available = jax.devices()
     if devices > len(available):
         platform = available[0].platform
@@ -191,16 +167,11 @@ def progress(total: int, desc: str, disable: bool, unit: str = "units"):
     A tqdm bar on a terminal, else one line every few seconds, with a heartbeat while one unit
     runs long (sdeformer._progress).
     """
-    from .._progress import Progress
-
     return Progress(desc, total, unit, enabled=not disable, rate=False, file=sys.stderr)
 
 
 def setup_precision(args: argparse.Namespace):
     """The dtype of the run: float64 with `--float64` (enabling JAX's x64 mode), else float32."""
-    import jax
-    import jax.numpy as jnp
-
     if args.float64:
         jax.config.update("jax_enable_x64", True)
         return jnp.float64
@@ -225,11 +196,13 @@ def csv_list(text: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------- config files
 #
-# argparse is kept (rather than jsonargparse or tyro): the commands already declare every option
-# with its type, default and help once, the config-file layer below is about 80 lines on top of
-# it, and it adds no dependency (TOML is read by the standard library's tomllib; YAML only if
-# PyYAML is installed). Values in a file go through the same `type=` converters as flags do, and
-# flags given on the command line win over the file.
+# argparse is kept (rather than jsonargparse or tyro): the commands declare every option with its
+# type, default and help once, and the file layer below (read_config_file, option_actions,
+# config_defaults, about 110 lines) sends the values of a file through the same `type=`
+# converters as flags, with flags on the command line winning. jsonargparse would replace it
+# but changes the parser class of every command, reads TOML only through a custom loader, and
+# spells options by destination (`n` for `--width`), which the resolved config.json and its tests
+# do not. TOML is read by the standard library's tomllib, YAML by PyYAML (a dependency).
 
 _NOT_OPTIONS = {"help", "config", "func", "command"}
 
@@ -248,27 +221,14 @@ def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
 
 def read_config_file(path: str) -> dict:
     """The mapping in a TOML, YAML or JSON file (ValueError names the file and the problem)."""
-    import json
-    from pathlib import Path
-
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"--config {path}: no such file")
     suffix = file.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"--config {path}: unknown suffix {suffix!r}; use .toml, .yaml, .json")
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as err:
-            raise ValueError(
-                f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); "
-                "or write the file as TOML"
-            ) from err
     try:
         if suffix == ".toml":
-            import tomllib
-
             data = tomllib.loads(file.read_text())
         elif suffix == ".json":
             data = json.loads(file.read_text())

@@ -20,7 +20,6 @@ from ._sources import (
     _steps_note,
 )
 from .common import (
-    DeprecatedAlias,
     add_config_arguments,
     add_devices_argument,
     add_run_arguments,
@@ -52,9 +51,6 @@ def _add_compare(sub) -> None:
     add_config_arguments(parser, DEFAULTS)
     group = parser.add_argument_group("experiment")
     group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
-    group.add_argument(
-        "--n", action=DeprecatedAlias, type=positive_int, dest="width", replacement="--width"
-    )
     _add_input_arguments(group)
     _add_sample_arguments(group)
     _add_comparison_arguments(group)
@@ -89,20 +85,6 @@ def _add_sample_arguments(group) -> None:
         type=positive_int,
         default=None,
         help="SDE paths (default: --samples)",
-    )
-    group.add_argument(
-        "--paths",
-        action=DeprecatedAlias,
-        type=positive_int,
-        dest="sde_samples",
-        replacement="--sde-samples",
-    )
-    group.add_argument(
-        "--law-samples",
-        action=DeprecatedAlias,
-        type=positive_int,
-        default=None,
-        replacement="--samples (law chain) with --sde-samples (SDE)",
     )
     add_devices_argument(
         group,

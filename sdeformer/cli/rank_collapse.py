@@ -10,7 +10,6 @@ from pathlib import Path
 from ..config import ShapedConfig
 from ._sources import _check_finite_source
 from .common import (
-    DeprecatedAlias,
     add_config_arguments,
     add_run_arguments,
     check_devices,
@@ -48,9 +47,6 @@ def _add_rank_collapse(sub) -> None:
     group = parser.add_argument_group("experiment")
     group.add_argument(
         "--width", dest="n", type=positive_int, default=128, help="width n (default: 128)"
-    )
-    group.add_argument(
-        "--n", action=DeprecatedAlias, type=positive_int, dest="n", replacement="--width"
     )
     group.add_argument("--depth", type=positive_int, default=256, help="depth d (default: 256)")
     group.add_argument("--tokens", type=positive_int, default=8, help="tokens m (default: 8)")

@@ -8,7 +8,6 @@ import json
 from ._sources import DEFAULTS, _add_input_arguments, _steps_note
 from ._sweep_run import plan_sweep, run_sweep
 from .common import (
-    DeprecatedAlias,
     add_config_arguments,
     add_devices_argument,
     add_run_arguments,
@@ -58,13 +57,6 @@ def _add_sweep_width(sub) -> None:
         type=positive_int,
         default=None,
         help="SDE paths per width (with --shared-sde: in all) (default: --samples)",
-    )
-    group.add_argument(
-        "--paths",
-        action=DeprecatedAlias,
-        type=positive_int,
-        dest="sde_samples",
-        replacement="--sde-samples",
     )
     add_devices_argument(
         group, "the finite samples of each width (the SDE paths run on one device)"
