@@ -191,6 +191,62 @@ class ShapedConfig:
         return cls(**data)
 
 
+TRACEABLE_FIELDS = ("tau0", "gamma", "c_plus", "c_minus")
+"""The fields of `ShapedConfig` that the covariance SDE can take as JAX values (`with_values`)."""
+
+
+class _ValuedConfig(ShapedConfig):
+    """A `ShapedConfig` whose real parameters are JAX scalars (see `with_values`)."""
+
+    @property
+    def lam(self):
+        """The skip weight sqrt(1 - gamma^2), as a JAX value."""
+        return jnp.sqrt(1.0 - self.gamma**2)
+
+
+def _check_traceable(values: dict) -> None:
+    unknown = sorted(set(values) - set(TRACEABLE_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"{unknown} cannot be JAX values; only {list(TRACEABLE_FIELDS)} can (the other "
+            "fields of ShapedConfig set the structure of the computation)"
+        )
+
+
+def with_values(config: ShapedConfig, values: dict) -> ShapedConfig:
+    """`config` with some of `TRACEABLE_FIELDS` replaced by JAX scalars (traced under jit/vmap).
+
+    The limit faces of the blocks read `tau0`, `gamma`, `c_plus` and `c_minus` only in
+    arithmetic, so they run unchanged on such a config: one compiled SDE solver then serves
+    every value of the parameters (phase maps), and derivatives in them are pathwise
+    (`jax.jvp`). The structure (blocks, heads, causal, out_proj, mlp_ratio) stays static. The
+    values are not validated here (they may be tracers): check them where they are concrete
+    (`check_values`). The result is not hashable; use it only inside the computation.
+    """
+    _check_traceable(values)
+    out = object.__new__(_ValuedConfig)
+    for field in dataclasses.fields(config):
+        object.__setattr__(out, field.name, getattr(config, field.name))
+    for name, value in values.items():
+        object.__setattr__(out, name, jnp.asarray(value))
+    return out
+
+
+def check_values(config: ShapedConfig, values: dict) -> dict[str, np.ndarray]:
+    """Validate concrete parameter values (arrays of any shape) by the rules of `ShapedConfig`.
+
+    Returns them as float64 NumPy arrays; a `ValueError` names the first bad value and the fix.
+    """
+    _check_traceable(values)
+    out = {}
+    for name, value in values.items():
+        array = np.asarray(value, dtype=np.float64)
+        for item in np.unique(array.ravel()):
+            config.replace(**{name: float(item)})  # the ShapedConfig rules, one message
+        out[name] = array
+    return out
+
+
 def check_width(n: object, *, minimum: int = 1, name: str = "n") -> int:
     """Validate a width (or another positive integer size) and return it as an int."""
     if not _is_int(n) or n < minimum:

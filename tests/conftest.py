@@ -30,3 +30,25 @@ def key():
 @pytest.fixture
 def full() -> bool:
     return FULL
+
+
+class CompileCounter:
+    """Counts XLA backend compilations (jax.monitoring events) while it is registered."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event == self.EVENT:
+            self.count += 1
+
+
+@pytest.fixture
+def compiles():
+    """A `CompileCounter` registered for the test: `compiles.count` is the compilations so far."""
+    counter = CompileCounter()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    yield counter
+    jax.monitoring.unregister_event_duration_listener(counter)

@@ -163,6 +163,7 @@ def test_one_step_moments_match_euler(key):
             self.config, self.inner = inner.config, inner
             self.lin_coefficient = inner.lin_coefficient
             self.mix_coefficient = inner.mix_coefficient
+            self.has_attention_noise = inner.has_attention_noise
 
         def drift(self, vv):
             return self.inner.drift(vv) + ito_correction(

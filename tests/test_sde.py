@@ -274,19 +274,19 @@ def test_law_matches_the_dense_formulation(m, key):
     assert z_max(math.sqrt(1.3)) > 4.5
 
 
-def test_batching_keeps_paths_and_no_recompilation(key, capsys):
+def test_batching_keeps_paths_and_no_recompilation(key, capsys, compiles):
     """Batches of 4 (padded) give the same paths as one batch; new T, bound and dt0 reuse the
-    compiled solver (counted traces); progress=True shows a bar over the batches."""
+    compiled solver (no XLA compilation); progress=True shows a bar over the batches."""
     kwargs = dict(key=key, num_steps=4, save_times=3)
     one = sf.solve_sde(LINEAR, V2, 0.2, 10, **kwargs)
     batched = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, **kwargs)
     assert batched.stats["num_batches"] == 3 and one.stats["num_batches"] == 1
     np.testing.assert_array_equal(one.vs, batched.vs)
     np.testing.assert_array_equal(one.exit_reason, batched.exit_reason)
-    traces = sf.sde._solve._TRACES[0]
+    before = compiles.count
     later = sf.solve_sde(LINEAR, V2, 0.3, 10, **{**kwargs, "key": key}, bound=5.0)
     sf.solve_sde(LINEAR, V2, 0.3, 10, key=key, dt0=0.075, save_times=3)
-    assert sf.sde._solve._TRACES[0] == traces
+    assert compiles.count == before
     # progress within a batch is a host callback in the solver: its own program, same paths
     again = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, progress=True, **kwargs)
     np.testing.assert_array_equal(again.vs, one.vs)
@@ -298,7 +298,7 @@ def test_memory_estimate_and_too_large_paths():
     """`sde_memory_estimate` within 2x of XLA's memory analysis of the compiled batch solver;
     a path that cannot fit the budget is refused before anything is allocated."""
     from sdeformer.sde import sde_memory_estimate
-    from sdeformer.sde._solve import _solve_batch
+    from sdeformer.sde._batch import solve_batch
 
     cfg = sf.ShapedConfig()
     m, batch, k = 40, 4, 11
@@ -318,7 +318,7 @@ def test_memory_estimate_and_too_large_paths():
         16,
         False,
     )
-    stats = _solve_batch.lower(*args).compile().compiled.memory_analysis()
+    stats = solve_batch.lower(*args).compile().compiled.memory_analysis()
     used = stats.temp_size_in_bytes + stats.output_size_in_bytes + stats.argument_size_in_bytes
     estimate = sde_memory_estimate(m, k, batch)
     assert used / 2 <= estimate <= 2 * used, (estimate, used)

@@ -18,9 +18,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._typing import Scalar
 from ..config import ShapedConfig
 
 
@@ -59,7 +61,7 @@ def attention_k(v: Float[Array, "m m"]) -> Float[Array, "m m"]:
     return v @ double_centre(v) @ v
 
 
-def attention_coefficients(config: ShapedConfig) -> tuple[float, float]:
+def attention_coefficients(config: ShapedConfig) -> tuple[Scalar, Scalar]:
     """(kappa_att, alpha_att): Sigma_att = kappa_att Lin + alpha_att Att.
 
     kappa_att = gam^2 (2 - gam^2) without, 2 gam^2 with the output projection;
@@ -71,7 +73,7 @@ def attention_coefficients(config: ShapedConfig) -> tuple[float, float]:
     return kappa, g2**2 / (config.tau0**2 * config.heads)
 
 
-def mlp_coefficient(config: ShapedConfig) -> float:
+def mlp_coefficient(config: ShapedConfig) -> Scalar:
     """kappa_mlp = gam^2 (2 - gam^2 + gam^2 / r): Sigma_mlp = kappa_mlp Lin."""
     g2 = config.gamma**2
     return g2 * (2.0 - g2 + g2 / config.mlp_ratio)
@@ -122,11 +124,27 @@ def fast_arccos(x: Array) -> Array:
     return jnp.where(x < 0, jnp.float32(math.pi) - r, r)
 
 
-def relu_nu(c_plus: float, c_minus: float, rho: Array) -> Array:
-    """nu(rho) = ((c_+ - c_-)^2 / (2 pi)) (sqrt(1 - rho^2) - rho arccos(rho)), rho in [-1, 1]."""
+@jax.custom_jvp
+def _nu_shape(rho: Array) -> Array:
+    """sqrt(1 - rho^2) - rho arccos(rho) on [-1, 1] (rho clipped there)."""
     rho = jnp.clip(rho, -1.0, 1.0)
-    shape = jnp.sqrt(jnp.clip(1.0 - rho**2, 0.0)) - rho * fast_arccos(rho)
-    return ((c_plus - c_minus) ** 2 / (2 * math.pi)) * shape
+    return jnp.sqrt(jnp.clip(1.0 - rho**2, 0.0)) - rho * fast_arccos(rho)
+
+
+@_nu_shape.defjvp
+def _nu_shape_jvp(primals, tangents):
+    # d/drho = -arccos(rho): finite at rho = +-1 (the diagonal of every V has rho = 1), where
+    # differentiating the two terms apart gives inf - inf
+    (rho,), (drho,) = primals, tangents
+    return _nu_shape(rho), -fast_arccos(jnp.clip(rho, -1.0, 1.0)) * drho
+
+
+def relu_nu(c_plus: Scalar, c_minus: Scalar, rho: Array) -> Array:
+    """nu(rho) = ((c_+ - c_-)^2 / (2 pi)) (sqrt(1 - rho^2) - rho arccos(rho)), rho in [-1, 1].
+
+    Differentiable everywhere on [-1, 1], with nu'(rho) = -((c_+ - c_-)^2 / (2 pi)) arccos(rho).
+    """
+    return ((c_plus - c_minus) ** 2 / (2 * math.pi)) * _nu_shape(rho)
 
 
 def mlp_drift(config: ShapedConfig, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
@@ -149,8 +167,8 @@ class NoiseTerms(NamedTuple):
     - `mix_kind`: "attention", "causal" or None.
     """
 
-    lin: float
-    mix: float = 0.0
+    lin: Scalar
+    mix: Scalar = 0.0
     mix_kind: str | None = None
 
 

@@ -10,20 +10,21 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import _linalg
 from .._linalg import symmetrize
+from .._typing import Scalar
 from .._wishart import bartlett_from_normals, bartlett_size, complement_dof
 from ..config import ShapedConfig, check_width
 from . import _limit
 from ._base import Block, law_normals, normals
 
 
-def relu_slopes(config: ShapedConfig, n: int) -> tuple[float, float, float]:
+def relu_slopes(config: ShapedConfig, n: int) -> tuple[Scalar, Scalar, Scalar]:
     """(s_plus, s_minus, c): the shaped ReLU's slopes at width n and its normalising constant."""
     s_plus = 1.0 + config.c_plus / math.sqrt(n)
     s_minus = 1.0 + config.c_minus / math.sqrt(n)
     return s_plus, s_minus, 2.0 / (s_plus**2 + s_minus**2)
 
 
-def shaped_relu(h: Array, s_plus: float, s_minus: float) -> Array:
+def shaped_relu(h: Array, s_plus: Scalar, s_minus: Scalar) -> Array:
     """sigma(x) = s_plus max(x, 0) + s_minus min(x, 0)."""
     return s_plus * jnp.maximum(h, 0.0) + s_minus * jnp.minimum(h, 0.0)
 

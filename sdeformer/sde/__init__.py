@@ -20,12 +20,9 @@ Within the subpackage the solver imports the coefficients, never the other way r
 from __future__ import annotations
 
 from ._brownian import PathBrownian as PathBrownian
-from ._coefficients import EXIT_REASONS as EXIT_REASONS
 from ._coefficients import STRATONOVICH_AUTODIFF_MAX_TOKENS as STRATONOVICH_AUTODIFF_MAX_TOKENS
 from ._coefficients import CovarianceSDE as CovarianceSDE
-from ._coefficients import SDESolution as SDESolution
 from ._coefficients import default_psd_tol as default_psd_tol
-from ._coefficients import exit_code as exit_code
 from ._coefficients import psd_factor as psd_factor
 from ._coefficients import psd_factor_batch as psd_factor_batch
 from ._coefficients import triu_matrix as triu_matrix
@@ -40,6 +37,9 @@ from ._psd_scheme import exponential_step as exponential_step
 from ._psd_scheme import ito_correction as ito_correction
 from ._psd_scheme import ito_correction_dense as ito_correction_dense
 from ._psd_scheme import whitened_noise as whitened_noise
+from ._solution import EXIT_REASONS as EXIT_REASONS
+from ._solution import SDESolution as SDESolution
+from ._solution import exit_code as exit_code
 from ._solve import DEFAULT_MEMORY_BUDGET as DEFAULT_MEMORY_BUDGET
 from ._solve import SOLVERS as SOLVERS
 from ._solve import default_memory_budget as default_memory_budget

@@ -27,28 +27,17 @@ The solver (`solve_sde`, in `sdeformer.sde._solve`) steps whole batches of paths
 from __future__ import annotations
 
 import functools
-import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float
 
 from .. import _lapack
-from .._linalg import symmetrize
+from .._typing import Scalar
 from ..blocks import MissingFaceError, ShapedAttention, _limit, block_types
-from ..config import ShapedConfig, check_width
-from ..results import SOLUTION_DIMS, load_arrays_module, save_arrays_module, to_xarray
-
-EXIT_REASONS: dict[int, str] = {
-    0: "survived",
-    1: "left_psd_cone",
-    2: "crossed_bound",
-    3: "non_finite",
-    4: "solver_failure",
-}
-"""Codes of `SDESolution.exit_reason`."""
+from ..config import ShapedConfig, check_width, with_values
 
 STRATONOVICH_AUTODIFF_MAX_TOKENS = 16
 """Largest m for the O(m^5) autodiff Stratonovich correction (causal attention only)."""
@@ -174,28 +163,52 @@ class CovarianceSDE(eqx.Module):
 
     config: ShapedConfig = eqx.field(static=True)
     width: int | None = eqx.field(static=True)
+    values: dict[str, Array] | None = None
 
-    def __init__(self, config: ShapedConfig, width: int | None = None):
+    def __init__(self, config: ShapedConfig, width: int | None = None, values: dict | None = None):
         if width is not None:
             width = check_width(width, name="width")
         _check_limit_faces(config, width)
         self.config = config
         self.width = width
+        if values is not None:
+            with_values(config, values)  # refuses a field that cannot be a JAX value
+            values = {k: jnp.asarray(v) for k, v in values.items()} or None
+        self.values = values
 
     def _blocks(self):
         return block_types(self.config.blocks)
 
     @property
-    def lin_coefficient(self) -> float:
-        """kappa: the blocks' Lin coefficients summed (independent Lin noises merge)."""
-        return float(sum(cls.noise_terms(self.config).lin for cls in self._blocks()))
+    def _config(self) -> ShapedConfig:
+        """The configuration the coefficients read: `config` with `values` put in."""
+        return self.config if self.values is None else with_values(self.config, self.values)
 
     @property
-    def mix_coefficient(self) -> float:
-        """alpha: the attention blocks' gam^4 / (tau0^2 H) summed (0 without attention)."""
-        return float(sum(cls.noise_terms(self.config).mix for cls in self._blocks()))
+    def lin_coefficient(self) -> Scalar:
+        """kappa: the blocks' Lin coefficients summed (independent Lin noises merge).
+
+        A float, or a JAX value when the SDE has `values`.
+        """
+        kappa = sum(cls.noise_terms(self._config).lin for cls in self._blocks())
+        return float(kappa) if self.values is None else kappa
+
+    @property
+    def mix_coefficient(self) -> Scalar:
+        """alpha: the attention blocks' gam^4 / (tau0^2 H) summed (0 without attention).
+
+        A float, or a JAX value when the SDE has `values`.
+        """
+        alpha = sum(cls.noise_terms(self._config).mix for cls in self._blocks())
+        return float(alpha) if self.values is None else alpha
+
+    @property
+    def has_attention_noise(self) -> bool:
+        """Whether the noise has the attention term (decided by the blocks, never by values)."""
+        return self._mix_block() is not None
 
     def _mix_block(self):
+        """The block whose attention noise term the SDE uses, or None (decided by `config`)."""
         for cls in self._blocks():
             if cls.noise_terms(self.config).mix:
                 return cls
@@ -203,11 +216,11 @@ class CovarianceSDE(eqx.Module):
 
     def drift(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
         """b(V): the sum of the blocks' drifts (finite-width ones if `width` is set)."""
-        return sum(cls.drift(self.config, v, width=self.width) for cls in self._blocks())
+        return sum(cls.drift(self._config, v, width=self.width) for cls in self._blocks())
 
     def noise_covariance(self, v: Float[Array, "m m"]) -> Float[Array, "m m m m"]:
         """Sigma(V)_{ab,cd}: the sum of the blocks' noise covariances (per unit time), dense."""
-        return sum(cls.noise_covariance(self.config, v) for cls in self._blocks())
+        return sum(cls.noise_covariance(self._config, v) for cls in self._blocks())
 
     def factor(self, v: Float[Array, "m m"]) -> Float[Array, "m m"]:
         """L with L L^T = V: Cholesky, never NaN.
@@ -220,7 +233,7 @@ class CovarianceSDE(eqx.Module):
     def brownian_shape(self, m: int, dtype=jnp.float32) -> dict[str, jax.ShapeDtypeStruct]:
         """Shapes of the Brownian increments `noise` takes: iid N(0, dt) entries."""
         shape = {"lin": jax.ShapeDtypeStruct((m, m), jnp.dtype(dtype))}
-        if self.mix_coefficient:
+        if self.has_attention_noise:
             shape["mix"] = jax.ShapeDtypeStruct((m, m), jnp.dtype(dtype))
         return shape
 
@@ -236,13 +249,13 @@ class CovarianceSDE(eqx.Module):
             m = v.shape[-1]
             other = _limit.attention_other(v, factor)
             half = factor @ (
-                math.sqrt(kappa / 2) * (dw["lin"] @ factor.T)
-                + (math.sqrt(alpha) / m) * (dw["mix"] @ other.T)
+                jnp.sqrt(kappa / 2) * (dw["lin"] @ factor.T)
+                + (jnp.sqrt(alpha) / m) * (dw["mix"] @ other.T)
             )
             return half + half.T
-        out = math.sqrt(kappa) * _limit.lin_noise(factor, dw["lin"])
+        out = jnp.sqrt(kappa) * _limit.lin_noise(factor, dw["lin"])
         if block is not None:
-            out = out + math.sqrt(alpha) * block.mix_noise(self.config, v, factor, dw["mix"])
+            out = out + jnp.sqrt(alpha) * block.mix_noise(self.config, v, factor, dw["mix"])
         return out
 
     def stratonovich_correction(
@@ -260,14 +273,14 @@ class CovarianceSDE(eqx.Module):
         -L (W + W^T) L^T / 2. The causal attention term uses the autodiff form
         (`stratonovich_correction_autodiff`, O(m^5)).
         """
-        if self.mix_coefficient and self.config.causal:
+        if self.has_attention_noise and self.config.causal:
             return self.stratonovich_correction_autodiff(v)
         m = v.shape[-1]
         dtype = v.dtype
         kappa, alpha = self.lin_coefficient, self.mix_coefficient
         d = jnp.arange(1, m + 1, dtype=dtype)
         w = kappa * jnp.diag(d)
-        if alpha:
+        if self.has_attention_noise:
             cl = _limit.centre_rows(factor)
             n = cl.T @ cl  # L^T C L (C is a projection)
             n2 = n @ n
@@ -332,76 +345,3 @@ class CovarianceSDE(eqx.Module):
         """The dense diffusion matrix on the upper triangle (rows of `noise_factor`)."""
         i, j = np.triu_indices(v.shape[-1])
         return self.noise_factor(v)[i, j]
-
-
-class SDESolution(eqx.Module):
-    """Paths of the covariance SDE.
-
-    - `ts` (k,): save times.
-    - `vs` (samples, k, m, m): V at the save times; after a path stops (see `exit_reason`) its
-      last valid saved state is repeated, so `vs` is never NaN. Use `alive` to mask.
-    - `alive` (samples, k): True where the path had not stopped by that save time.
-    - `exit_time` (samples,): the time at which the path stopped (end of the step on which the
-      exit happened), `inf` if it survived to T.
-    - `exit_reason` (samples,): codes of `EXIT_REASONS` (0 survived, 1 left the PSD cone,
-      2 crossed the bound, 3 non-finite, 4 solver failure such as max_steps).
-    - `v_exit` (samples, m, m): the state at the exit (the state that failed the check: it may
-      be outside the cone, beyond the bound or non-finite), or at T for survivors.
-    - `stats`: diffrax's statistics (`num_steps` per path, ...) and the batching
-      (`batch_size`, `num_batches`).
-    """
-
-    ts: Float[Array, " k"]
-    vs: Float[Array, "paths k m m"]
-    alive: Bool[Array, "paths k"]
-    exit_time: Float[Array, " paths"]
-    exit_reason: Int[Array, " paths"]
-    v_exit: Float[Array, "paths m m"] | None = None
-    stats: dict = eqx.field(default_factory=dict)
-
-    def summary(self) -> dict[str, int | float]:
-        """Counts of each exit reason, the number of paths and the fraction that survived."""
-        codes = np.asarray(self.exit_reason)
-        out: dict[str, int | float] = {"paths": int(codes.size)}
-        for code, name in EXIT_REASONS.items():
-            out[name] = int((codes == code).sum())
-        out["survival_fraction"] = out["survived"] / max(codes.size, 1)
-        return out
-
-    def final(self) -> tuple[Float[Array, "paths m m"], Bool[Array, " paths"]]:
-        """(V at the last save time, mask of the paths alive there)."""
-        return self.vs[:, -1], self.alive[:, -1]
-
-    def save(self, path):
-        """Write the solution to one `.npz` file (see `sdeformer.results.save_arrays_module`)."""
-        return save_arrays_module(path, self)
-
-    @classmethod
-    def load(cls, path) -> SDESolution:
-        """Read a solution written by `save`."""
-        return load_arrays_module(cls, path)
-
-    def to_xarray(self):
-        """An `xarray.Dataset` with dims (sample, time, token_a, token_b)."""
-        return to_xarray(self, SOLUTION_DIMS, coords={"time": "ts"})
-
-
-# Its public home: `save` writes the class name into the file, and files name it by the
-# package (sdeformer.sde.SDESolution) whatever private module defines it.
-SDESolution.__module__ = "sdeformer.sde"
-
-
-def exit_code(v: Float[Array, "m m"], bound: float, psd_tol: float) -> Int[Array, ""]:
-    """0 if V is finite, within the bound and PSD, else the code of the first failed check.
-
-    PSD: smallest eigenvalue >= -psd_tol * tr(V)/m. Codes: 3 non-finite, 2 max |V_ab| > bound,
-    1 not PSD. (Reference form with an eigendecomposition; the solver uses the Cholesky test
-    instead.)
-    """
-    finite = jnp.all(jnp.isfinite(v))
-    safe = jnp.where(finite, v, 0.0)
-    over = jnp.max(jnp.abs(safe)) > bound
-    scale = jnp.maximum(jnp.trace(safe) / v.shape[-1], jnp.finfo(v.dtype).tiny)
-    smallest = _lapack.eigvalsh(symmetrize(safe))[0]
-    outside = smallest < -psd_tol * scale
-    return jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(outside, 1, 0))).astype(jnp.int32)

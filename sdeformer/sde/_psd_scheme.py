@@ -81,6 +81,7 @@ from jaxtyping import Array, Float
 
 from .. import _lapack
 from .._linalg import symmetrize
+from .._typing import Scalar
 from ..blocks import _limit
 
 __all__ = [
@@ -130,10 +131,10 @@ def _whitened_parts(factor, dw, kappa, alpha):
     s = (z + z.T) / math.sqrt(2.0)
     cl = _limit.centre_rows(factor)
     p = cl.T @ cl  # L^T C L (C is a projection)
-    x_noise = math.sqrt(kappa) * s
-    if alpha:  # without attention blocks the Brownian pytree has no "mix"
+    x_noise = jnp.sqrt(kappa) * s
+    if "mix" in dw:  # without attention blocks the Brownian pytree has no "mix" (alpha = 0)
         half = dw["mix"] @ p
-        x_noise = x_noise + (math.sqrt(alpha) / m) * (half + half.T)
+        x_noise = x_noise + (jnp.sqrt(alpha) / m) * (half + half.T)
     p2 = p @ p
     eye = jnp.eye(m, dtype=factor.dtype)
     corr = 0.5 * (
@@ -143,7 +144,7 @@ def _whitened_parts(factor, dw, kappa, alpha):
 
 
 def whitened_noise(
-    factor: Float[Array, "m m"], dw: dict[str, Array], kappa: float, alpha: float
+    factor: Float[Array, "m m"], dw: dict[str, Array], kappa: Scalar, alpha: Scalar
 ) -> Float[Array, "m m"]:
     """X_N = L^-1 dN L^-T = sqrt(kappa) S + (sqrt(alpha)/m) (E P + P E^T), P = L^T C L."""
     return _whitened_parts(factor, dw, kappa, alpha)[0]
@@ -157,7 +158,9 @@ def _whiten(factor: Float[Array, "m m"], a: Float[Array, "m m"]) -> Float[Array,
 
 def _noise_and_correction(sde, factor, dw):
     kappa, alpha = sde.lin_coefficient, sde.mix_coefficient
-    if alpha and sde.config.causal:  # no closed form here: the general contraction and L^-1 dN L^-T
+    if (
+        sde.has_attention_noise and sde.config.causal
+    ):  # no closed form here: the general contraction and L^-1 dN L^-T
         v = factor @ factor.T
         corr = _whiten(factor, ito_correction_dense(sde.noise_covariance(v), factor))
         return _whiten(factor, sde.noise(v, factor, dw)), corr

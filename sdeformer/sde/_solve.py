@@ -1,7 +1,8 @@
 """`solve_sde`: batches of covariance-SDE paths in one `diffrax.diffeqsolve` each.
 
 The state of one solve is a whole batch: {"v": (batch, m, m), "code": (batch,), "exit":
-(batch,)}. One custom `diffrax.AbstractTerm` (`_CovarianceTerm`) gives the increment of a step:
+(batch,)}. One custom `diffrax.AbstractTerm` (`_CovarianceTerm`, in `_batch.py`) gives the
+increment of a step:
 
 1. the exit check of every path at the start of the step, sharing ONE factorisation of V with
    the noise: a finite Cholesky factor is the PSD test; only when some path's Cholesky fails
@@ -30,173 +31,26 @@ Euler's cost per step at m = 2..8 (benchmarks/bench_schemes.py).
 from __future__ import annotations
 
 import math
-import warnings
+from typing import NamedTuple
 
-import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, ArrayLike, PRNGKeyArray
+from jaxtyping import ArrayLike, PRNGKeyArray
 
-from .._progress import FractionMeter, Progress
-from ..config import ShapedConfig, check_covariance, check_width
-from ._brownian import PathBrownian
-from ._coefficients import CovarianceSDE, SDESolution, default_psd_tol, psd_factor_batch
-from ._psd_scheme import exponential_increment
+from .._progress import Progress
+from ..config import ShapedConfig, check_covariance, check_values, check_width
+from ._batch import solve_batch
+from ._coefficients import CovarianceSDE, default_psd_tol
+from ._solution import SDESolution
 
 SOLVERS = ("euler", "heun", "exponential")
 """Solvers of `solve_sde`: Ito Euler-Maruyama, Stratonovich Heun and the positive-definite
 exponential step (`sdeformer.sde._psd_scheme`)."""
 
-_TRACES = [0]
-"""How often the batch solver was traced (tests check that new T / bound / dt0 do not)."""
-
 DEFAULT_MEMORY_BUDGET = 2**30
 """Bytes one batch may use on a CPU (on a GPU: half of the device's memory limit)."""
-
-
-def _check(v, code, bound, psd_tol):
-    """(new code, factor of the state to step from): exit checks of a batch, one factor."""
-    m = v.shape[-1]
-    live = code == 0
-    # one pass over V for both checks: max |V_ab| is NaN where V has a NaN (the reduction
-    # propagates NaN) and infinite where it has an infinity
-    largest = jnp.max(jnp.abs(v), axis=(-2, -1))
-    finite = jnp.isfinite(largest)
-    over = finite & (largest > bound)
-    eye = jnp.eye(m, dtype=v.dtype)
-    safe = jnp.where((live & finite & ~over)[:, None, None], v, eye)
-    factor, psd = psd_factor_batch(safe, psd_tol)
-    checked = jnp.where(~finite, 3, jnp.where(over, 2, jnp.where(psd, 0, 1))).astype(v.dtype)
-    return jnp.where(live, checked, code), safe, factor
-
-
-class _CovarianceTerm(diffrax.AbstractTerm):
-    """One step of a batch: exit checks, then drift dt + noise(dW) for the live paths.
-
-    Bookkeeping increments are scaled by `weight` = 1 / (weight of the stage in the solver's
-    final sum) so that Euler (one stage) and Heun (stages (y0, y0 + k1), weights 1/2, 1/2) both
-    end with the exact exit code and exit time; for Heun a path also stops when its predictor
-    stage fails a check.
-    """
-
-    sde: eqx.Module
-    path: PathBrownian
-    bound: Array
-    psd_tol: Array
-    stratonovich: bool = eqx.field(static=True)
-    weight: float = eqx.field(static=True)
-    exponential: bool = eqx.field(static=True, default=False)
-
-    def vf(self, t, y, args):
-        # diffrax inspects the shape of vf; the field itself is only used through vf_prod
-        # (is_vf_expensive), so a real call would be a bug: NaN, never a silent wrong value
-        return jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), y)
-
-    def contr(self, t0, t1, **kwargs):
-        return t1 - t0, self.path.evaluate(t0, t1)
-
-    def prod(self, vf, control):
-        raise NotImplementedError("the covariance term only provides vf_prod")
-
-    def is_vf_expensive(self, t0, t1, y, args):
-        return True  # Runge-Kutta solvers then combine increments (vf_prod), never fields
-
-    def vf_prod(self, t, y, args, control):
-        dt, dw = control
-        v, code = y["v"], y["code"]
-        new, safe, factor = _check(v, code, self.bound, self.psd_tol)
-        alive = new == 0
-        sde = self.sde
-        drift = jax.vmap(sde.drift)(safe)
-        if self.stratonovich:
-            drift = drift + jax.vmap(sde.stratonovich_correction)(safe, factor)
-        if self.exponential:  # V_next - V of the PD step (_psd_scheme), factor: Cholesky of V
-            step = jax.vmap(lambda v_, l_, dw_: exponential_increment(sde, v_, l_, dt, dw_))
-            inc = jnp.where(alive[:, None, None], step(safe, factor, dw), 0.0)
-        else:
-            noise = jax.vmap(sde.noise)(safe, factor, dw)
-            inc = jnp.where(alive[:, None, None], drift * dt + noise, 0.0)
-        newly = (code == 0) & ~alive
-        t = jnp.asarray(t, v.dtype)
-        return {
-            "v": inc,
-            "code": self.weight * (new - code),
-            "exit": self.weight * jnp.where(newly, t, 0.0),
-        }
-
-
-@eqx.filter_jit
-def _solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_steps, progress):
-    _TRACES[0] += 1
-    m = v0.shape[-1]
-    dtype = v0.dtype
-    batch = ids.shape[0]
-    zeros = jnp.zeros((batch,), dtype)
-    y0 = {"v": jnp.broadcast_to(v0, (batch, m, m)), "code": zeros, "exit": zeros}
-    path = PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
-    stratonovich = solver == "heun"
-    weight = 2.0 if stratonovich else 1.0
-    term = _CovarianceTerm(
-        sde, path, bound, psd_tol, stratonovich, weight, exponential=solver == "exponential"
-    )
-    method = diffrax.Heun() if stratonovich else diffrax.Euler()
-    saveat = diffrax.SaveAt(
-        subs=[
-            diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: y["v"]),
-            diffrax.SubSaveAt(t1=True),
-        ]
-    )
-    meter = FractionMeter() if progress else diffrax.NoProgressMeter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is not marked as converging.*")
-        sol = diffrax.diffeqsolve(
-            term,
-            method,
-            jnp.zeros((), dtype),
-            t1,
-            dt0,
-            y0,
-            saveat=saveat,
-            stepsize_controller=diffrax.ConstantStepSize(),
-            max_steps=max_steps,
-            throw=False,
-            adjoint=diffrax.ForwardMode(),
-            progress_meter=meter,
-        )
-    saved, last = sol.ys
-    last = jax.tree.map(lambda x: x[-1], last)
-    # the state after the last step has not been checked yet
-    code, _, _ = _check(last["v"], last["code"], bound, psd_tol)
-    exit_at = jnp.where(last["code"] != 0, last["exit"], t1)
-    failed = (sol.result != diffrax.RESULTS.successful) & (
-        sol.result != diffrax.RESULTS.event_occurred
-    )
-    code = jnp.where((code == 0) & failed, 4.0, code)
-    exit_at = jnp.where(failed & (last["code"] == 0), sol.ts[1][-1], exit_at)
-    stopped = code != 0
-    exit_time = jnp.where(stopped, exit_at, jnp.inf).astype(dtype)
-    alive = ts[None, :] < exit_time[:, None]
-    saved = jnp.swapaxes(saved, 0, 1)  # (batch, k, m, m)
-    valid = alive & jnp.all(jnp.isfinite(saved), axis=(-2, -1))
-
-    def fill(prev, inp):
-        y, ok = inp
-        y = jnp.where(ok[:, None, None], y, prev)
-        return y, y
-
-    _, filled = jax.lax.scan(fill, y0["v"], (jnp.swapaxes(saved, 0, 1), jnp.swapaxes(valid, 0, 1)))
-    stats = {name: sol.stats[name] for name in ("num_steps", "num_accepted_steps", "max_steps")}
-    return (
-        jnp.swapaxes(filled, 0, 1),
-        valid,
-        exit_time,
-        code.astype(jnp.int32),
-        last["v"],
-        stats,
-    )
 
 
 def sde_memory_estimate(
@@ -246,6 +100,40 @@ def _concrete(x):
         return None
 
 
+def _path_values(config, values, brownian_ids, num_samples: int, dtype):
+    """(values as `(num_samples,)` arrays or None, Brownian id of each path), checked."""
+    if brownian_ids is None:
+        ids = np.arange(num_samples, dtype=np.uint32)
+    else:
+        raw = np.asarray(brownian_ids)
+        if (
+            raw.shape != (num_samples,)
+            or not np.issubdtype(raw.dtype, np.integer)
+            or (raw.size and raw.min() < 0)
+        ):
+            raise ValueError(
+                f"solve_sde: brownian_ids has shape {raw.shape} and dtype {raw.dtype}; pass "
+                f"({num_samples},) non-negative integers, one Brownian path id per path"
+            )
+        ids = raw.astype(np.uint32)
+    if not values:
+        return None, ids
+    concrete = {k: v for k, v in values.items() if not isinstance(v, jax.core.Tracer)}
+    check_values(config, concrete)  # the rules of ShapedConfig, naming the bad value
+    out = {}
+    for name, value in values.items():
+        array = jnp.asarray(value, dtype)
+        if array.ndim == 0:
+            array = jnp.broadcast_to(array, (num_samples,))
+        if array.shape != (num_samples,):
+            raise ValueError(
+                f"solve_sde: values[{name!r}] has shape {array.shape}; pass a scalar or one "
+                f"value per path, shape ({num_samples},)"
+            )
+        out[name] = array
+    return out, ids
+
+
 def solve_sde(
     config: ShapedConfig,
     v0: ArrayLike,
@@ -265,6 +153,8 @@ def solve_sde(
     memory_budget: int | None = None,
     progress: bool = False,
     dtype=None,
+    values: dict | None = None,
+    brownian_ids: ArrayLike | None = None,
 ):
     """Solve the covariance SDE of `config` from `v0` on [0, T] for `num_samples` paths.
 
@@ -288,12 +178,46 @@ def solve_sde(
     - `progress`: report the paths done and their rate on stderr, within batches too, with a
       heartbeat while a batch runs (sdeformer._progress); each batch is then waited for.
     - `dtype`: float32 (default, or v0's dtype) or float64 (needs `jax_enable_x64`).
+    - `values`: {field: value} for some of `tau0`, `gamma`, `c_plus`, `c_minus`
+      (`sdeformer.config.TRACEABLE_FIELDS`), each a scalar or one value per path
+      (`(num_samples,)`), replacing `config`'s field as a JAX value: one compiled solver then
+      serves every value (phase maps: many parameter points in one call), and the paths are
+      differentiable in them (`jax.jvp`; pathwise derivatives with the Brownian paths held
+      fixed). Concrete values are checked by the rules of `ShapedConfig`.
+    - `brownian_ids`: `(num_samples,)` non-negative integers, the Brownian path each path
+      draws (default `arange(num_samples)`): paths with the same id and key see the same
+      Brownian increments (common random numbers across parameter points).
 
     T, dt0, bound and psd_tol are passed to the compiled solver as values: new values do not
     recompile (the number of save times, of paths per batch and the bucket of max_steps do).
     Path i is a function of (key, i) only: the same key gives the same paths, and the first k
     paths of a run with more samples or another batch size are the same.
     """
+    num_samples, steps, dt0, T_value = _check_run(num_samples, solver, T, num_steps, dt0)
+    v0, dtype = _initial_state(v0, solver, dtype)
+    m = v0.shape[-1]
+    ts = _save_grid(save_times, T, T_value, dtype)
+    psd_tol = default_psd_tol(m, dtype) if psd_tol is None else psd_tol
+    _check_bounds(bound, psd_tol)
+    if max_steps is None:
+        max_steps = 2 ** max(4, math.ceil(math.log2(steps + 2)))  # buckets: fewer recompiles
+    sde = CovarianceSDE(config, width=width)
+    if solver == "heun" and sde.has_attention_noise and config.causal:
+        sde.stratonovich_correction_autodiff(jnp.eye(m, dtype=dtype))  # refuses large m
+    if batch_size is None:
+        batch_size = _fitting_batch(m, len(ts), num_samples, dtype, solver, memory_budget)
+    batches = _Batches.cut(sde, values, brownian_ids, num_samples, batch_size, dtype)
+    scalars = tuple(
+        np.asarray(x, dtype) if _concrete(x) is not None else jnp.asarray(x, dtype)
+        for x in (T, dt0, bound, psd_tol)
+    )
+    run = (v0, jnp.asarray(ts), *scalars, jr.bits(key, (2,), jnp.uint32))
+    parts = batches.solve(run, solver, max_steps, progress)
+    return _solution(jnp.asarray(ts), parts, num_samples, batches.batch_size)
+
+
+def _check_run(num_samples, solver: str, T, num_steps, dt0):
+    """(num_samples, steps, dt0, T as a float or None when traced), checked."""
     if num_samples is None:
         raise ValueError("solve_sde: pass num_samples, the number of paths")
     if solver not in SOLVERS:
@@ -310,13 +234,17 @@ def solve_sde(
             raise ValueError("solve_sde: pass num_steps or dt0")
         steps = check_width(num_steps, name="num_steps")
         dt0 = T_value / steps if T_value is not None else jnp.asarray(T) / steps
-    else:
-        dt_value = _concrete(dt0)
-        if dt_value is not None and not dt_value > 0:
-            raise ValueError(f"solve_sde: dt0={dt0!r} is invalid; pass a step > 0")
-        if T_value is None or dt_value is None:
-            raise ValueError("solve_sde: with a traced T or dt0 pass num_steps, not dt0")
-        steps = int(math.ceil(T_value / dt_value - 1e-9))
+        return num_samples, steps, dt0, T_value
+    dt_value = _concrete(dt0)
+    if dt_value is not None and not dt_value > 0:
+        raise ValueError(f"solve_sde: dt0={dt0!r} is invalid; pass a step > 0")
+    if T_value is None or dt_value is None:
+        raise ValueError("solve_sde: with a traced T or dt0 pass num_steps, not dt0")
+    return num_samples, int(math.ceil(T_value / dt_value - 1e-9)), dt0, T_value
+
+
+def _initial_state(v0, solver: str, dtype):
+    """(v0 checked, exactly symmetric and in the run's dtype, that dtype)."""
     # host-side value checks on the caller's matrix, before any traced operation, so that they
     # also run under jax.eval_shape (the command line checks its inputs that way)
     host = None if isinstance(v0, jax.core.Tracer) else np.asarray(v0)
@@ -338,91 +266,106 @@ def solve_sde(
             "jax.enable_x64(True):` around the call)"
         )
     v0 = v0.astype(dtype)
-    v0 = 0.5 * (v0 + v0.T)  # exactly symmetric: the steps keep it so (symmetric increments)
-    m = v0.shape[-1]
+    return 0.5 * (v0 + v0.T), dtype  # exactly symmetric: the steps keep it so
+
+
+def _save_grid(save_times, T, T_value, dtype):
+    """The save times: k equally spaced in [0, T] (default 11), or the given ones, checked."""
     if save_times is None:
         save_times = 11
     if isinstance(save_times, int | np.integer):
         k = check_width(int(save_times), minimum=1, name="save_times")
         if T_value is not None:  # host-side: no device dispatch for small solves
-            ts = np.linspace(0.0, T_value, k).astype(dtype)
-        else:
-            ts = jnp.linspace(0.0, 1.0, k, dtype=dtype) * jnp.asarray(T, dtype)
-    else:
-        ts_np = np.asarray(save_times, dtype=np.float64).reshape(-1)
-        upper = T_value if T_value is not None else np.inf
-        if ts_np.size == 0 or ts_np.min() < 0 or ts_np.max() > upper or np.any(np.diff(ts_np) < 0):
-            raise ValueError("solve_sde: save_times must be non-decreasing times in [0, T]")
-        ts = ts_np.astype(dtype)
-    if psd_tol is None:
-        psd_tol = default_psd_tol(m, dtype)
+            return np.linspace(0.0, T_value, k).astype(dtype)
+        return jnp.linspace(0.0, 1.0, k, dtype=dtype) * jnp.asarray(T, dtype)
+    ts = np.asarray(save_times, dtype=np.float64).reshape(-1)
+    upper = T_value if T_value is not None else np.inf
+    if ts.size == 0 or ts.min() < 0 or ts.max() > upper or np.any(np.diff(ts) < 0):
+        raise ValueError("solve_sde: save_times must be non-decreasing times in [0, T]")
+    return ts.astype(dtype)
+
+
+def _check_bounds(bound, psd_tol) -> None:
     bound_value = _concrete(bound)
     if bound_value is not None and not bound_value > 0:  # also refuses NaN
         raise ValueError(f"solve_sde: bound={bound!r} is invalid; pass a bound > 0 (inf: none)")
     if not (math.isfinite(float(psd_tol)) and float(psd_tol) >= 0):
         raise ValueError(f"solve_sde: psd_tol={psd_tol!r} is invalid; pass a finite value >= 0")
-    if max_steps is None:
-        max_steps = 2 ** max(4, math.ceil(math.log2(steps + 2)))  # buckets: fewer recompiles
-    sde = CovarianceSDE(config, width=width)
-    if solver == "heun" and sde.mix_coefficient and config.causal:
-        sde.stratonovich_correction_autodiff(jnp.eye(m, dtype=dtype))  # refuses large m
-    num_saves = int(ts.shape[0])
-    ts = jnp.asarray(ts)
-    if batch_size is None:
-        budget = default_memory_budget() if memory_budget is None else int(memory_budget)
-        one = sde_memory_estimate(m, num_saves, 1, dtype=dtype, solver=solver)
-        if one > budget:
-            raise ValueError(
-                f"solve_sde: one path at m = {m} tokens with {num_saves} save times needs about "
-                f"{one / 2**20:.1f} MiB (sde_memory_estimate), more than the memory budget of "
-                f"{budget / 2**20:.1f} MiB; save fewer times (save_times=...), use float32, or "
-                "raise memory_budget=..."
-            )
-        per_path = sde_memory_estimate(m, num_saves, 2, dtype=dtype, solver=solver) - one
-        batch_size = max(1, min(num_samples, (budget - 2**16) // max(per_path, 1)))
-    batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
-    pair = jr.bits(key, (2,), jnp.uint32)
-    num_batches = -(-num_samples // batch_size)
-    ids = np.arange(num_batches * batch_size, dtype=np.uint32) % np.uint32(num_samples)
-    args = (
-        *(
-            np.asarray(x, dtype) if _concrete(x) is not None else jnp.asarray(x, dtype)
-            for x in (T, dt0, bound, psd_tol)
-        ),
-    )
-    parts = []
-    with Progress("SDE paths", num_samples, "paths", enabled=progress) as bar:
-        for i in range(num_batches):
-            size = min(batch_size, num_samples - i * batch_size)
-            with bar.inside(f"SDE batch {i + 1}/{num_batches} ({size} paths)", size):
-                part = _solve_batch(
-                    sde,
-                    v0,
-                    ts,
-                    *args,
-                    pair,
-                    ids[i * batch_size : (i + 1) * batch_size],
-                    solver,
-                    max_steps,
-                    progress,
-                )
-                if progress and not isinstance(part[0], jax.core.Tracer):  # wait: its progress
-                    jax.block_until_ready(part)
-            parts.append(part)
-    if num_batches == 1:
+
+
+def _fitting_batch(m, num_saves, num_samples, dtype, solver, memory_budget) -> int:
+    """The most paths per batch that fit the memory budget (`sde_memory_estimate`)."""
+    budget = default_memory_budget() if memory_budget is None else int(memory_budget)
+    one = sde_memory_estimate(m, num_saves, 1, dtype=dtype, solver=solver)
+    if one > budget:
+        raise ValueError(
+            f"solve_sde: one path at m = {m} tokens with {num_saves} save times needs about "
+            f"{one / 2**20:.1f} MiB (sde_memory_estimate), more than the memory budget of "
+            f"{budget / 2**20:.1f} MiB; save fewer times (save_times=...), use float32, or "
+            "raise memory_budget=..."
+        )
+    per_path = sde_memory_estimate(m, num_saves, 2, dtype=dtype, solver=solver) - one
+    return max(1, min(num_samples, (budget - 2**16) // max(per_path, 1)))
+
+
+class _Batches(NamedTuple):
+    """The paths of a run cut into batches (padded by wrapping around to whole batches)."""
+
+    sde: CovarianceSDE
+    values: dict | None  # per padded path
+    ids: np.ndarray  # Brownian id per padded path
+    batch_size: int
+    num_samples: int
+
+    @classmethod
+    def cut(cls, sde, values, brownian_ids, num_samples: int, batch_size: int, dtype):
+        """The batches of `num_samples` paths, `batch_size` (at most `num_samples`) each."""
+        values, ids = _path_values(sde.config, values, brownian_ids, num_samples, dtype)
+        batch_size = min(check_width(batch_size, name="batch_size"), num_samples)
+        num_batches = -(-num_samples // batch_size)
+        padded = np.arange(num_batches * batch_size) % num_samples  # the last batch wraps
+        if values is not None:
+            values = {k: v[padded] for k, v in values.items()}
+        return cls(sde, values, ids[padded], batch_size, num_samples)
+
+    def sde_of(self, rows: slice) -> CovarianceSDE:
+        """The SDE of one batch: `sde` with the batch's rows of the per-path `values`."""
+        if self.values is None:
+            return self.sde
+        sde = self.sde
+        return CovarianceSDE(sde.config, sde.width, {k: v[rows] for k, v in self.values.items()})
+
+    def solve(self, run: tuple, solver: str, max_steps: int, progress: bool) -> list:
+        """`solve_batch` on every batch, with a progress bar (waited for when it shows)."""
+        v0, ts, T, dt0, bound, psd_tol, pair = run
+        num_batches = len(self.ids) // self.batch_size
+        parts = []
+        with Progress("SDE paths", self.num_samples, "paths", enabled=progress) as bar:
+            for i in range(num_batches):
+                size = min(self.batch_size, self.num_samples - i * self.batch_size)
+                rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                with bar.inside(f"SDE batch {i + 1}/{num_batches} ({size} paths)", size):
+                    part = solve_batch(
+                        self.sde_of(rows), v0, ts, T, dt0, bound, psd_tol, pair,
+                        self.ids[rows], solver, max_steps, progress,
+                    )  # fmt: skip
+                    if progress and not isinstance(part[0], jax.core.Tracer):
+                        jax.block_until_ready(part)  # its progress is reported while it runs
+                parts.append(part)
+        return parts
+
+
+def _solution(ts, parts: list, num_samples: int, batch_size: int) -> SDESolution:
+    """One `SDESolution` from the batches' outputs (the padding dropped)."""
+    if len(parts) == 1:
         vs, alive, exit_time, reason, v_exit, stats = parts[0]
     else:
         vs, alive, exit_time, reason, v_exit = (
             jnp.concatenate([p[j] for p in parts])[:num_samples] for j in range(5)
         )
         stats = parts[0][5]
-    stats = dict(stats, batch_size=batch_size, num_batches=num_batches)
+    stats = dict(stats, batch_size=batch_size, num_batches=len(parts))
     return SDESolution(
-        ts=ts,
-        vs=vs,
-        alive=alive,
-        exit_time=exit_time,
-        exit_reason=reason,
-        v_exit=v_exit,
+        ts=ts, vs=vs, alive=alive, exit_time=exit_time, exit_reason=reason, v_exit=v_exit,
         stats=stats,
-    )
+    )  # fmt: skip
