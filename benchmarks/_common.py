@@ -13,6 +13,8 @@ import jax.random as jr
 
 from sdeformer.cli.common import markdown_table as markdown_table
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout the benchmarks run from."""
 DEFAULT_RESULTS = Path(__file__).parent / "results"
 RESULTS = Path(os.environ.get("SDEFORMER_BENCH_RESULTS") or DEFAULT_RESULTS).resolve()
 """Where the benchmarks write their JSON: benchmarks/results, or $SDEFORMER_BENCH_RESULTS (the

@@ -20,7 +20,8 @@ import numpy as np
 
 from sdeformer import compare
 
-from ._common import markdown_table, write_results
+from ._common import write_results
+from ._markdown import summary_table
 
 
 def wishart_source(label: str, seed: int, num_samples: int, m: int, times: int = 2):
@@ -33,6 +34,28 @@ def wishart_source(label: str, seed: int, num_samples: int, m: int, times: int =
         vs[start : start + step] = g @ np.swapaxes(g, -1, -2) / (2 * m)
     alive = np.ones((num_samples, times), bool)
     return compare.CovarianceSamples(label, np.linspace(0.5, 1.0, times), vs, alive)
+
+
+def summary(comparison: dict) -> list[str]:
+    """The `bench_compare` table (seconds of `compare_sources` per m), from its JSON; printed by
+    the benchmark and by `run_all`."""
+    return [
+        "\n**Comparison cost** (`bench_compare`: `compare_sources` on two Wishart sources, two "
+        "times, sampling excluded):\n",
+        *summary_table(
+            ["m", "samples / source", "rows", "pairs compared / total", "seconds"],
+            [
+                [
+                    r["m"],
+                    r["num_samples"],
+                    r["rows"],
+                    f"{r['pairs_compared']} / {r['pairs_total']}",
+                    r["seconds"],
+                ]
+                for r in comparison["rows"]
+            ],
+        ),
+    ]
 
 
 def main(argv=None) -> dict:
@@ -65,22 +88,7 @@ def main(argv=None) -> dict:
             f"{result.verdict_counts()}",
             flush=True,
         )
-    print(
-        markdown_table(
-            ["m", "samples/source", "rows (2 times)", "pairs compared / total", "s", "CPU s"],
-            [
-                [
-                    r["m"],
-                    r["num_samples"],
-                    r["rows"],
-                    f"{r['pairs_compared']} / {r['pairs_total']}",
-                    r["seconds"],
-                    r["cpu_seconds"],
-                ]
-                for r in rows
-            ],
-        )
-    )
+    print("\n".join(summary({"rows": rows})))
     threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     write_results("compare", {"rows": rows, "threads": threads, "load_average": load})

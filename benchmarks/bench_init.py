@@ -23,6 +23,7 @@ from sdeformer.finite._explicit import _explicit_paths
 from sdeformer.rank_collapse import equicorrelated
 
 from ._common import best_time, ceilings, fit_exponent, markdown_table, write_results
+from ._markdown import columns, summary_table
 
 
 def compile_seconds(config: ShapedConfig, n: int, depth: int, m: int) -> float:
@@ -87,15 +88,7 @@ def main(argv=None) -> dict:
         row["fraction_of_normal_ceiling"] = row["normals_per_s"] / machine_ceilings["normals_per_s"]
     # cost exponent in n: seconds per sample-layer ~ n^p (O(n^2) weights drawn per layer)
     width_fit = fit_exponent([(r["n"], 1.0 / r["sample_layers_per_s"]) for r in speed_rows])
-    p_text = f"{width_fit['exponent']:.2f}" if width_fit else "-"
 
-    print("Machine ceilings (measured now):")
-    print(
-        markdown_table(
-            ["float32 matmul GFLOP/s", "normal draws / s"],
-            [[machine_ceilings["matmul_gflops"], machine_ceilings["normals_per_s"]]],
-        )
-    )
     print("\nCompile time of the jitted stack (n = 64):")
     print(
         markdown_table(["depth", "compile s"], [[r["depth"], r["compile_s"]] for r in compile_rows])
@@ -104,29 +97,6 @@ def main(argv=None) -> dict:
     print(f"\nInit Monte Carlo memory (n = 256, {args.samples} samples, XLA buffer assignment):")
     print(markdown_table(["depth", "MiB"], [[r["depth"], r["bytes"] / 2**20] for r in memory_rows]))
     print(f"ratio depth 1024 / depth 16: {memory_ratio:.2f} (goal: flat, about 1)")
-    print(
-        f"\nInit Monte Carlo throughput (m = {m}, depth {args.depth}, {args.samples} samples; "
-        "p: cost exponent in n, seconds per sample-layer ~ n^p):"
-    )
-    print(
-        markdown_table(
-            [
-                "n",
-                f"samples x layers / s (p = {p_text})",
-                "normals / s",
-                "fraction of normal ceiling",
-            ],
-            [
-                [
-                    r["n"],
-                    r["sample_layers_per_s"],
-                    r["normals_per_s"],
-                    r["fraction_of_normal_ceiling"],
-                ]
-                for r in speed_rows
-            ],
-        )
-    )
     data = {
         "settings": vars(args),
         "ceilings": machine_ceilings,
@@ -137,8 +107,60 @@ def main(argv=None) -> dict:
         "throughput": speed_rows,
         "width_exponent": width_fit,
     }
+    print("\n".join(summary(data)))
     write_results("init", data)
     return data
+
+
+def ceilings_summary(ceilings: dict) -> list[str]:
+    """The summary's table of the machine's ceilings measured by `bench_init`."""
+    precision = ceilings.get("matmul_precision", "default precision (not recorded)")
+    default = ceilings.get("matmul_gflops_default_precision", "-")
+    return [
+        "\n**Measured ceilings** (`benchmarks._common.ceilings`, float32):\n",
+        *summary_table(
+            [
+                f"matmul GFLOP/s (1024^2), {precision}",
+                "matmul GFLOP/s, default precision (TF32 on NVIDIA GPUs)",
+                "normal draws / s",
+            ],
+            [[ceilings["matmul_gflops"], default, ceilings["normals_per_s"]]],
+        ),
+    ]
+
+
+def summary(init: dict) -> list[str]:
+    """The `bench_init` part of the summary (ceilings, throughput, compile and memory ratios),
+    from its JSON; printed by the benchmark and by `run_all`."""
+    out = ceilings_summary(init["ceilings"]) if init.get("ceilings") else []
+    settings = init["settings"]
+    out.append(
+        "\n**Explicit networks at initialisation** (`bench_init`: shaped attention + MLP, "
+        f"m = {settings['tokens']}, depth {settings['depth']}, {settings['samples']} samples):\n"
+    )
+    out += summary_table(
+        ["n", "samples x layers / s", "normal draws / s", "fraction of normal ceiling"],
+        columns(
+            init["throughput"],
+            ["n", "sample_layers_per_s", "normals_per_s", "fraction_of_normal_ceiling"],
+        ),
+    )
+    if any(r["fraction_of_normal_ceiling"] > 1 for r in init["throughput"]):
+        out.append(
+            "\nFractions above 1: the networks draw normals faster than the ceiling kernel "
+            "(one jitted call drawing 2^22 normals and summing them), so that kernel is a "
+            "reference rate, not an upper bound, on this machine."
+        )
+    if init.get("width_exponent"):
+        out.append(
+            f"\nCost exponent in n (seconds per sample-layer ~ n^p): "
+            f"p = {init['width_exponent']['exponent']:.2f}."
+        )
+    out.append(
+        f"\nCompile time depth 1024 / depth 16: {init['compile_ratio']:.2f}; "
+        f"memory depth 1024 / depth 16: {init['memory_ratio']:.2f} (flat in depth)."
+    )
+    return out
 
 
 if __name__ == "__main__":

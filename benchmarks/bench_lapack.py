@@ -96,35 +96,31 @@ def _sde_row(m: int, paths: int, steps: int, repeat: int) -> dict:
     }
 
 
+def print_pairs(title: str, rows: list[dict], keys: tuple[str, ...], digits: int) -> None:
+    """A table of chunked vs plain seconds: the case's `keys`, both times, their ratio."""
+    print(f"\n{title}\n")
+    print(
+        markdown_table(
+            [*keys, "chunked s", "plain s", "chunked / plain"],
+            [
+                [r[k] for k in keys]
+                + [f"{r['chunked']:.{digits}f}", f"{r['plain']:.{digits}f}", f"{r['ratio']:.2f}"]
+                for r in rows
+            ],
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     load_before = load_average()
     chol = [_cholesky_row(m, b, args.repeat) for m, b in CHOLESKY_CASES]
-    print("\nOne batched Cholesky factorisation (seconds, best of", args.repeat, ")\n")
-    print(
-        markdown_table(
-            ["m", "batch", "chunk", "chunked s", "plain s", "chunked / plain"],
-            [
-                [r["m"], r["batch"], r["chunk"], f"{r['chunked']:.5f}", f"{r['plain']:.5f}"]
-                + [f"{r['ratio']:.2f}"]
-                for r in chol
-            ],
-        )
-    )
+    title = f"One batched Cholesky factorisation (seconds, best of {args.repeat} )"
+    print_pairs(title, chol, ("m", "batch", "chunk"), 5)
     sde = [_sde_row(m, p, s, max(2, args.repeat // 2)) for m, p, s in SDE_CASES]
-    print("\nsolve_sde at a stable step, Euler (seconds)\n")
-    print(
-        markdown_table(
-            ["m", "paths", "steps", "chunked s", "plain s", "chunked / plain"],
-            [
-                [r["m"], r["paths"], r["steps"], f"{r['chunked']:.3f}", f"{r['plain']:.3f}"]
-                + [f"{r['ratio']:.2f}"]
-                for r in sde
-            ],
-        )
-    )
+    print_pairs("solve_sde at a stable step, Euler (seconds)", sde, ("m", "paths", "steps"), 3)
     write_results(
         "lapack",
         {

@@ -42,6 +42,8 @@ from sdeformer import ShapedConfig
 from sdeformer.cli.common import markdown_table
 from sdeformer.finite import explicit_covariance_paths, law_covariance_paths, weights_per_layer
 
+from ._markdown import summary_table
+
 GOALS = {"attention": 50.0, "attention+mlp": 10.0}
 """Speed-up goals law / explicit at m = 64, n = 256 (issue 12)."""
 
@@ -225,7 +227,7 @@ def _load() -> float | None:
         return None
 
 
-def main(argv=None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--tokens-width", type=int, default=256)
@@ -241,29 +243,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--law-samples", type=int, default=1000)
     parser.add_argument("--explicit-budget", type=float, default=5e7, help="Gaussian draws")
     parser.add_argument("--out", default="benchmarks/results/laws.json")
-    args = parser.parse_args(argv)
+    return parser
 
-    config = ShapedConfig(tau0=1.0, gamma=0.5, heads=1)
-    load_before = _load()
-    tokens = tokens_part(
-        config,
-        args.tokens,
-        args.tokens_width,
-        args.tokens_depth,
-        args.tokens_samples,
-        args.explicit_samples,
-        args.repeats,
-    )
-    by_m = m_part(config, args.m_sweep, args.tokens_width, args.m_depth, min(args.repeats, 3))
-    rows, scaling = widths_part(
-        config, args.widths, args.m, args.depth, args.law_samples, args.explicit_budget
-    )
-    load_after = _load()
 
+def print_tokens_table(tokens: list[dict], args, load: dict) -> None:
+    """The speed-ups law / explicit at many tokens, against the goals."""
     print(
         f"\nLaw chain vs explicit network at m = {args.tokens}, n = {args.tokens_width}, depth "
         f"{args.tokens_depth} (sample-layers per second, same run; load average "
-        f"{load_before} before, {load_after} after)\n"
+        f"{load['before']} before, {load['after']} after)\n"
     )
     print(
         markdown_table(
@@ -282,6 +270,10 @@ def main(argv=None) -> dict:
             ],
         )
     )
+
+
+def print_cost_in_m(by_m: dict, args) -> None:
+    """The law chain's cost per sample-layer against m, and the fitted exponents."""
     print(f"\nLaw chain cost per sample-layer against m (n = max({args.tokens_width}, m))\n")
     table = []
     for m in args.m_sweep:
@@ -304,40 +296,68 @@ def main(argv=None) -> dict:
             if None not in (b32, ball, bcpu)
             else f"{blocks}: too few sizes for a fit"
         )
-    print(f"\nm = {args.m}, shaped attention + MLP layers (samples x layers per second)\n")
-    print(
-        markdown_table(
-            ["n", "law", "explicit", "speedup", "explicit run (samples x layers)"],
-            [
-                [
-                    r["n"],
-                    r["law_rate"],
-                    r["explicit_rate"],
-                    f"{r['speedup']:.3g}x",
-                    f"{r['explicit_samples']} x {r['explicit_depth']}",
-                ]
-                for r in rows
-            ],
-        )
-    )
+
+
+def print_law_cost(scaling: list[dict], widths: list[int]) -> None:
     print("\nLaw chain cost per sample per layer (microseconds)\n")
     print(
         markdown_table(
             ["n", "attention", "attention+mlp"],
-            [[n, *[s["us_per_sample_layer"] for s in scaling if s["n"] == n]] for n in args.widths],
+            [[n, *[s["us_per_sample_layer"] for s in scaling if s["n"] == n]] for n in widths],
         )
     )
 
-    result = dict(
-        machine=dict(
-            platform=platform.platform(),
-            processor=platform.processor(),
-            cpu_count=os.cpu_count(),
-            jax_version=jax.__version__,
-            device=str(jax.devices()[0]),
-            backend=jax.default_backend(),
+
+def summary(laws: dict) -> list[str]:
+    """The `bench_laws` part of the summary (law chain vs explicit networks across widths), from
+    its JSON; printed by the benchmark and by `run_all`."""
+    cfg = ShapedConfig.from_dict(laws["config"])
+    rows = []
+    for r in laws["throughput"]:
+        # normal draws of the explicit networks, from this file alone (a fraction of the
+        # normal ceiling would divide by bench_init's ceiling, another run)
+        draws = r["explicit_rate"] * weights_per_layer(cfg, r["n"])
+        rows.append([r["n"], r["law_rate"], r["explicit_rate"], r["speedup"], draws])
+    return [
+        f"\n**Exact law chain vs explicit networks** (`bench_laws`, m = {laws['m']}, "
+        "samples x layers per second):\n",
+        *summary_table(
+            ["n", "law chain", "explicit", "speedup", "explicit: normal draws / s"], rows
         ),
-        load_average=dict(before=load_before, after=load_after),
+    ]
+
+
+def _machine() -> dict:
+    return dict(
+        platform=platform.platform(),
+        processor=platform.processor(),
+        cpu_count=os.cpu_count(),
+        jax_version=jax.__version__,
+        device=str(jax.devices()[0]),
+        backend=jax.default_backend(),
+    )
+
+
+def main(argv=None) -> dict:
+    args = _parser().parse_args(argv)
+    config = ShapedConfig(tau0=1.0, gamma=0.5, heads=1)
+    load_before = _load()
+    tokens = tokens_part(
+        config,
+        args.tokens,
+        args.tokens_width,
+        args.tokens_depth,
+        args.tokens_samples,
+        args.explicit_samples,
+        args.repeats,
+    )
+    by_m = m_part(config, args.m_sweep, args.tokens_width, args.m_depth, min(args.repeats, 3))
+    rows, scaling = widths_part(
+        config, args.widths, args.m, args.depth, args.law_samples, args.explicit_budget
+    )
+    result = dict(
+        machine=_machine(),
+        load_average=dict(before=load_before, after=_load()),
         m=args.m,
         config=config.to_dict(),
         tokens=tokens,
@@ -345,6 +365,10 @@ def main(argv=None) -> dict:
         throughput=rows,
         law_cost=scaling,
     )
+    print_tokens_table(tokens, args, result["load_average"])
+    print_cost_in_m(by_m, args)
+    print("\n".join(summary(result)))
+    print_law_cost(scaling, args.widths)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -178,6 +178,79 @@ def cost(config, v0, paths, key):
     return out
 
 
+def print_weak_errors(results: list[dict], T: float, paths: int) -> None:
+    """The weak errors and slopes of both schemes per case and test function."""
+    rows = []
+    for r in results:
+        for s in SCHEMES:
+            for f, w in r[s]["weak"].items():
+                errs = [
+                    f"{w['errors'][str(n)]['error']:+.2e} ({w['errors'][str(n)]['se']:.0e})"
+                    for n in FIT
+                ]
+                slope_text = "undetermined" if w["slope"] is None else f"{w['slope']:.2f}"
+                rows.append([r["case"], s, f, *errs, slope_text])
+    print(
+        "\nWeak error E f(V_h) - E f_ref (standard error), T = "
+        f"{T}, {paths} paths, tau0 = 1, gamma = 0.4, c = (0, -1)\n"
+    )
+    print(markdown_table(["case", "scheme", "f", *[f"h = T/{n}" for n in FIT], "slope"], rows))
+    used = ", ".join(f"{r['case']} {r['paths_used_for_weak_errors']}" for r in results)
+    print(f"\nPaths used (no exit in any run): {used}")
+    rows = [
+        [r["case"], f, f"{d['exponential_minus_euler']:+.2e}", f"{d['se']:.1e}"]
+        for r in results
+        for f, d in r["reference_difference"].items()
+    ]
+    print("\nReferences: exponential minus Euler (both extrapolated to h = 0)\n")
+    print(markdown_table(["case", "f", "difference", "se"], rows))
+
+
+def print_exits(results: list[dict], paths: int) -> None:
+    """Euler's PSD exits that explode under the exponential step, and the exits of both."""
+    joint = [
+        [
+            r["case"],
+            *[
+                f"{d['of_which_exponential_exploded']} / {d['euler_left_psd_cone']}"
+                for d in r["euler_psd_exits_on_exploding_paths"].values()
+            ],
+        ]
+        for r in results
+    ]
+    print(
+        "\nEuler paths that left the PSD cone: how many of them explode (cross the bound or "
+        "overflow) under the exponential step driven by the same Brownian path\n"
+    )
+    print(markdown_table(["case", *[f"{n} steps" for n in STEPS]], joint))
+    rows = []
+    for r in results:
+        for s in SCHEMES:
+            ex = r[s]["exits"]
+            rows.append(
+                [
+                    r["case"],
+                    s,
+                    *[
+                        f"{ex[str(n)]['left_psd_cone']} / "
+                        f"{ex[str(n)]['crossed_bound'] + ex[str(n)]['non_finite']}"
+                        for n in STEPS
+                    ],
+                ]
+            )
+    print(f"\nExits of {paths} paths: left the PSD cone / crossed the bound or non-finite\n")
+    print(markdown_table(["case", "scheme", *[f"{n} steps" for n in STEPS]], rows))
+
+
+def print_costs(costs: dict) -> None:
+    rows = [
+        [k, f"{c['euler']:.1f}", f"{c['exponential']:.1f}", f"{c['ratio']:.2f}"]
+        for k, c in costs.items()
+    ]
+    print("\nCost per path-step (microseconds, vmapped on this backend, exit check included)\n")
+    print(markdown_table(["m", "euler", "exponential", "ratio"], rows))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paths", type=int, default=4000)
@@ -198,76 +271,9 @@ def main(argv=None):
         results.append(res)
         print(f"{name}: {res['seconds']:.0f} s", flush=True)
     costs = {f"m{m}": cost(config, equicorrelated(m, 0.5), args.cost_paths, key) for m in (2, 4, 8)}
-
-    rows = []
-    for r in results:
-        for s in SCHEMES:
-            for f, w in r[s]["weak"].items():
-                errs = [
-                    f"{w['errors'][str(n)]['error']:+.2e} ({w['errors'][str(n)]['se']:.0e})"
-                    for n in FIT
-                ]
-                rows.append(
-                    [
-                        r["case"],
-                        s,
-                        f,
-                        *errs,
-                        "undetermined" if w["slope"] is None else f"{w['slope']:.2f}",
-                    ]
-                )
-    print(
-        "\nWeak error E f(V_h) - E f_ref (standard error), T = "
-        f"{args.T}, {args.paths} paths, tau0 = 1, gamma = 0.4, c = (0, -1)\n"
-    )
-    print(markdown_table(["case", "scheme", "f", *[f"h = T/{n}" for n in FIT], "slope"], rows))
-    used = ", ".join(f"{r['case']} {r['paths_used_for_weak_errors']}" for r in results)
-    print(f"\nPaths used (no exit in any run): {used}")
-    rows = [
-        [r["case"], f, f"{d['exponential_minus_euler']:+.2e}", f"{d['se']:.1e}"]
-        for r in results
-        for f, d in r["reference_difference"].items()
-    ]
-    print("\nReferences: exponential minus Euler (both extrapolated to h = 0)\n")
-    print(markdown_table(["case", "f", "difference", "se"], rows))
-    rows = []
-    for r in results:
-        for s in SCHEMES:
-            ex = r[s]["exits"]
-            rows.append(
-                [
-                    r["case"],
-                    s,
-                    *[
-                        f"{ex[str(n)]['left_psd_cone']} / "
-                        f"{ex[str(n)]['crossed_bound'] + ex[str(n)]['non_finite']}"
-                        for n in STEPS
-                    ],
-                ]
-            )
-    joint = [
-        [
-            r["case"],
-            *[
-                f"{d['of_which_exponential_exploded']} / {d['euler_left_psd_cone']}"
-                for d in r["euler_psd_exits_on_exploding_paths"].values()
-            ],
-        ]
-        for r in results
-    ]
-    print(
-        "\nEuler paths that left the PSD cone: how many of them explode (cross the bound or "
-        "overflow) under the exponential step driven by the same Brownian path\n"
-    )
-    print(markdown_table(["case", *[f"{n} steps" for n in STEPS]], joint))
-    print(f"\nExits of {args.paths} paths: left the PSD cone / crossed the bound or non-finite\n")
-    print(markdown_table(["case", "scheme", *[f"{n} steps" for n in STEPS]], rows))
-    rows = [
-        [k, f"{c['euler']:.1f}", f"{c['exponential']:.1f}", f"{c['ratio']:.2f}"]
-        for k, c in costs.items()
-    ]
-    print("\nCost per path-step (microseconds, vmapped on this backend, exit check included)\n")
-    print(markdown_table(["m", "euler", "exponential", "ratio"], rows))
+    print_weak_errors(results, args.T, args.paths)
+    print_exits(results, args.paths)
+    print_costs(costs)
     write_results(
         "schemes",
         {

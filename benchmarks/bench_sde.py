@@ -22,10 +22,79 @@ import jax.random as jr
 import sdeformer as sf
 
 from ._baseline import euler_paths
-from ._common import fit_exponent, load_average, machine, markdown_table
+from ._common import fit_exponent, load_average, machine
+from ._markdown import columns, summary_table
 from ._tokens import initial_covariance, solve, timed
 
 BOUND = 1e3
+
+
+def measure_row(config, m: int, paths: int, steps: int, T: float) -> dict:
+    """Both solvers at m tokens, `paths` paths of `steps` steps on [0, T], compile excluded."""
+    v0 = initial_covariance(m)
+    key = jr.key(m)
+
+    def diffrax_run(key):
+        sol = solve(config, v0, T, paths, key=key, num_steps=steps)
+        return sol.vs[:, -1]
+
+    def baseline_run(key):
+        return euler_paths(config, v0, T, BOUND, key=key, num_paths=paths, num_steps=steps)
+
+    d = timed(diffrax_run, key)
+    b = timed(baseline_run, key)
+    path_steps = paths * steps
+    return {
+        "m": m,
+        "paths": paths,
+        "steps": steps,
+        "diffrax_paths_per_s": paths / d["seconds"],
+        "baseline_paths_per_s": paths / b["seconds"],
+        "diffrax_path_steps_per_s": path_steps / d["seconds"],
+        "baseline_path_steps_per_s": path_steps / b["seconds"],
+        "ratio_diffrax_over_baseline_time": d["seconds"] / b["seconds"],
+        "diffrax_compile_s": d["compile_s"],
+        "baseline_compile_s": b["compile_s"],
+        "diffrax_memory_bytes": d["memory_bytes"],
+        "baseline_memory_bytes": b["memory_bytes"],
+    }
+
+
+def summary(sde: dict) -> list[str]:
+    """The `bench_sde` table (paths/s of both solvers, cost exponents in m), from its JSON;
+    printed by the benchmark and by `run_all`."""
+    fits = sde.get("exponents") or {}
+
+    def p(name):
+        return f" (p = {fits[name]['exponent']:.2f})" if fits.get(name) else ""
+
+    return [
+        "\n**Covariance SDE** (`bench_sde`: diffrax Euler vs the plain O(m^3) batched Euler of "
+        "`benchmarks/_baseline.py`; p: cost exponent in m):\n",
+        *summary_table(
+            [
+                "m",
+                "paths",
+                "steps",
+                f"diffrax paths/s{p('diffrax')}",
+                f"O(m^3) Euler paths/s{p('baseline')}",
+                "time ratio",
+                "compile s",
+            ],
+            columns(
+                sde["rows"],
+                [
+                    "m",
+                    "paths",
+                    "steps",
+                    "diffrax_paths_per_s",
+                    "baseline_paths_per_s",
+                    "ratio_diffrax_over_baseline_time",
+                    "diffrax_compile_s",
+                ],
+            ),
+        ),
+    ]
 
 
 def main(argv=None) -> dict:
@@ -38,74 +107,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     config = sf.ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
     load_before = load_average()
-    rows = []
-    for m in args.tokens:
-        v0 = initial_covariance(m)
-        key = jr.key(m)
-
-        def diffrax_run(key, v0=v0):
-            sol = solve(config, v0, args.T, args.paths, key=key, num_steps=args.steps)
-            return sol.vs[:, -1]
-
-        def baseline_run(key, v0=v0):
-            return euler_paths(
-                config, v0, args.T, BOUND, key=key, num_paths=args.paths, num_steps=args.steps
-            )
-
-        d = timed(diffrax_run, key)
-        b = timed(baseline_run, key)
-        path_steps = args.paths * args.steps
-        rows.append(
-            {
-                "m": m,
-                "paths": args.paths,
-                "steps": args.steps,
-                "diffrax_paths_per_s": args.paths / d["seconds"],
-                "baseline_paths_per_s": args.paths / b["seconds"],
-                "diffrax_path_steps_per_s": path_steps / d["seconds"],
-                "baseline_path_steps_per_s": path_steps / b["seconds"],
-                "ratio_diffrax_over_baseline_time": d["seconds"] / b["seconds"],
-                "diffrax_compile_s": d["compile_s"],
-                "baseline_compile_s": b["compile_s"],
-                "diffrax_memory_bytes": d["memory_bytes"],
-                "baseline_memory_bytes": b["memory_bytes"],
-            }
-        )
+    rows = [measure_row(config, m, args.paths, args.steps, args.T) for m in args.tokens]
     exponents = {
         name: fit_exponent([(r["m"], 1.0 / r[f"{name}_path_steps_per_s"]) for r in rows])
         for name in ("diffrax", "baseline")
     }
-
-    def p(name):
-        fit = exponents[name]
-        return f"{fit['exponent']:.2f}" if fit else "-"
-
-    print(
-        markdown_table(
-            [
-                "m",
-                "paths",
-                "steps",
-                f"diffrax paths/s (p = {p('diffrax')})",
-                f"O(m^3) Euler paths/s (p = {p('baseline')})",
-                "time ratio",
-                "compile s (diffrax / Euler)",
-            ],
-            [
-                [
-                    r["m"],
-                    r["paths"],
-                    r["steps"],
-                    r["diffrax_paths_per_s"],
-                    r["baseline_paths_per_s"],
-                    r["ratio_diffrax_over_baseline_time"],
-                    f"{r['diffrax_compile_s']:.1f} / {r['baseline_compile_s']:.1f}",
-                ]
-                for r in rows
-            ],
-        )
-    )
-    print("p: cost exponent in m (seconds per path-step ~ m^p) over the sizes above")
     from sdeformer.results import write_json
 
     data = {
@@ -117,6 +123,7 @@ def main(argv=None) -> dict:
         "exponents": exponents,
         "rows": rows,
     }
+    print("\n".join(summary(data)))
     out = write_json(Path(args.out), data)
     print(f"\nwrote {out}")
     return data

@@ -21,6 +21,7 @@ from sdeformer.train.group import GroupTrainer
 from sdeformer.train.study import PROFILES
 
 from ._common import machine
+from ._markdown import columns, summary_table
 
 SIZES = {
     "small": dict(width=64, depth=4, seq_len=64),
@@ -69,6 +70,22 @@ def bench_group(kind: str, depth: int, profile, chunks: int, train_task) -> dict
     }
 
 
+def summary(train: dict) -> list[str]:
+    """The `bench_train` table (compile time, step time and tokens/s per setting), from its JSON;
+    printed by the benchmark and by `run_all`."""
+    return [
+        "\n**Training step** (`bench_train`, AdamW, byte-level LM):\n",
+        *summary_table(
+            ["size", "kind", "width", "depth", "seq", "batch", "compile s", "step ms", "tokens/s"],
+            columns(
+                train["rows"],
+                ["size", "kind", "width", "depth", "seq_len", "batch_size"]
+                + ["compile_and_first_step_s", "step_ms", "tokens_per_second"],
+            ),
+        ),
+    ]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per setting")
@@ -99,17 +116,7 @@ def main(argv=None) -> None:
             row = bench_group(kind, depth, profile, 1 if args.quick else 2, study_task)
             record(row, f"group d{depth} {kind}")
     print(f"\nmachine: {info['platform']}, {info['cpu_count']} CPUs, {info['device']}")
-    print(
-        "| size | kind | width | depth | seq_len | batch | lanes | compile (s) | step (ms) "
-        "| tokens/s |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['size']} | {r['kind']} | {r['width']} | {r['depth']} | {r['seq_len']} | "
-            f"{r['batch_size']} | {r.get('lanes', 1)} | {r['compile_and_first_step_s']:.1f} | "
-            f"{r['step_ms']:.1f} | {r['tokens_per_second']:.0f} |"
-        )
+    print("\n".join(summary({"rows": rows})))
     print(f"\nwritten to {args.out}")
 
 

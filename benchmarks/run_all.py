@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import jax
 
 from . import bench_compare, bench_init, bench_laws, bench_sde, bench_tokens, bench_train
-from ._common import DEFAULT_RESULTS, RESULTS, machine
+from ._common import DEFAULT_RESULTS, RESULTS, ROOT, load_average, machine
 
-ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = RESULTS / "README.md"
 README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -74,16 +71,9 @@ def _out_flag(name: str) -> list[str]:
     return [] if name in ("init", "compare") else ["--out", str(RESULTS / f"{name}.json")]
 
 
-def _load() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def run(names: list[str], profile: str) -> dict:
     """Run the benchmarks `names` with the sizes of `profile`; returns the run's record."""
-    record = {"profile": profile, "load_before": _load(), "benchmarks": {}}
+    record = {"profile": profile, "load_before": load_average(), "benchmarks": {}}
     for name in names:
         argv = PROFILES[profile][name] + _out_flag(name)
         print(f"\n=== bench_{name} {' '.join(argv)}", flush=True)
@@ -98,9 +88,9 @@ def run(names: list[str], profile: str) -> dict:
             "argv": argv,
             "status": status,
             "seconds": round(time.perf_counter() - started, 1),
-            "load_after": _load(),
+            "load_after": load_average(),
         }
-    record["load_after"] = _load()
+    record["load_after"] = load_average()
     return record
 
 
@@ -112,307 +102,50 @@ def _read(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _fmt(x, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-2):
-            return f"{x:.{digits}g}"
-        return f"{x:.{digits}g}" if abs(x) < 10 else f"{x:,.0f}"
-    return str(x)
+SECTIONS = ("init", "laws", "sde", "tokens", "compare", "train")
+"""The order of the benchmarks in the summary; each one's `summary(data)` renders its part."""
 
 
-def _table(headers: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return lines
-
-
-def summary_markdown(run_record: dict | None) -> str:
-    """The markdown summary of every benchmark JSON present in benchmarks/results."""
-    init, laws, sde, train, tokens, comparison = (
-        _read(n) for n in ("init", "laws", "sde", "train", "tokens", "compare")
-    )
-    out: list[str] = []
-    ref = next((d for d in (init, laws, sde, train, tokens, comparison) if d), None)
-    if ref is None:
-        return "No benchmark results yet: run `make bench`."
-    m = ref.get("machine", {})
+def _machine_line(m: dict) -> str:
     backend = m.get("backend") or m.get("jax_backend")
     device = "" if backend == "cpu" else f", {m.get('device_count', 1)} x {m.get('device')}"
-    out.append(
+    line = (
         f"Machine: {m.get('cpu_model') or m.get('processor')}, {m.get('cpu_count')} CPU cores"
         f"{device}, {m.get('platform')}, jax {m.get('jax') or m.get('jax_version')} "
         f"(backend {backend})."
     )
     if backend == "cpu":
-        out[-1] += (
+        line += (
             " No GPU was used for these numbers; `python -m benchmarks.run_all --profile gpu` "
             "runs the same scripts at GPU sizes."
         )
+    return line
+
+
+def summary_markdown(run_record: dict | None) -> str:
+    """The markdown summary of every benchmark JSON present in benchmarks/results."""
+    found = {name: _read(name) for name in SECTIONS}
+    # the machine of the first JSON present, in the order init, laws, sde, train, tokens, compare
+    ref = next(
+        (found[n] for n in ("init", "laws", "sde", "train", "tokens", "compare") if found[n]), None
+    )
+    if ref is None:
+        return "No benchmark results yet: run `make bench`."
+    out = [_machine_line(ref.get("machine", {}))]
     if run_record is not None:
         out.append(
             f"\nProfile `{run_record['profile']}`; load average (1, 5, 15 min) before the run "
             f"{run_record['load_before']}, after {run_record['load_after']} (other jobs shared "
             "the machine when the load exceeds the core count)."
         )
-    ceilings = (init or {}).get("ceilings")
-    if ceilings:
-        out.append("\n**Measured ceilings** (`benchmarks._common.ceilings`, float32):\n")
-        precision = ceilings.get("matmul_precision", "default precision (not recorded)")
-        default = ceilings.get("matmul_gflops_default_precision", "-")
-        out += _table(
-            [
-                f"matmul GFLOP/s (1024^2), {precision}",
-                "matmul GFLOP/s, default precision (TF32 on NVIDIA GPUs)",
-                "normal draws / s",
-            ],
-            [[ceilings["matmul_gflops"], default, ceilings["normals_per_s"]]],
-        )
-    if init:
-        out.append(
-            "\n**Explicit networks at initialisation** (`bench_init`: shaped attention + MLP, "
-            f"m = {init['settings']['tokens']}, depth {init['settings']['depth']}, "
-            f"{init['settings']['samples']} samples):\n"
-        )
-        out += _table(
-            ["n", "samples x layers / s", "normal draws / s", "fraction of normal ceiling"],
-            [
-                [
-                    r["n"],
-                    r["sample_layers_per_s"],
-                    r["normals_per_s"],
-                    r["fraction_of_normal_ceiling"],
-                ]
-                for r in init["throughput"]
-            ],
-        )
-        if any(r["fraction_of_normal_ceiling"] > 1 for r in init["throughput"]):
-            out.append(
-                "\nFractions above 1: the networks draw normals faster than the ceiling kernel "
-                "(one jitted call drawing 2^22 normals and summing them), so that kernel is a "
-                "reference rate, not an upper bound, on this machine."
-            )
-        if init.get("width_exponent"):
-            out.append(
-                f"\nCost exponent in n (seconds per sample-layer ~ n^p): "
-                f"p = {init['width_exponent']['exponent']:.2f}."
-            )
-        out.append(
-            f"\nCompile time depth 1024 / depth 16: {init['compile_ratio']:.2f}; "
-            f"memory depth 1024 / depth 16: {init['memory_ratio']:.2f} (flat in depth)."
-        )
-    if laws:
-        from sdeformer.config import ShapedConfig
-        from sdeformer.finite import weights_per_layer
-
-        cfg = ShapedConfig.from_dict(laws["config"])
-        rows = []
-        for r in laws["throughput"]:
-            # normal draws of the explicit networks, from this file alone (a fraction of the
-            # normal ceiling would divide by bench_init's ceiling, another run)
-            draws = r["explicit_rate"] * weights_per_layer(cfg, r["n"])
-            rows.append([r["n"], r["law_rate"], r["explicit_rate"], r["speedup"], draws])
-        out.append(
-            f"\n**Exact law chain vs explicit networks** (`bench_laws`, m = {laws['m']}, "
-            "samples x layers per second):\n"
-        )
-        out += _table(
-            ["n", "law chain", "explicit", "speedup", "explicit: normal draws / s"],
-            rows,
-        )
-    if sde:
-        fits = sde.get("exponents") or {}
-
-        def p(name):
-            return f" (p = {fits[name]['exponent']:.2f})" if fits.get(name) else ""
-
-        out.append(
-            "\n**Covariance SDE** (`bench_sde`: diffrax Euler vs the plain O(m^3) batched Euler of "
-            "`benchmarks/_baseline.py`; p: cost exponent in m):\n"
-        )
-        out += _table(
-            [
-                "m",
-                "paths",
-                "steps",
-                f"diffrax paths/s{p('diffrax')}",
-                f"O(m^3) Euler paths/s{p('baseline')}",
-                "time ratio",
-                "compile s",
-            ],
-            [
-                [
-                    r["m"],
-                    r["paths"],
-                    r["steps"],
-                    r["diffrax_paths_per_s"],
-                    r["baseline_paths_per_s"],
-                    r["ratio_diffrax_over_baseline_time"],
-                    r["diffrax_compile_s"],
-                ]
-                for r in sde["rows"]
-            ],
-        )
-    if tokens:
-        out += tokens_summary(tokens)
-    if comparison:
-        out.append(
-            "\n**Comparison cost** (`bench_compare`: `compare_sources` on two Wishart sources, two "
-            "times, sampling excluded):\n"
-        )
-        out += _table(
-            ["m", "samples / source", "rows", "pairs compared / total", "seconds"],
-            [
-                [
-                    r["m"],
-                    r["num_samples"],
-                    r["rows"],
-                    f"{r['pairs_compared']} / {r['pairs_total']}",
-                    r["seconds"],
-                ]
-                for r in comparison["rows"]
-            ],
-        )
-    if train:
-        out.append("\n**Training step** (`bench_train`, AdamW, byte-level LM):\n")
-        out += _table(
-            ["size", "kind", "width", "depth", "seq", "batch", "compile s", "step ms", "tokens/s"],
-            [
-                [
-                    r["size"],
-                    r["kind"],
-                    r["width"],
-                    r["depth"],
-                    r["seq_len"],
-                    r["batch_size"],
-                    r["compile_and_first_step_s"],
-                    r["step_ms"],
-                    r["tokens_per_second"],
-                ]
-                for r in train["rows"]
-            ],
-        )
+    for name in SECTIONS:
+        if found[name]:
+            out += SCRIPTS[name].summary(found[name])
     if run_record is not None:
         failed = [n for n, b in run_record["benchmarks"].items() if b["status"] != "ok"]
         if failed:
             out.append(f"\nFailed in this run (older JSON shown if present): {', '.join(failed)}")
     return "\n".join(out)
-
-
-def tokens_summary(data: dict) -> list[str]:
-    """The `bench_tokens` part of the summary: costs per m, exponents, goals, load."""
-
-    def rate(r, name, key="rate"):
-        res = r["measures"].get(name, {})
-        return res.get(key) if res.get("status") == "ok" else res.get("status", "-")
-
-    def alive(r):
-        got = [r["measures"].get(k, {}).get("survived") for k in ("sde", "baseline")]
-        return " / ".join("-" if x is None else f"{x:.2f}" for x in got)
-
-    load = data.get("load", {})
-    s = data["settings"]
-    out = [
-        f"\n**Many tokens** (`bench_tokens`, profile `{data['profile']}`, "
-        f"{s['steps']} SDE steps on [0, T], T = min(0.5, 0.1 steps / m), law chain / explicit "
-        f"networks at n = max({s['width']}, m), "
-        f"depth {s['depth']}, compare on {s['compare_samples']} samples per source; load average "
-        f"{load.get('before')} before, {load.get('now')} after on {load.get('cpu_count')} cores"
-        + (
-            ": the machine was shared, so rates are low and noisy; ratios measured in the same "
-            "run are the meaningful numbers"
-            if load.get("before") and load["before"][0] > (load.get("cpu_count") or 1)
-            else ""
-        )
-        + "):\n"
-    ]
-    rows = []
-    for r in data["rows"]:
-        sde = r["measures"].get("sde", {})
-        per_path = (
-            sde["memory_bytes"] / (sde["size"] * r["m"] ** 2)
-            if sde.get("status") == "ok" and sde.get("memory_bytes")
-            else None
-        )
-        rows.append(
-            [
-                r["m"],
-                rate(r, "sde"),
-                per_path,
-                rate(r, "baseline"),
-                r.get("sde_over_baseline"),
-                alive(r),
-                r.get("sde_fraction_of_matmul"),
-                rate(r, "law_attention"),
-                rate(r, "explicit_attention"),
-                rate(r, "law_full"),
-                rate(r, "explicit_full"),
-                rate(r, "compare", "seconds"),
-            ]
-        )
-    out += _table(
-        [
-            "m",
-            "SDE path-steps/s",
-            "SDE memory bytes / (paths m^2)",
-            "O(m^3) Euler path-steps/s",
-            "SDE / Euler time",
-            "alive at T (SDE / Euler)",
-            "SDE / matmul rate",
-            "law att s-l/s",
-            "explicit att s-l/s",
-            "law full s-l/s",
-            "explicit full s-l/s",
-            "compare s",
-        ],
-        rows,
-    )
-    blas = (data.get("env") or {}).get("OPENBLAS_NUM_THREADS")
-    if blas:
-        out.append(
-            f"\nRun with OPENBLAS_NUM_THREADS={blas}: on this shared machine the threaded LAPACK "
-            "Cholesky inside jaxlib spins when the cores are busy (4 x 256 x 256 factors took "
-            "488 ms threaded, 12 ms on one thread), which would time the load, not the solvers."
-        )
-    out.append("\nCost exponents p (seconds per unit ~ m^p):\n")
-    fits = data["exponents"]
-    out += _table(
-        ["measure", "unit", "p, m = 32..256", "p, all m"],
-        [
-            [
-                name,
-                e["unit"],
-                *[round(e[k]["exponent"], 2) if e.get(k) else None for k in ("m32_256", "all")],
-            ]
-            for name, e in sorted(
-                fits.items(), key=lambda kv: list(bench_tokens.MEASURES).index(kv[0])
-            )
-        ],
-    )
-    out.append(
-        "\nGoals of issue 12: "
-        + "; ".join(
-            f"{k}: {_fmt(g['value']) if g['value'] is not None else 'not measured'}"
-            + ("" if g["met"] is None else (" (met)" if g["met"] else " (not met)"))
-            for k, g in data["goals"].items()
-        )
-        + "."
-    )
-    skipped = [
-        f"m={r['m']} {n}: {res.get('reason', '')}"
-        for r in data["rows"]
-        for n, res in r["measures"].items()
-        if res.get("status") != "ok"
-    ]
-    if skipped:
-        out.append(
-            f"\n{len(skipped)} measurements skipped (reasons in tokens.json), first: {skipped[0]}."
-        )
-    if data.get("figure"):
-        where = RESULTS.relative_to(ROOT) if RESULTS.is_relative_to(ROOT) else RESULTS
-        out.append(f"\nFigure (log-log cost against m): `{where}/{data['figure']}`.")
-    return out
 
 
 def write_summary(run_record: dict | None, *, save_record: bool = True) -> str:

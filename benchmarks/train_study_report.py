@@ -23,6 +23,8 @@ import json
 import statistics
 from pathlib import Path
 
+from ._markdown import summary_table
+
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "results" / "train_study_cpu.json"
 RUNS = ROOT / "docs" / "results" / "train_study_cpu_runs.json"
@@ -30,12 +32,6 @@ RUNS = ROOT / "docs" / "results" / "train_study_cpu_runs.json"
 
 def _lr(value: float | None) -> str:
     return "none" if value is None else f"{value:.3g}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def first_divergence(runs: list[dict]) -> dict[tuple[str, int, int], dict | None]:
@@ -67,43 +63,40 @@ def reference_losses(runs: list[dict], spike_factor: float = 1.5) -> dict[tuple[
     }
 
 
-def report(summary: dict, runs: list[dict]) -> str:
-    """The markdown of both outcomes (see the module docstring)."""
+def _source(summary: dict) -> str:
     profile = summary["settings"]["profile"]
-    kinds, depths, lrs = profile["kinds"], profile["depths"], profile["lrs"]
-    seeds = sorted({r["seed"] for r in runs})
-    by_id = {(r["kind"], r["depth"], r["seed"], r["lr"]): r for r in runs}
-    first = first_divergence(runs)
-    refs = reference_losses(runs)
-    cells = {(c["kind"], c["depth"]): c for c in summary["cells"]}
-    parts = [
+    return (
         f"Source: `{REPORT.relative_to(ROOT)}` and `{RUNS.relative_to(ROOT)}` "
         f"(command `{summary['command']}`, profile `{profile['name']}`, "
         f"{summary['runs_done']}/{summary['runs_total']} runs, complete: {summary['complete']}; "
         f"width {profile['width']}, {profile['heads']} head(s), {profile['steps']} steps, "
-        f"warm-up {profile['warmup']}, lr grid {', '.join(_lr(x) for x in lrs)}). "
-        "The JSON records no commit.",
-        "",
+        f"warm-up {profile['warmup']}, lr grid {', '.join(_lr(x) for x in profile['lrs'])}). "
+        "The JSON records no commit."
+    )
+
+
+def _divergence(profile: dict, runs: list[dict], seeds: list[int]) -> list[str]:
+    """Outcome 1: the smallest diverged lr per (kind, depth, seed), the factor to Pre-LN's."""
+    by_id = {(r["kind"], r["depth"], r["seed"], r["lr"]): r for r in runs}
+    first = first_divergence(runs)
+    monotone = all(
+        by_id[(k, d, s, lr)]["diverged"]
+        for (k, d, s), run in first.items()
+        if run is not None
+        for lr in profile["lrs"]
+        if lr > run["lr"]
+    )
+    parts = [
         "**Divergence alone** (rule 1: non-finite, or loss above 3 ln 256). Smallest diverged lr "
         "per seed (step of the divergence); every larger lr of the grid also diverged: "
-        + (
-            "yes."
-            if all(
-                by_id[(k, d, s, lr)]["diverged"]
-                for (k, d, s), run in first.items()
-                if run is not None
-                for lr in lrs
-                if lr > run["lr"]
-            )
-            else "NO (check the runs)."
-        ),
+        + ("yes." if monotone else "NO (check the runs)."),
         "",
     ]
     headers = ["depth", "kind"] + [f"seed {s} lr (step)" for s in seeds]
     headers += ["Pre-LN's first-divergence lr / this kind's, per seed"]
     rows = []
-    for depth in depths:
-        for kind in kinds:
+    for depth in profile["depths"]:
+        for kind in profile["kinds"]:
             row = [str(depth), kind]
             ratios = []
             for seed in seeds:
@@ -116,8 +109,37 @@ def report(summary: dict, runs: list[dict]) -> str:
                     ratios.append("-")
             row.append(", ".join(ratios))
             rows.append(row)
-    parts += [_table(headers, rows), ""]
-    parts += [
+    return parts + ["\n".join(summary_table(headers, rows)), ""]
+
+
+def _failures(runs_at: dict, lrs: list[float], top, stop, ref) -> str:
+    """One seed's cell: stable up to `top`, and why each lr between it and the first divergence
+    `stop` failed (`runs_at` maps lr to the run)."""
+    notes = []
+    for lr in lrs:
+        run = runs_at[lr]
+        if (top is not None and lr <= top) or run["diverged"]:
+            continue
+        if stop is not None and lr > stop["lr"]:
+            continue
+        if top is None and lr < (ref[1] if ref else 0):
+            continue
+        why = "+".join(run["unstable_reasons"])
+        if "margin" in run["unstable_reasons"] and ref is not None:
+            why += f" {100 * (run['final_val_loss'] / ref[0] - 1):+.1f} %"
+        if "spike" in run["unstable_reasons"]:
+            why += f" {run['spike_ratio']:.2f}x"
+        notes.append(f"{_lr(lr)}: {why}")
+    cell = f"stable to {_lr(top)}"
+    return cell + ("; " + "; ".join(notes) if notes else "")
+
+
+def _quality(summary: dict, profile: dict, runs: list[dict], seeds: list[int]) -> list[str]:
+    """Outcome 2: the reference loss per (kind, depth) and why the runs past stability failed."""
+    first = first_divergence(runs)
+    refs = reference_losses(runs)
+    cells = {(c["kind"], c["depth"]): c for c in summary["cells"]}
+    parts = [
         "**Loss quality** (rules 2 and 3: 10-step-mean spike above 1.5x, or final validation "
         "loss more than 5 % above the reference). Reference: lowest median over seeds (runs "
         "that neither diverged nor spiked), at its lr. Per seed: the criterion's largest stable "
@@ -127,33 +149,30 @@ def report(summary: dict, runs: list[dict]) -> str:
     ]
     headers = ["depth", "kind", "reference (lr)"] + [f"seed {s}" for s in seeds]
     rows = []
-    for depth in depths:
-        for kind in kinds:
+    for depth in profile["depths"]:
+        for kind in profile["kinds"]:
             ref = refs.get((kind, depth))
             row = [str(depth), kind, "-" if ref is None else f"{ref[0]:.3f} ({_lr(ref[1])})"]
             stable = cells[(kind, depth)]["largest_stable_lr"]["per_seed"]
             for seed in seeds:
-                top = stable[str(seed)]
+                runs_at = {
+                    r["lr"]: r
+                    for r in runs
+                    if (r["kind"], r["depth"], r["seed"]) == (kind, depth, seed)
+                }
                 stop = first[(kind, depth, seed)]
-                notes = []
-                for lr in lrs:
-                    run = by_id[(kind, depth, seed, lr)]
-                    if (top is not None and lr <= top) or run["diverged"]:
-                        continue
-                    if stop is not None and lr > stop["lr"]:
-                        continue
-                    if top is None and lr < (ref[1] if ref else 0):
-                        continue
-                    why = "+".join(run["unstable_reasons"])
-                    if "margin" in run["unstable_reasons"] and ref is not None:
-                        why += f" {100 * (run['final_val_loss'] / ref[0] - 1):+.1f} %"
-                    if "spike" in run["unstable_reasons"]:
-                        why += f" {run['spike_ratio']:.2f}x"
-                    notes.append(f"{_lr(lr)}: {why}")
-                cell = f"stable to {_lr(top)}"
-                row.append(cell + ("; " + "; ".join(notes) if notes else ""))
+                row.append(_failures(runs_at, profile["lrs"], stable[str(seed)], stop, ref))
             rows.append(row)
-    parts += [_table(headers, rows)]
+    return parts + ["\n".join(summary_table(headers, rows))]
+
+
+def report(summary: dict, runs: list[dict]) -> str:
+    """The markdown of both outcomes (see the module docstring)."""
+    profile = summary["settings"]["profile"]
+    seeds = sorted({r["seed"] for r in runs})
+    parts = [_source(summary), ""]
+    parts += _divergence(profile, runs, seeds)
+    parts += _quality(summary, profile, runs, seeds)
     return "\n".join(parts)
 
 
