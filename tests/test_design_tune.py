@@ -19,7 +19,7 @@ from sdeformer import ShapedConfig, suggest_num_steps
 from sdeformer.cli import main
 from sdeformer.design import STATISTICS, tune
 from sdeformer.design._cells import sde_endpoint
-from sdeformer.design._tune import fd_gradient, statistic_value
+from sdeformer.design._tune import _statistic_function
 from sdeformer.rank_collapse import equicorrelated
 
 CONFIG = ShapedConfig()
@@ -40,26 +40,27 @@ CLI_TUNE = ["--tune", "c_minus", "--range", "c_minus:-3:0", "--tokens", "2", "--
 CLI_TUNE += ["--width", "8", "--depth", "8", "--samples", "200", "--certify-samples", "300"]
 
 
-def test_fd_gradient_converges_under_common_random_numbers_float64():
+def test_pathwise_gradient_matches_central_differences_float64():
+    """The tuner's gradient (jax.jvp through the solve, Brownian paths fixed) of the p_collapse
+    surrogate in gamma, against central differences with common random numbers: 1e-3 relative."""
     with jax.enable_x64(True):
         v0 = np.asarray(V0, np.float64)
         T = 0.25
-        steps = suggest_num_steps(CONFIG, v0, T)
-
-        def f(u):  # gamma = 0.4 + 0.2 u, the smooth sigmoid surrogate of p_collapse
-            cfg = CONFIG.replace(gamma=0.4 + 0.2 * float(u[0]))
-            end = sde_endpoint(
-                cfg, v0, T=T, num_samples=64, key=jr.key(3), num_steps=steps, bound=1e3,
-                dtype=np.float64,
-            )  # fmt: skip
-            assert not end.stopped.any()  # no path event between the evaluations
-            return statistic_value("p_collapse", end.mean_rho, 0.5, 0.2)
-
-        u = np.array([0.5])
-        _, g1 = fd_gradient(f, u, h=1e-4)
-        _, g2 = fd_gradient(f, u, h=5e-5)
-    assert abs(g1[0]) > 1e-4  # the statistic depends on gamma
-    assert abs(g1[0] - g2[0]) <= 1e-3 * abs(g2[0])
+        solve = dict(
+            T=T, num_samples=64, key=jr.key(3), num_steps=suggest_num_steps(CONFIG, v0, T),
+            bound=1e3, dtype=np.float64,
+        )  # fmt: skip
+        end = sde_endpoint(CONFIG.replace(gamma=0.5), v0, **solve)
+        assert not end.stopped.any()  # no path event near the point
+        g = _statistic_function(CONFIG, v0, ["gamma"], "p_collapse", 0.5, 0.2, solve)
+        value, grad = g(np.array([0.5]), True)
+        h = 1e-5
+        up, _ = g(np.array([0.5 + h]), False)
+        down, _ = g(np.array([0.5 - h]), False)
+    central = (up - down) / (2 * h)
+    assert abs(central) > 1e-4  # the statistic depends on gamma
+    assert abs(grad[0] - central) <= 1e-3 * abs(central), (grad[0], central)
+    assert value == pytest.approx(0.5 * (up + down), rel=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ path enters every statistic.
 Common random numbers: path i of `solve_sde` is a function of (key, i) only, so with one key and
 one number of steps every configuration sees the same Brownian increments.
 
-Cost: `CovarianceSDE` keeps the configuration as a static field and computes its noise
-coefficients with Python floats, so every new parameter value is a new trace and compile of the
-solver (about 4 s at m = 8 on a shared 2-core CPU) and `solve_sde` cannot be differentiated in a
-configuration parameter (docs/design.md).
+Cost: the varied parameters are passed to `solve_sde` as JAX values (`values=`), one per
+path if wanted, so one compiled solver serves every parameter value (a whole row of a phase map
+is one call), and the statistics are differentiable in them (`jax.jvp`, `endpoint_mean_rho`).
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
-from .. import ShapedConfig, solve_sde, suggest_num_steps
+from .. import ShapedConfig, metrics, solve_sde, suggest_num_steps
 from ._features import sample_features
 
 PARAMETERS = ("tau0", "gamma", "c_plus", "c_minus")
@@ -96,10 +96,40 @@ class Endpoint:
 
 
 def sde_endpoint(
-    config: ShapedConfig, v0, *, T: float, num_samples: int, key, num_steps: int, bound, dtype
+    config: ShapedConfig,
+    v0,
+    *,
+    T: float,
+    num_samples: int,
+    key,
+    num_steps: int,
+    bound,
+    dtype,
+    values: dict | None = None,
+    brownian_ids=None,
 ) -> Endpoint:
-    """Solve the limit SDE of `config` to T and return the paths' `Endpoint` at T."""
-    sol = solve_sde(
+    """Solve the limit SDE of `config` to T and return the paths' `Endpoint` at T.
+
+    `values` and `brownian_ids` go to `solve_sde`: parameters as JAX values (one per path for a
+    grid of cells) and the Brownian path of each path (common random numbers across cells).
+    """
+    sol = _solve(config, v0, T, num_samples, key, num_steps, bound, dtype, values, brownian_ids)
+    reason = np.asarray(sol.exit_reason)
+    stopped = ~np.asarray(sol.alive)[:, -1]
+    mean_rho = sample_features(np.asarray(_held_states(sol)), np.asarray(v0))["mean_rho"]
+    return Endpoint(mean_rho, stopped, stopped & (reason == 1))
+
+
+def endpoint_mean_rho(
+    config: ShapedConfig, v0, values: dict, *, T, num_samples, key, num_steps, bound, dtype
+):
+    """Per-path mean_rho at T as a JAX array: differentiable in `values` (`jax.jvp`)."""
+    sol = _solve(config, v0, T, num_samples, key, num_steps, bound, dtype, values, None)
+    return metrics.mean_correlation(_held_states(sol))
+
+
+def _solve(config, v0, T, num_samples, key, num_steps, bound, dtype, values, brownian_ids):
+    return solve_sde(
         config,
         v0,
         T,
@@ -109,13 +139,18 @@ def sde_endpoint(
         num_steps=num_steps,
         bound=bound,
         dtype=dtype,
+        values=values,
+        brownian_ids=brownian_ids,
     )
-    reason = np.asarray(sol.exit_reason)
-    stopped = ~np.asarray(sol.alive)[:, -1]
-    held = np.asarray(sol.vs)[:, -1]
-    v_exit = np.asarray(sol.v_exit)
-    finite = np.all(np.isfinite(v_exit), axis=(-2, -1))
-    use_exit = stopped & (reason != 1) & finite
-    vs = np.where(use_exit[:, None, None], v_exit, held)
-    mean_rho = sample_features(vs, np.asarray(v0))["mean_rho"]
-    return Endpoint(mean_rho, stopped, stopped & (reason == 1))
+
+
+def _held_states(sol):
+    """The state of each path at T by the forecast's stopping rule.
+
+    Survivors and paths that crossed the bound: their exit state; paths that left the PSD cone
+    or became non-finite: their last valid saved state.
+    """
+    stopped = ~sol.alive[:, -1]
+    finite = jnp.all(jnp.isfinite(sol.v_exit), axis=(-2, -1))
+    use_exit = stopped & (sol.exit_reason != 1) & finite
+    return jnp.where(use_exit[:, None, None], sol.v_exit, sol.vs[:, -1])

@@ -146,6 +146,89 @@ class PhaseMap:
     __repr__ = __str__
 
 
+def _check_grid(config: ShapedConfig, x, y, method: str):
+    """The two checked axes of a map with `method`."""
+    if method not in MAP_METHODS:
+        raise ValueError(f"method={method!r} is not a phase-map method; pick one of {MAP_METHODS}")
+    x_axis = _check_axis(config, x, "x")
+    y_axis = _check_axis(config, y, "y")
+    if x_axis[0] == y_axis[0]:
+        raise ValueError(f"x and y are both {x_axis[0]!r}; map two different parameters")
+    return x_axis, y_axis
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+    """The cells of a map and how to sample them."""
+
+    config: ShapedConfig
+    v0: object
+    x_name: str
+    xs: np.ndarray
+    y_name: str
+    ys: np.ndarray
+    width: int
+    depth: int
+    num_samples: int
+    key: object
+    bound: float
+    dtype: object
+
+    def _empty(self) -> dict:
+        shape = (self.ys.size, self.xs.size)
+        return {k: np.zeros(shape) for k in ("p_collapse", "p_blowup", "median", "cone", "sec")}
+
+    def sde_rows(self, steps: int, threshold: float, progress) -> dict:
+        """The limit SDE, one `solve_sde` call per row of cells.
+
+        The row's parameters are JAX values, one per path (`solve_sde(values=...)`), so one
+        compiled solver serves the whole map; path i of every cell draws Brownian path i
+        (`brownian_ids`): common random numbers. A cell's seconds are its row's over the row.
+        """
+        out, paths, nx = self._empty(), self.num_samples, self.xs.size
+        for j, yv in enumerate(self.ys):
+            tick = time.perf_counter()
+            values = {
+                self.x_name: np.repeat(self.xs, paths),
+                self.y_name: np.full(nx * paths, float(yv)),
+            }
+            end = sde_endpoint(
+                self.config, self.v0, T=self.depth / self.width, num_samples=nx * paths,
+                key=self.key, num_steps=steps, bound=self.bound, dtype=self.dtype,
+                values=values, brownian_ids=np.tile(np.arange(paths), nx),
+            )  # fmt: skip
+            rho = end.mean_rho.reshape(nx, paths)
+            out["p_collapse"][j] = np.mean(rho >= threshold, axis=1)
+            out["p_blowup"][j] = np.mean(end.stopped.reshape(nx, paths), axis=1)
+            out["median"][j] = np.median(rho, axis=1)
+            out["cone"][j] = np.mean(end.left_cone.reshape(nx, paths), axis=1)
+            out["sec"][j] = (time.perf_counter() - tick) / nx
+            if progress is not None:
+                progress((j + 1) * nx, nx * self.ys.size)
+        return out
+
+    def law_cells(self, threshold: float, progress) -> dict:
+        """The exact law chain, `forecast(method="law")` in every cell."""
+        out = self._empty()
+        for j, yv in enumerate(self.ys):
+            for i, xv in enumerate(self.xs):
+                tick = time.perf_counter()
+                cell = configured(self.config, {self.x_name: xv, self.y_name: yv})
+                fc = forecast(
+                    cell, self.v0, width=self.width, depth=self.depth,
+                    num_samples=self.num_samples, key=self.key, method="law",
+                    collapse_threshold=threshold, bound=self.bound, dtype=self.dtype,
+                )  # fmt: skip
+                rho = fc.samples["mean_rho"][:, -1]
+                out["p_collapse"][j, i] = float(np.mean(rho >= threshold))
+                out["p_blowup"][j, i] = fc.final.p_blowup.value
+                out["median"][j, i] = float(np.median(rho))
+                out["sec"][j, i] = time.perf_counter() - tick
+                if progress is not None:
+                    progress(j * self.xs.size + i + 1, self.xs.size * self.ys.size)
+        return out
+
+
 def phase_map(
     config: ShapedConfig,
     v0,
@@ -173,12 +256,7 @@ def phase_map(
 
     Every input is checked before any sampling: a ValueError names a bad value and the fix.
     """
-    if method not in MAP_METHODS:
-        raise ValueError(f"method={method!r} is not a phase-map method; pick one of {MAP_METHODS}")
-    x_name, xs = _check_axis(config, x, "x")
-    y_name, ys = _check_axis(config, y, "y")
-    if x_name == y_name:
-        raise ValueError(f"x and y are both {x_name!r}; map two different parameters")
+    (x_name, xs), (y_name, ys) = _check_grid(config, x, y, method)
     v0, width, depth, num_samples, _ = _check_inputs(
         v0, width, depth, num_samples, collapse_threshold, bound, None, dtype
     )
@@ -186,40 +264,18 @@ def phase_map(
     check_method(config, method, width, m)
     if method == "law" and width < m:
         raise ValueError(f"width={width} is below m={m} tokens; pass a width >= {m}")
+    for yv in ys:  # every cell's configuration is valid before any sampling
+        for xv in xs:
+            configured(config, {x_name: xv, y_name: yv})
     started = time.perf_counter()
-    T = depth / width
+    grid = _Grid(config, v0, x_name, xs, y_name, ys, width, depth, num_samples, key, bound, dtype)
     steps = None
     if method == "sde":
         box = {x_name: (xs[0], xs[-1]), y_name: (ys[0], ys[-1])}
-        steps = grid_num_steps(config, v0, T, box)
-    shape = (ys.size, xs.size)
-    out = {k: np.zeros(shape) for k in ("p_collapse", "p_blowup", "median", "cone", "sec")}
-    for j, yv in enumerate(ys):
-        for i, xv in enumerate(xs):
-            tick = time.perf_counter()
-            cell = configured(config, {x_name: xv, y_name: yv})
-            if method == "sde":
-                end = sde_endpoint(
-                    cell, v0, T=T, num_samples=num_samples, key=key, num_steps=steps,
-                    bound=bound, dtype=dtype,
-                )  # fmt: skip
-                rho, stopped, cone = end.mean_rho, end.stopped, end.left_cone.mean()
-            else:
-                fc = forecast(
-                    cell, v0, width=width, depth=depth, num_samples=num_samples, key=key,
-                    method="law", collapse_threshold=collapse_threshold, bound=bound, dtype=dtype,
-                )  # fmt: skip
-                rho = fc.samples["mean_rho"][:, -1]
-                stopped, cone = None, 0.0
-                out["p_blowup"][j, i] = fc.final.p_blowup.value
-            out["p_collapse"][j, i] = float(np.mean(rho >= collapse_threshold))
-            if stopped is not None:
-                out["p_blowup"][j, i] = float(np.mean(stopped))
-            out["median"][j, i] = float(np.median(rho))
-            out["cone"][j, i] = float(cone)
-            out["sec"][j, i] = time.perf_counter() - tick
-            if progress is not None:
-                progress(j * xs.size + i + 1, xs.size * ys.size)
+        steps = grid_num_steps(config, v0, depth / width, box)
+        out = grid.sde_rows(steps, collapse_threshold, progress)
+    else:
+        out = grid.law_cells(collapse_threshold, progress)
     return PhaseMap(
         method=method,
         config=config,

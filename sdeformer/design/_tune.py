@@ -2,9 +2,9 @@
 
 Search: the statistic is estimated on the limit SDE at T = d / n with one key and one number of
 steps for every evaluation (common random numbers, `_cells`), so it is a deterministic,
-piecewise-smooth function of the parameters. Its gradient is a central finite difference under
-these common random numbers: `solve_sde` cannot be differentiated in a configuration parameter
-(the configuration is static in `CovarianceSDE`), so there is no pathwise (jvp) derivative yet.
+piecewise-smooth function of the parameters. The parameters are JAX values of the solve
+(`solve_sde(values=...)`: one compiled solver for the whole search) and the gradient is
+pathwise: `jax.jvp` through the solve with the Brownian paths held fixed.
 Each step is Gauss-Newton on (statistic - target) in parameters scaled to their ranges (for one
 parameter, Newton's step kept inside a bracket of the root); with two parameters the step is
 the smallest move that reaches the target to first order.
@@ -23,13 +23,13 @@ import dataclasses
 import math
 import time
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from scipy import special
 
 from .. import ShapedConfig
-from ._cells import check_parameter, configured, grid_num_steps, sde_endpoint
+from ._cells import check_parameter, configured, endpoint_mean_rho, grid_num_steps
 from ._forecast import _check_inputs, forecast
 from ._intervals import Estimate
 from ._paths import check_method
@@ -40,15 +40,6 @@ STATISTICS = ("mean_rho:q50", "mean_rho:mean", "p_collapse")
 DEFAULT_RANGES = {"tau0": (0.3, 5.0), "gamma": (0.05, 0.95), "c_plus": (-2.0, 2.0)}
 DEFAULT_RANGES["c_minus"] = (-3.0, 1.0)
 """Search ranges used when `ranges` does not give one."""
-
-
-def statistic_value(name: str, mean_rho: np.ndarray, threshold: float, scale: float) -> float:
-    """The statistic `name` of per-path `mean_rho` (p_collapse: the sigmoid surrogate)."""
-    if name == "mean_rho:q50":
-        return float(np.median(mean_rho))
-    if name == "mean_rho:mean":
-        return float(np.mean(mean_rho))
-    return float(np.mean(special.expit((mean_rho - threshold) / scale)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -156,13 +147,11 @@ def tune(
     """Tune `params` (one or two of `PARAMETERS`) so that `statistic` at depth d is `target`.
 
     The search runs on the limit SDE (T = d / n, `num_samples` paths, one key: common random
-    numbers); `ranges` {name: (lo, hi)} bound it (defaults `DEFAULT_RANGES`). The statistic is
-    first evaluated at the range's ends (one parameter) or corners (two); a target outside the
-    values found there is refused as unreachable (for a non-monotone statistic this is a
-    heuristic). The search stops when |statistic - target| <= `tolerance` or after
-    `max_iterations` steps. Then `certify_samples` fresh law-chain samples at width n certify
-    the statistic (`TuneResult.certificate`). Raises ValueError for bad input or an
-    unreachable target.
+    numbers; pathwise gradients) inside `ranges` {name: (lo, hi)} (default `DEFAULT_RANGES`).
+    A target outside the statistic's values at the range's ends (one parameter) or corners
+    (two) is refused as unreachable (a heuristic for a non-monotone statistic). It stops when
+    |statistic - target| <= `tolerance` or after `max_iterations` steps; `certify_samples` fresh
+    law-chain samples at width n then certify it (`TuneResult.certificate`).
     """
     params, box = _check_tune(
         config, params, statistic, target, ranges, collapse_threshold, surrogate_scale
@@ -170,63 +159,32 @@ def tune(
     v0, width, depth, num_samples, _ = _check_inputs(
         v0, width, depth, num_samples, collapse_threshold, bound, None, dtype
     )
-    certify_samples = int(certify_samples)
-    if certify_samples < 1:
-        raise ValueError(f"certify_samples={certify_samples!r}: pass a positive integer")
-    m = int(v0.shape[-1])
-    check_method(config, "sde", width, m)
-    check_method(config, "law", width, m)
-    if width < m:
-        raise ValueError(f"width={width} is below m={m} tokens; pass a width >= {m}")
+    m = _check_samplers(config, v0, width, certify_samples)
     started = time.perf_counter()
     T = depth / width
     steps = grid_num_steps(config, v0, T, box)
     search_key, certify_key = jr.split(key)
-    lo = np.array([box[p][0] for p in params])
-    span = np.array([box[p][1] - box[p][0] for p in params])
+    solve = dict(T=T, num_samples=num_samples, key=search_key, num_steps=steps, bound=bound)
+    solve["dtype"] = dtype
+    g = _statistic_function(
+        config, v0, params, statistic, collapse_threshold, surrogate_scale, solve
+    )
     history: list[dict] = []
-
-    def f(u):  # u in [0, 1]^k: the parameters scaled to their ranges
-        values = {p: float(v) for p, v in zip(params, lo + span * u, strict=True)}
-        end = sde_endpoint(
-            configured(config, values), v0, T=T, num_samples=num_samples, key=search_key,
-            num_steps=steps, bound=bound, dtype=dtype,
-        )  # fmt: skip
-        value = statistic_value(statistic, end.mean_rho, collapse_threshold, surrogate_scale)
-        history.append({**values, "value": value})
-        return value - target
-
+    f, lo, span = _objective(g, params, box, target, history)
     corners = [np.array(c, dtype=float) for c in np.ndindex(*(2,) * len(params))]
     ends = [f(c) for c in corners]
-    if min(ends) > 0 or max(ends) < 0:
-        found = ", ".join(
-            f"{value + target:.4g} at "
-            + ", ".join(f"{p}={lo[k] + span[k] * c[k]:g}" for k, p in enumerate(params))
-            for c, value in zip(corners, ends, strict=True)
-        )
-        raise ValueError(
-            f"target {statistic}={target:g} is unreachable in the range "
-            + ", ".join(f"{p} in {box[p][0]:g}..{box[p][1]:g}" for p in params)
-            + f" (limit SDE: {found}); pass a target between those values or widen the range"
-        )
-    u, converged, residual = _search(f, corners, ends, len(params), max_iterations, tolerance)
+    _check_reachable(statistic, target, params, box, corners, ends)
+    u, converged, residual = _search(
+        lambda u: f(u, gradient=True), corners, ends, len(params), max_iterations, tolerance
+    )
     tuned = {p: float(v) for p, v in zip(params, lo + span * u, strict=True)}
     tuned_config = configured(config, tuned)
-    sde_value = residual + target
     certificate = _certify(
         tuned_config, v0, width, depth, certify_samples, certify_key, statistic, target,
         collapse_threshold, bound, dtype,
     )  # fmt: skip
     settings = {
-        "params": list(params),
-        "ranges": {p: list(box[p]) for p in params},
-        "width": width,
-        "depth": depth,
-        "T": T,
-        "tokens": m,
-        "search_samples": num_samples,
-        "sde_num_steps": steps,
-        "tolerance": tolerance,
+        **_settings(params, box, width, depth, m, num_samples, steps, tolerance),
         "collapse_threshold": collapse_threshold,
         "surrogate": None
         if statistic != "p_collapse"
@@ -239,7 +197,7 @@ def tune(
         target=float(target),
         tuned=tuned,
         config=tuned_config,
-        sde_value=float(sde_value),
+        sde_value=float(residual + target),
         converged=converged,
         history=history,
         certificate=certificate,
@@ -248,26 +206,100 @@ def tune(
     )
 
 
-FD_STEP = 0.02
-"""Central finite-difference step in the scaled parameters u = (theta - lo) / (hi - lo).
+def _objective(g, params, box, target, history: list):
+    """f(u, gradient): statistic - target (and its gradient in u) at theta = lo + span u.
 
-Not small: under common random numbers the statistic is smooth between the parameter values
-where a path changes its exit (or the median changes sample), so a step of a few percent of the
-range averages over those jumps; the gradient only steers the search, the target is checked by
-the value itself."""
+    u lies in [0, 1]^k; each evaluation is appended to `history`. Returns (f, lo, span).
+    """
+    lo = np.array([box[p][0] for p in params])
+    span = np.array([box[p][1] - box[p][0] for p in params])
+
+    def f(u, gradient=False):
+        theta = lo + span * u
+        value, grad = g(theta, gradient)
+        history.append(
+            {**{p: float(v) for p, v in zip(params, theta, strict=True)}, "value": value}
+        )
+        return (value - target, grad * span) if gradient else value - target
+
+    return f, lo, span
 
 
-def fd_gradient(f, u: np.ndarray, h: float = FD_STEP) -> tuple[float, np.ndarray]:
-    """(f(u) to O(h^2), central-difference gradient) from 2 k evaluations, u kept in [0, 1]."""
-    grads, mids = [], []
-    for k in range(u.size):
-        e = np.zeros_like(u)
-        e[k] = h
-        up, down = np.clip(u + e, 0, 1), np.clip(u - e, 0, 1)
-        fu, fd = f(up), f(down)
-        grads.append((fu - fd) / (up[k] - down[k]))
-        mids.append(0.5 * (fu + fd))
-    return float(np.mean(mids)), np.array(grads)
+def _settings(params, box, width, depth, m, num_samples, steps, tolerance) -> dict:
+    """The search's settings, as recorded in the result."""
+    return {
+        "params": list(params),
+        "ranges": {p: list(box[p]) for p in params},
+        "width": width,
+        "depth": depth,
+        "T": depth / width,
+        "tokens": m,
+        "search_samples": num_samples,
+        "sde_num_steps": steps,
+        "gradient": "pathwise: jax.jvp through the SDE solve, Brownian paths fixed",
+        "tolerance": tolerance,
+    }
+
+
+def _check_samplers(config, v0, width: int, certify_samples) -> int:
+    """m, after checking that the SDE and the law chain can sample `config` at `width`."""
+    if int(certify_samples) < 1:
+        raise ValueError(f"certify_samples={certify_samples!r}: pass a positive integer")
+    m = int(v0.shape[-1])
+    check_method(config, "sde", width, m)
+    check_method(config, "law", width, m)
+    if width < m:
+        raise ValueError(f"width={width} is below m={m} tokens; pass a width >= {m}")
+    return m
+
+
+def _check_reachable(statistic, target, params, box, corners, ends) -> None:
+    """Refuse a target outside the values of the statistic at the range's ends or corners."""
+    if min(ends) <= 0 <= max(ends):
+        return
+    lo = [box[p][0] for p in params]
+    span = [box[p][1] - box[p][0] for p in params]
+    found = ", ".join(
+        f"{value + target:.4g} at "
+        + ", ".join(f"{p}={lo[k] + span[k] * c[k]:g}" for k, p in enumerate(params))
+        for c, value in zip(corners, ends, strict=True)
+    )
+    raise ValueError(
+        f"target {statistic}={target:g} is unreachable in the range "
+        + ", ".join(f"{p} in {box[p][0]:g}..{box[p][1]:g}" for p in params)
+        + f" (limit SDE: {found}); pass a target between those values or widen the range"
+    )
+
+
+def _statistic_function(config, v0, params, statistic, threshold, scale, solve):
+    """g(theta, gradient) -> (statistic on the limit SDE, its pathwise gradient or None).
+
+    The parameters enter `solve_sde` as JAX values (one compiled solver for every evaluation)
+    with one key (common random numbers); the gradient is `jax.jvp` through the solve with the
+    Brownian paths held fixed, one direction per parameter.
+    """
+
+    def stat(theta):
+        values = dict(zip(params, theta, strict=True))
+        rho = endpoint_mean_rho(config, v0, values, **solve)
+        if statistic == "mean_rho:q50":
+            return jnp.median(rho)
+        if statistic == "mean_rho:mean":
+            return jnp.mean(rho)
+        return jnp.mean(jax.nn.sigmoid((rho - threshold) / scale))
+
+    def g(theta, gradient: bool):
+        theta = jnp.asarray(theta, solve["dtype"])
+        if not gradient:
+            return float(stat(theta)), None
+        grads = []
+        for k in range(theta.size):
+            direction = jnp.zeros_like(theta).at[k].set(1.0)
+            value, slope = jax.jvp(stat, (theta,), (direction,))
+            grads.append(float(slope))
+        return float(value), np.array(grads)
+
+    return g
 
 
 def _search(f, corners, ends, k, max_iterations, tolerance):
@@ -281,7 +313,7 @@ def _search(f, corners, ends, k, max_iterations, tolerance):
         a = b = None
     r = np.inf
     for _ in range(max_iterations):
-        r, g = fd_gradient(f, u)
+        r, g = f(u)
         if abs(r) <= tolerance:
             return u, True, r
         if k == 1:
@@ -292,7 +324,7 @@ def _search(f, corners, ends, k, max_iterations, tolerance):
         else:
             norm = float(g @ g)
             u = np.clip(u - (r / norm) * g if norm else u, 0.0, 1.0)
-    r, _ = fd_gradient(f, u)
+    r, _ = f(u)
     return u, abs(r) <= tolerance, r
 
 
