@@ -41,7 +41,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 
 # name and timeout (s), most important first; bench_tokens starts no new size after its own
 # budget (240 s). Each benchmark writes its JSON when it ends (bench_tokens after every size).
-for job in tokens:300 sde:50 laws:60 train:40 init:40 compare:40; do
+for job in tokens:270 sde:50 laws:60 design:60 train:30 init:30 compare:30; do
     name=${job%%:*}
     limit=${job##*:}
     start=$(date +%s)

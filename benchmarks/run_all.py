@@ -23,7 +23,15 @@ import traceback
 
 import jax
 
-from . import bench_compare, bench_init, bench_laws, bench_sde, bench_tokens, bench_train
+from . import (
+    bench_compare,
+    bench_design,
+    bench_init,
+    bench_laws,
+    bench_sde,
+    bench_tokens,
+    bench_train,
+)
 from ._common import DEFAULT_RESULTS, RESULTS, ROOT, load_average, machine
 
 SUMMARY = RESULTS / "README.md"
@@ -39,6 +47,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "train": ["--quick"],
         "tokens": ["--profile", "cpu"],
         "compare": ["--tokens", "16", "64", "256", "--samples", "2000"],
+        "design": ["--profile", "cpu"],
     },
     # GPU: the same scripts at sizes where an accelerator is busy, each within the timeout that
     # benchmarks/gpu_all.sh gives it (one 10-minute command in all).
@@ -54,6 +63,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "tokens": ["--profile", "gpu"],
         # compare_sources is NumPy on the host: m = 1024 x 2000 samples is hours of eigenvalues
         "compare": ["--tokens", "64", "256", "--samples", "2000"],
+        "design": ["--profile", "gpu"],
     },
 }
 SCRIPTS = {
@@ -63,12 +73,13 @@ SCRIPTS = {
     "train": bench_train,
     "tokens": bench_tokens,
     "compare": bench_compare,
+    "design": bench_design,
 }
 
 
 def _out_flag(name: str) -> list[str]:
     """Absolute output path for the scripts that take --out (they default to a cwd path)."""
-    return [] if name in ("init", "compare") else ["--out", str(RESULTS / f"{name}.json")]
+    return [] if name in ("init", "compare", "design") else ["--out", str(RESULTS / f"{name}.json")]
 
 
 def run(names: list[str], profile: str) -> dict:
