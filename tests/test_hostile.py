@@ -122,7 +122,7 @@ def test_disk_full_mid_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Path, "write_text", write_text)
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "the disk is full" in err and "rerun to resume" in err
+    assert "the disk is full" in err and "rerun the same command to resume" in err
     assert sorted(p.name for p in (out / "units").iterdir()) == ["shaped.json"]
     assert [p for p in out.rglob("*") if p.name.endswith(".tmp")] == []
     assert not (out / "rank_collapse.json").exists()

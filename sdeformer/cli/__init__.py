@@ -156,19 +156,22 @@ def main(argv: list[str] | None = None) -> int:
                 "the disk is full" if err.errno == errno.ENOSPC else "a file could not be written"
             )
             print(
-                f"sdeformer {args.command}: error: {reason} ({err}); finished units are saved "
-                "and no file was left half-written: free space (or fix the path) and rerun to "
-                "resume",
+                f"sdeformer {args.command}: error: {reason} ({err}); no file was left "
+                f"half-written: free space (or fix the path) and {_rerun(args)}",
                 file=sys.stderr,
             )
             return 1
         except KeyboardInterrupt:
-            print(
-                f"sdeformer {args.command}: interrupted; finished units are saved, rerun to resume",
-                file=sys.stderr,
-            )
+            print(f"sdeformer {args.command}: interrupted; {_rerun(args)}", file=sys.stderr)
             signum = getattr(stopper, "signum", None)
             return exit_status(signal.SIGINT if signum is None else signum)
+
+
+def _rerun(args: argparse.Namespace) -> str:
+    """What a rerun does: resume from the saved units, or (design) start again."""
+    if getattr(args, "resumes", True):
+        return "finished units are saved: rerun the same command to resume"
+    return "this command keeps no partial results: rerun it to start again"
 
 
 if __name__ == "__main__":

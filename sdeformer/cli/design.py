@@ -39,7 +39,28 @@ def _add_design(sub) -> None:
         help="forecast; map (a phase map over --x and --y); tune (--tune to a --target)",
     )
     add_config_arguments(parser, ShapedConfig())
-    group = parser.add_argument_group("forecast")
+    _add_forecast_arguments(parser.add_argument_group("forecast"))
+    _add_tool_arguments(parser.add_argument_group("map and tune"))
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    run.add_argument(
+        "--out",
+        default="results/design",
+        help="output directory of forecast.json, map.json and map.png, tune.json "
+        "(default: results/design)",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print the JSON report to stdout instead of a table"
+    )
+    run.add_argument(
+        "--float64", action="store_true", help="compute in float64 (enables jax_enable_x64)"
+    )
+    # the design runs keep no result store: an interrupted one starts again (main's message)
+    parser.set_defaults(func=design_command, resumes=False)
+
+
+def _add_forecast_arguments(group) -> None:
+    """The sampler, the network's size, its input and the events of a forecast."""
     group.add_argument(
         "--method",
         choices=METHOD_CHOICES,
@@ -85,7 +106,10 @@ def _add_design(sub) -> None:
         default="",
         help="comma-separated further depths 1..d to report (default: none, d only)",
     )
-    tools = parser.add_argument_group("map and tune")
+
+
+def _add_tool_arguments(tools) -> None:
+    """The grid of `design map` and the search of `design tune`."""
     tools.add_argument("--x", default=None, help="map: NAME:LO:HI:COUNT, e.g. tau0:0.5:3:32")
     tools.add_argument("--y", default=None, help="map: NAME:LO:HI:COUNT, e.g. gamma:0.2:0.9:32")
     tools.add_argument("--tune", default=None, help="tune: one or two parameters, e.g. tau0,gamma")
@@ -103,21 +127,6 @@ def _add_design(sub) -> None:
         default=1000,
         help="tune: fresh law-chain samples of the certificate (default: 1000)",
     )
-    run = parser.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
-    run.add_argument(
-        "--out",
-        default="results/design",
-        help="output directory of forecast.json, map.json and map.png, tune.json "
-        "(default: results/design)",
-    )
-    run.add_argument(
-        "--json", action="store_true", help="print the JSON report to stdout instead of a table"
-    )
-    run.add_argument(
-        "--float64", action="store_true", help="compute in float64 (enables jax_enable_x64)"
-    )
-    parser.set_defaults(func=design_command)
 
 
 def _input_covariance(args: argparse.Namespace, dtype):

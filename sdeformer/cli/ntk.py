@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+from ..results import ResultStore, provenance, write_json
 from .common import (
     add_run_arguments,
     csv_list,
@@ -80,34 +81,73 @@ def _add_ntk(sub) -> None:
 
 def ntk_command(args: argparse.Namespace) -> int:
     """Run `sdeformer ntk` with the parsed `args`; returns the exit status (0)."""
-    import jax.random as jr
-
-    from .. import plot
-    from ..ntk import INITS, SCALINGS, STRATEGIES, fit_loglog, load_data, run_unit
-    from ..results import ResultStore, provenance, write_json
-
     dtype = setup_precision(args)
+    settings = _checked_settings(args)
+    out = Path(args.out)
+    started = time.perf_counter()
+    units = _units(args, settings, dtype, out)
+    elapsed = time.perf_counter() - started
+    fits = _fits(units, settings["scalings"], settings["inits"])
+    figures = _figures(units, fits, out)
+    headers, rows = _table(units)
+    report = {
+        "command": "ntk",
+        "settings": settings,
+        "provenance": provenance(),
+        "seconds": elapsed,
+        "kernel_error_fits": {name: fit.to_dict() for name, fit in fits.items()},
+        "table": {"headers": headers, "rows": rows},
+        "units": units,
+        "figures": {k: str(v) for k, v in figures.items()},
+    }
+    report_path = write_json(out / "ntk.json", report)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(markdown_table(headers, rows))
+    print("\nkernel error ||K - Kbar||_F/||Kbar||_F ~ d_m^slope (Kbar: uniform attention):")
+    for name, fit in fits.items():
+        print(f"  {name}: {fit.describe()}")
+    print(f"\n{len(units)} units, N={args.samples} {args.data} inputs: {elapsed:.1f} s")
+    print(f"results written to {report_path} and {out}/ntk_*.png")
+    return 0
+
+
+def _widths(text: str) -> list[int]:
     try:
-        widths = [int(w) for w in csv_list(args.widths)]
+        widths = [int(w) for w in csv_list(text)]
     except ValueError as err:
-        raise ValueError(f"--widths {args.widths!r}: pass integers like 32,64,128") from err
+        raise ValueError(f"--widths {text!r}: pass integers like 32,64,128") from err
     if not widths or min(widths) < 1:
-        raise ValueError(f"--widths {args.widths!r}: pass at least one integer >= 1")
+        raise ValueError(f"--widths {text!r}: pass at least one integer >= 1")
+    return widths
+
+
+def _scalings(text: str) -> list[str | float]:
+    from ..ntk import SCALINGS
+
     scalings: list[str | float] = []
-    for text in csv_list(args.scalings):
+    for item in csv_list(text):
         try:
-            scalings.append(text if text in SCALINGS else float(text))
+            scalings.append(item if item in SCALINGS else float(item))
         except ValueError as err:
             raise ValueError(
-                f"--scalings: {text!r} is neither {' nor '.join(SCALINGS)} nor a number"
+                f"--scalings: {item!r} is neither {' nor '.join(SCALINGS)} nor a number"
             ) from err
         if not isinstance(scalings[-1], str) and not (
             math.isfinite(scalings[-1]) and scalings[-1] > 0
         ):
             raise ValueError(
-                f"--scalings: {text!r} is not a temperature tau0; pass a finite number > 0, "
+                f"--scalings: {item!r} is not a temperature tau0; pass a finite number > 0, "
                 f"or {' or '.join(SCALINGS)}"
             )
+    return scalings
+
+
+def _checked_settings(args: argparse.Namespace) -> dict:
+    """The run's settings, every flag checked (ValueError naming the value and the fix)."""
+    from ..ntk import INITS, STRATEGIES
+
     inits = csv_list(args.inits)
     for init in inits:
         if init not in INITS:
@@ -118,9 +158,9 @@ def ntk_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--lr-factor {args.lr_factor}: must lie in (0, 2) for stable GD")
     if args.checkpoints > args.steps:
         raise ValueError(f"--checkpoints {args.checkpoints}: must not exceed --steps")
-    settings = {
-        "widths": widths,
-        "scalings": scalings,
+    return {
+        "widths": _widths(args.widths),
+        "scalings": _scalings(args.scalings),
         "inits": inits,
         "data": args.data,
         "samples": args.samples,
@@ -132,12 +172,23 @@ def ntk_command(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "float64": args.float64,
     }
+
+
+def _units(args: argparse.Namespace, settings: dict, dtype, out: Path) -> list[dict]:
+    """Every (width, scaling, init) unit, loaded from the result store or computed into it."""
+    import jax.random as jr
+
+    from ..ntk import load_data, run_unit
+
     root = jr.key(args.seed)
     xs, ys = load_data(args.data, args.samples, key=jr.fold_in(root, 0), dtype=dtype)
-    out = Path(args.out)
     store = ResultStore(out, "ntk", settings, overwrite=args.overwrite)
-    plan = [(w, s, i) for w in widths for s in scalings for i in inits]
-    started = time.perf_counter()
+    plan = [
+        (w, s, i)
+        for w in settings["widths"]
+        for s in settings["scalings"]
+        for i in settings["inits"]
+    ]
     units = []
     with progress(len(plan), "ntk", args.no_progress) as bar:
         for width, scaling, init in plan:
@@ -145,22 +196,21 @@ def ntk_command(args: argparse.Namespace) -> int:
             if not store.has(name):
                 # One key per width: every scaling and init starts from the same normals.
                 unit = run_unit(
-                    xs,
-                    ys,
-                    width,
-                    scaling=scaling,
-                    init=init,
-                    key=jr.fold_in(jr.fold_in(root, 1), width),
-                    seeds=args.seeds,
-                    steps=args.steps,
-                    lr_factor=args.lr_factor,
-                    checkpoints=args.checkpoints,
+                    xs, ys, width, scaling=scaling, init=init,
+                    key=jr.fold_in(jr.fold_in(root, 1), width), seeds=args.seeds,
+                    steps=args.steps, lr_factor=args.lr_factor, checkpoints=args.checkpoints,
                     strategy=args.strategy,
-                )
+                )  # fmt: skip
                 store.save(name, unit)
             units.append(store.load(name))
             bar.update(1)
-    elapsed = time.perf_counter() - started
+    return units
+
+
+def _fits(units: list[dict], scalings, inits) -> dict:
+    """The kernel error's log-log fit in the width, per (scaling, init)."""
+    from ..ntk import fit_loglog
+
     fits = {}
     for scaling in scalings:
         for init in inits:
@@ -171,28 +221,27 @@ def ntk_command(args: argparse.Namespace) -> int:
             fits[f"{scaling}/{init}"] = fit_loglog(
                 [u["width"] for u in group], [u["kernel_errors"] for u in group]
             )
-    figures = {
+    return fits
+
+
+def _figures(units: list[dict], fits: dict, out: Path) -> dict:
+    from .. import plot
+
+    return {
         "eigenvalues": plot.save_figure(plot.ntk_eigenvalue_figure(units), out / "ntk_eig.png"),
         "losses": plot.save_figure(plot.ntk_loss_figure(units), out / "ntk_loss.png"),
         "kernel_error": plot.save_figure(
             plot.ntk_kernel_error_figure(units, fits), out / "ntk_kernel_error.png"
         ),
     }
-    headers = [
-        "scaling",
-        "init",
-        "d_m",
-        "lam_min",
-        "lam_min/scale",
-        "K err",
-        "lr",
-        "rate",
-        "+-",
-        "pred. rate",
-        "loss_T",
-        "dW",
-        "dK",
-    ]
+
+
+_HEADERS = ["scaling", "init", "d_m", "lam_min", "lam_min/scale", "K err", "lr", "rate", "+-"]
+_HEADERS += ["pred. rate", "loss_T", "dW", "dK"]
+
+
+def _table(units: list[dict]) -> tuple[list[str], list[list]]:
+    """The table's headers and one row per unit."""
     rows = []
     for u in units:
         fit = u["rate_fit"]
@@ -213,24 +262,4 @@ def ntk_command(args: argparse.Namespace) -> int:
                 u["ntk_change"][-1],
             ]
         )
-    report = {
-        "command": "ntk",
-        "settings": settings,
-        "provenance": provenance(),
-        "seconds": elapsed,
-        "kernel_error_fits": {name: fit.to_dict() for name, fit in fits.items()},
-        "table": {"headers": headers, "rows": rows},
-        "units": units,
-        "figures": {k: str(v) for k, v in figures.items()},
-    }
-    report_path = write_json(out / "ntk.json", report)
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(markdown_table(headers, rows))
-    print("\nkernel error ||K - Kbar||_F/||Kbar||_F ~ d_m^slope (Kbar: uniform attention):")
-    for name, fit in fits.items():
-        print(f"  {name}: {fit.describe()}")
-    print(f"\n{len(plan)} units, N={args.samples} {args.data} inputs: {elapsed:.1f} s")
-    print(f"results written to {report_path} and {out}/ntk_*.png")
-    return 0
+    return list(_HEADERS), rows

@@ -85,29 +85,11 @@ def _add_rank_collapse(sub) -> None:
 
 def rank_collapse_command(args: argparse.Namespace) -> int:
     """Run `sdeformer rank-collapse` with the parsed `args`; returns the exit status (0)."""
-    import jax.random as jr
-    import numpy as np
-
     from .. import plot
-    from ..rank_collapse import MODEL_KINDS, collapse_summary, equicorrelated, kind_config
-    from ..results import ResultStore, fold_in_name, provenance, write_json
-    from ..sharding import gather, sharded_covariance_paths
+    from ..results import ResultStore, provenance, write_json
 
     dtype = setup_precision(args)
-    base = config_from_args(args)
-    kinds = csv_list(args.kinds)
-    for kind in kinds:
-        if kind not in MODEL_KINDS:
-            raise ValueError(
-                f"--kinds: unknown model kind {kind!r}; choose from {list(MODEL_KINDS)}"
-            )
-    if args.tokens < 2:
-        raise ValueError(f"--tokens {args.tokens}: need at least 2 tokens")
-    v0 = equicorrelated(args.tokens, args.rho0, dtype)
-    # Every input is checked before the output directory is created.
-    check_devices(args.devices)
-    for kind in kinds:
-        _check_finite_source(kind_config(base, kind), args.n, args.depth, v0, "explicit")
+    base, kinds, v0 = _checked_inputs(args, dtype)
     settings = {
         "config": base.to_dict(),
         "n": args.n,
@@ -121,37 +103,8 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
     }
     out = Path(args.out)
     store = ResultStore(out, "rank-collapse", settings, overwrite=args.overwrite)
-    chunk = args.chunk
-    chunks = -(-args.samples // chunk)
     started = time.perf_counter()
-    curves = {}
-    with progress(len(kinds) * chunks, "rank-collapse", args.no_progress, "chunks") as bar:
-        for kind in kinds:
-            if store.has(kind):
-                curves[kind] = store.load(kind)
-                bar.update(chunks)
-                continue
-            cfg = kind_config(base, kind)
-            # A stable id per kind: `--kinds unshaped` reproduces `--kinds shaped,unshaped`.
-            kind_key = fold_in_name(jr.key(args.seed), kind)
-            parts = []
-            for c in range(chunks):
-                size = min(chunk, args.samples - c * chunk)
-                paths = sharded_covariance_paths(
-                    cfg,
-                    args.n,
-                    args.depth,
-                    v0,
-                    size,
-                    key=jr.fold_in(kind_key, c),
-                    method="explicit",
-                    devices=args.devices,
-                )
-                parts.append(np.asarray(gather(paths)))
-                bar.update(1)
-            summary = collapse_summary(np.concatenate(parts))
-            curves[kind] = {k: v.tolist() for k, v in summary.items()}
-            store.save(kind, curves[kind])
+    curves = _curves(args, base, kinds, v0, store)
     elapsed = time.perf_counter() - started
     figure = plot.save_figure(
         plot.rank_collapse_figure(curves, n=args.n), out / "rank_collapse.png"
@@ -171,25 +124,77 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    rows = []
-    for kind, curve in curves.items():
-        for layer in marks:
-            rows.append(
-                [
-                    kind,
-                    layer,
-                    layer / args.n,
-                    curve["mean_correlation_mean"][layer],
-                    curve["mean_correlation_se"][layer],
-                    curve["stable_rank_mean"][layer],
-                    curve["min_eigenvalue_mean"][layer],
-                ]
-            )
-    print(
-        markdown_table(
-            ["model", "layer", "t", "mean rho", "+-se", "stable rank", "min eig(rho)"], rows
-        )
-    )
+    _print_table(curves, marks, args.n)
     print(f"\n{args.samples} networks per model, n={args.n}, depth={args.depth}: {elapsed:.1f} s")
     print(f"results written to {report_path} and {figure}")
     return 0
+
+
+def _checked_inputs(args: argparse.Namespace, dtype):
+    """(base config, kinds, v0), every input checked before the output folder exists."""
+    from ..rank_collapse import MODEL_KINDS, equicorrelated, kind_config
+
+    base = config_from_args(args)
+    kinds = csv_list(args.kinds)
+    for kind in kinds:
+        if kind not in MODEL_KINDS:
+            raise ValueError(
+                f"--kinds: unknown model kind {kind!r}; choose from {list(MODEL_KINDS)}"
+            )
+    if args.tokens < 2:
+        raise ValueError(f"--tokens {args.tokens}: need at least 2 tokens")
+    v0 = equicorrelated(args.tokens, args.rho0, dtype)
+    check_devices(args.devices)
+    for kind in kinds:
+        _check_finite_source(kind_config(base, kind), args.n, args.depth, v0, "explicit")
+    return base, kinds, v0
+
+
+def _curves(args: argparse.Namespace, base, kinds, v0, store) -> dict:
+    """The collapse curves of every kind: the store's unit, or sampled in chunks and saved."""
+    import jax.random as jr
+    import numpy as np
+
+    from ..rank_collapse import collapse_summary, kind_config
+    from ..results import fold_in_name
+    from ..sharding import gather, sharded_covariance_paths
+
+    chunk = args.chunk
+    chunks = -(-args.samples // chunk)
+    curves = {}
+    with progress(len(kinds) * chunks, "rank-collapse", args.no_progress, "chunks") as bar:
+        for kind in kinds:
+            if store.has(kind):
+                curves[kind] = store.load(kind)
+                bar.update(chunks)
+                continue
+            cfg = kind_config(base, kind)
+            # A stable id per kind: `--kinds unshaped` reproduces `--kinds shaped,unshaped`.
+            kind_key = fold_in_name(jr.key(args.seed), kind)
+            parts = []
+            for c in range(chunks):
+                size = min(chunk, args.samples - c * chunk)
+                paths = sharded_covariance_paths(
+                    cfg, args.n, args.depth, v0, size, key=jr.fold_in(kind_key, c),
+                    method="explicit", devices=args.devices,
+                )  # fmt: skip
+                parts.append(np.asarray(gather(paths)))
+                bar.update(1)
+            summary = collapse_summary(np.concatenate(parts))
+            curves[kind] = {k: v.tolist() for k, v in summary.items()}
+            store.save(kind, curves[kind])
+    return curves
+
+
+def _print_table(curves: dict, marks: list[int], n: int) -> None:
+    rows = [
+        [
+            kind, layer, layer / n, curve["mean_correlation_mean"][layer],
+            curve["mean_correlation_se"][layer], curve["stable_rank_mean"][layer],
+            curve["min_eigenvalue_mean"][layer],
+        ]
+        for kind, curve in curves.items()
+        for layer in marks
+    ]  # fmt: skip
+    headers = ["model", "layer", "t", "mean rho", "+-se", "stable rank", "min eig(rho)"]
+    print(markdown_table(headers, rows))

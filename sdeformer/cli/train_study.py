@@ -90,36 +90,9 @@ def train_study_command(args: argparse.Namespace) -> int:
     train_task, val_task, info = make_tasks("stdlib", profile.seq_len, max_bytes=profile.max_bytes)
     settings = {"profile": profile.settings(), "data": info, "first_seed": args.seed}
     store = ResultStore(out, "train-study", settings, overwrite=args.overwrite)
-    ckpt_dir = out / "checkpoints"
     all_groups = list(groups(profile, args.seed))
-    cfg = profile.train_config()
-    trained = 0
     started = time.perf_counter()
-    with progress(len(all_groups), "train-study", args.no_progress, "groups") as bar:
-        for group in all_groups:
-            names = group.run_ids(profile.lrs)
-            if all(store.has(name) for name in names):
-                bar.update(1)
-                continue
-            if args.max_groups is not None and trained >= args.max_groups:
-                break
-            bar.set_postfix_str(group.id)
-            spec = profile.model_spec(group.depth, train_task.vocab)
-            trainer = GroupTrainer(spec, group.kind, cfg, profile.lrs, group.seed)
-            state, timing, resumed = run_group_with_checkpoints(
-                trainer,
-                train_task,
-                val_task,
-                ckpt_dir,
-                every=args.checkpoint_every,
-                progress=not args.no_progress,
-            )
-            for name, result in zip(names, trainer.results(state, timing), strict=True):
-                result["resumed_at_step"] = resumed
-                store.save(name, result)
-            remove_checkpoint(ckpt_dir, trainer)
-            trained += 1
-            bar.update(1)
+    _train_groups(args, profile, all_groups, store, train_task, val_task, out / "checkpoints")
     elapsed = time.perf_counter() - started
     runs = list(store.load_all().values())
     total = len(all_groups) * len(profile.lrs)
@@ -166,6 +139,33 @@ def train_study_command(args: argparse.Namespace) -> int:
     print(f"\n{len(runs)}/{total} runs done{label}; {elapsed:.0f} s this call")
     print(f"results written to {report_path}, {fig1}, {fig2}")
     return 0
+
+
+def _train_groups(args, profile, all_groups, store, train_task, val_task, ckpt_dir) -> None:
+    """Train every group whose runs are not in the store yet (at most --max-groups of them)."""
+    cfg = profile.train_config()
+    trained = 0
+    with progress(len(all_groups), "train-study", args.no_progress, "groups") as bar:
+        for group in all_groups:
+            names = group.run_ids(profile.lrs)
+            if all(store.has(name) for name in names):
+                bar.update(1)
+                continue
+            if args.max_groups is not None and trained >= args.max_groups:
+                break
+            bar.set_postfix_str(group.id)
+            spec = profile.model_spec(group.depth, train_task.vocab)
+            trainer = GroupTrainer(spec, group.kind, cfg, profile.lrs, group.seed)
+            state, timing, resumed = run_group_with_checkpoints(
+                trainer, train_task, val_task, ckpt_dir, every=args.checkpoint_every,
+                progress=not args.no_progress,
+            )  # fmt: skip
+            for name, result in zip(names, trainer.results(state, timing), strict=True):
+                result["resumed_at_step"] = resumed
+                store.save(name, result)
+            remove_checkpoint(ckpt_dir, trainer)
+            trained += 1
+            bar.update(1)
 
 
 def criterion_text() -> str:
