@@ -242,7 +242,7 @@ def ntk_kernel_error_figure(units, fits, *, ax=None):
 # --------------------------------------------------------------------- finite networks vs SDE
 
 
-def rho_density_figure(sources, *, feature: str = "rho_01", time: float | None = None, ax=None):
+def rho_density_figure(sources, *, feature: str = "rho_0_1", time: float | None = None, ax=None):
     """Histograms (densities) of one feature at one time (default: the last) for each source.
 
     `sources` is a sequence of `compare.CovarianceSamples`; only paths alive at that time count.
@@ -271,7 +271,7 @@ def rho_density_figure(sources, *, feature: str = "rho_01", time: float | None =
     return _finish(fig, new)
 
 
-def feature_bands_figure(sources, *, feature: str = "rho_01", ax=None):
+def feature_bands_figure(sources, *, feature: str = "rho_0_1", ax=None):
     """Mean and 5-95 % / 25-75 % quantile bands of one feature over t for each source.
 
     Over the surviving paths at each time.

@@ -73,13 +73,15 @@ def test_compare_sources_modes_and_self_comparison():
     assert len(result.rows) == 6
     assert all(r.ks_pvalue > 1e-3 for r in result.rows)
     assert "| t | feature |" in result.table() and "conditional on survival" in result.table()
-    assert result.row("rho_01").feature == "rho_0_1"  # the legacy name still finds the row
-    stopped = compare.compare_sources(a, b, mode="stopped", feature_names=["rho_01"])
+    assert result.row("rho_1_0").feature == "rho_0_1"  # either order finds the row
+    stopped = compare.compare_sources(a, b, mode="stopped", feature_names=["rho_0_1"])
     assert len(stopped.rows) == 1 and "stopped processes" in stopped.table()
     with pytest.raises(ValueError, match="mode='both'"):
         compare.compare_sources(a, b, mode="both")
     with pytest.raises(ValueError, match="unknown feature"):
         compare.compare_sources(a, b, feature_names=["rho_99"])
+    with pytest.raises(ValueError, match="unknown feature 'rho_01'.*use rho_a_b"):
+        compare.compare_sources(a, b, feature_names=["rho_01"])  # the old spelling is removed
 
 
 def test_power_law_fit_recovers_slope():

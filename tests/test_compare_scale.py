@@ -111,7 +111,8 @@ def test_feature_names_are_unambiguous_at_113_tokens():
     assert "rho_1_112" in names and "rho_11_12" in names
     assert all(canonical_name(n, 113) == n for n in names[:50] + names[-50:])
     assert canonical_name("rho_12_11", 113) == "rho_11_12"
-    assert canonical_name("rho_01", 4) == canonical_name("rho_01", 113) == "rho_0_1"  # legacy
+    with pytest.raises(ValueError, match="unknown feature 'rho_01'"):
+        canonical_name("rho_01", 4)  # the old spelling rho_ab is removed (CHANGELOG.md)
     with pytest.raises(ValueError, match="unknown feature 'rho_111'"):
         canonical_name("rho_111", 113)
     with pytest.raises(ValueError, match="unknown feature"):

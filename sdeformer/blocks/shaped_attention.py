@@ -8,9 +8,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..config import ShapedConfig
-from . import _limit
+from . import _causal, _limit
 from ._attention import AbstractAttention, row_softmax, uniform_attention
-from ._base import MissingFaceError
 
 
 class ShapedAttention(AbstractAttention):
@@ -57,18 +56,6 @@ class ShapedAttention(AbstractAttention):
         return self.config.lam * x + self.config.gamma * self.branch(x)
 
     @classmethod
-    def _causal(cls):
-        """The causal limit functions (`sdeformer.blocks._causal`), or MissingFaceError."""
-        try:
-            from . import _causal
-        except ImportError:  # pragma: no cover - only before the causal limit is merged
-            raise MissingFaceError(
-                "block 'attention' with causal=True has no covariance SDE limit in this build "
-                "(sdeformer/blocks/_causal.py is missing); use causal=False for the SDE"
-            ) from None
-        return _causal
-
-    @classmethod
     def drift(
         cls, config: ShapedConfig, v: Float[Array, "m m"], *, width: int | None = None
     ) -> Float[Array, "m m"]:
@@ -78,7 +65,7 @@ class ShapedAttention(AbstractAttention):
         O(1/n)).
         """
         if config.causal:
-            return cls._causal().causal_attention_drift(config, v)
+            return _causal.causal_attention_drift(config, v)
         return _limit.attention_drift(config, v)
 
     @classmethod
@@ -100,7 +87,7 @@ class ShapedAttention(AbstractAttention):
         """
         kappa, alpha = _limit.attention_coefficients(config)
         if config.causal:
-            mix = cls._causal().causal_mix_tensor(v)
+            mix = _causal.causal_mix_tensor(v)
         else:
             mix = _limit.mix_tensor(v, _limit.attention_k(v)) / v.shape[-1] ** 2
         return kappa * _limit.lin_tensor(v) + alpha * mix
@@ -119,6 +106,6 @@ class ShapedAttention(AbstractAttention):
         (`_causal.causal_mix_noise`).
         """
         if config.causal:
-            return cls._causal().causal_mix_noise(v, factor, e)
+            return _causal.causal_mix_noise(v, factor, e)
         other = _limit.attention_other(v, factor)
         return _limit.mix_noise(factor, other, e) / v.shape[-1]

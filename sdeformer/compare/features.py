@@ -34,7 +34,6 @@ PAIR_SEED = 0
 
 _RHO = re.compile(r"^rho_(\d+)_(\d+)$")
 _LOGVAR = re.compile(r"^logvar_(\d+)$")
-_LEGACY_RHO = re.compile(r"^rho_(\d)(\d)$")
 
 
 def rho_name(a: int, b: int) -> str:
@@ -45,12 +44,11 @@ def rho_name(a: int, b: int) -> str:
 def canonical_name(name: str, m: int) -> str:
     """The canonical form of a feature name, or a ValueError naming the valid forms.
 
-    Accepts `rho_a_b` (either order), `logvar_a`, the summary features, and the legacy form
-    `rho_ab` with exactly two single digits (unambiguous: tokens a, b < 10).
+    Accepts `rho_a_b` (either order), `logvar_a` and the summary features.
     """
     if name in SUMMARY_FEATURES:
         return name
-    match = _RHO.match(name) or _LEGACY_RHO.match(name)
+    match = _RHO.match(name)
     if match:
         a, b = sorted(int(g) for g in match.groups())
         if a != b and b < m:
@@ -122,7 +120,7 @@ class FeatureSet:
 
     @classmethod
     def from_names(cls, names, m: int) -> FeatureSet:
-        """The features named (canonical or legacy names, see `canonical_name`)."""
+        """The features named (any name `canonical_name` accepts)."""
         canon = list(dict.fromkeys(canonical_name(n, m) for n in names))
         pairs = [tuple(int(g) for g in _RHO.match(n).groups()) for n in canon if _RHO.match(n)]
         tokens = [int(_LOGVAR.match(n).group(1)) for n in canon if _LOGVAR.match(n)]
