@@ -10,6 +10,34 @@ from pathlib import Path
 from .common import csv_list
 
 
+def write_report(args: argparse.Namespace, action: str, result) -> tuple[dict, Path]:
+    """(report, path): `result.to_dict()` with the command, seed and provenance.
+
+    Written to <out>/<action>.json.
+    """
+    from ..results import provenance, write_json
+
+    report = {
+        "command": f"design {action}",
+        **result.to_dict(),
+        "seed": args.seed,
+        "provenance": provenance(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return report, write_json(out / f"{action}.json", report)
+
+
+def print_report(args: argparse.Namespace, report: dict, result, where: str) -> int:
+    """The JSON report (--json) or the result's table and where the files went; status 0."""
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(result)
+    print(f"\nreport written to {where}")
+    return 0
+
+
 def parse_axis(text: str | None, flag: str):
     """`NAME:LO:HI:COUNT` (e.g. tau0:0.5:3:32) as (name, values); ValueError names the fix."""
     from ..design import PARAMETERS, grid_axis
@@ -72,7 +100,7 @@ def map_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
     import jax.random as jr
 
     from ..design import phase_map, phase_map_figure
-    from ..results import atomic_path, provenance, write_json
+    from ..results import atomic_path
 
     x = parse_axis(args.x, "--x")
     y = parse_axis(args.y, "--y")
@@ -96,28 +124,15 @@ def map_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
         )  # fmt: skip
     except ValueError as err:
         raise ValueError(rename(str(err))) from None
-    report = {
-        "command": "design map",
-        **result.to_dict(),
-        "seed": args.seed,
-        "provenance": provenance(),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_json(out / "map.json", report)
+    report, path = write_report(args, "map", result)
     import matplotlib.pyplot as plt
 
     fig = phase_map_figure(result)
-    figure = out / "map.png"
+    figure = Path(args.out) / "map.png"
     with atomic_path(figure) as tmp:
         fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(result)
-    print(f"\nreport written to {path}, figure to {figure}")
-    return 0
+    return print_report(args, report, result, f"{path}, figure to {figure}")
 
 
 def tune_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
@@ -125,7 +140,6 @@ def tune_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
     import jax.random as jr
 
     from ..design import PARAMETERS, tune
-    from ..results import provenance, write_json
 
     if not args.tune:
         raise ValueError("design tune needs --tune NAME[,NAME] (e.g. --tune gamma)")
@@ -144,18 +158,5 @@ def tune_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
         )  # fmt: skip
     except ValueError as err:
         raise ValueError(rename(str(err))) from None
-    report = {
-        "command": "design tune",
-        **result.to_dict(),
-        "seed": args.seed,
-        "provenance": provenance(),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_json(out / "tune.json", report)
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(result)
-    print(f"\nreport written to {path}")
-    return 0
+    report, path = write_report(args, "tune", result)
+    return print_report(args, report, result, str(path))

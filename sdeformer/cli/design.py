@@ -8,10 +8,10 @@ chain (the map and tune bodies are in _design_tools).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..config import ShapedConfig
+from ._design_tools import map_command, print_report, tune_command, write_report
 from .common import add_config_arguments, config_from_args, csv_list, positive_int, setup_precision
 
 ACTIONS = ("forecast", "map", "tune")
@@ -180,14 +180,11 @@ def design_command(args: argparse.Namespace) -> int:
     import jax.random as jr
 
     from ..design import forecast
-    from ..results import provenance, write_json
 
     dtype = setup_precision(args)
     config = config_from_args(args)
     v0 = _input_covariance(args, dtype)
     if args.action in ("map", "tune"):
-        from ._design_tools import map_command, tune_command
-
         if args.samples is None:
             args.samples = 256
         if args.action == "map":
@@ -221,21 +218,8 @@ def design_command(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise ValueError(_flag_names(str(err))) from None
-    report = {
-        "command": "design forecast",
-        **result.to_dict(),
-        "seed": args.seed,
-        "provenance": provenance(),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_json(out / "forecast.json", report)
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(result)
-    print(f"\nreport written to {path}")
-    return 0
+    report, path = write_report(args, "forecast", result)
+    return print_report(args, report, result, str(path))
 
 
 _FLAGS = {
