@@ -342,7 +342,7 @@ def train_sweep_figure(
 ):
     """Final validation loss against learning rate (log x), one line per model kind.
 
-    `rows` are the dictionaries of `sdeformer.train.sweep.summarise`: points are the mean over
+    `rows` are the dictionaries of `sdeformer.train.lr_sweep.summarise`: points are the mean over
     seeds, bars span min to max; learning rates where every seed diverged are marked with an
     "x" at the top of the panel.
     """

@@ -121,7 +121,7 @@ def test_sweep_rows_model_the_shared_sde_sample():
     ]
     cov = compare.sweep_covariance(rows, "mean_diff")
     assert np.all(cov[np.triu_indices(3, 1)] > 0)
-    from sdeformer.compare.sweep import shared_matrix
+    from sdeformer.compare.width_sweep import shared_matrix
 
     np.testing.assert_allclose(shared_matrix(rows), np.full((3, 3), 1 / 1500))
     for i, row in enumerate(rows):

@@ -28,7 +28,7 @@ from sdeformer.train import (
 )
 from sdeformer.train.data import CopyTask
 from sdeformer.train.lm import plain_stack, shaped_stack
-from sdeformer.train.sweep import ModelSpec, run_sweep
+from sdeformer.train.lr_sweep import ModelSpec, run_sweep
 
 SPEC = ModelSpec(width=16, depth=2, vocab=16, seq_len=16)
 CFG = TrainConfig(steps=40, batch_size=16, lr=0.03, warmup=5, eval_every=20, eval_batch_size=64)

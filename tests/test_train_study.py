@@ -21,8 +21,8 @@ from sdeformer.train.criterion import classify, mean_interval, spike_ratio, summ
 from sdeformer.train.data import CopyTask
 from sdeformer.train.group import GroupTrainer, data_key, init_key, run_id
 from sdeformer.train.loop import TrainConfig
+from sdeformer.train.lr_sweep import ModelSpec
 from sdeformer.train.study import PROFILES, canonical, groups
-from sdeformer.train.sweep import ModelSpec
 
 SPEC = ModelSpec(width=16, depth=2, vocab=16, seq_len=16)
 CFG = TrainConfig(steps=40, batch_size=4, warmup=4, eval_every=10, eval_batch_size=8)

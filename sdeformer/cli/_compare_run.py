@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sources import (
+from ._compare_sources import (
     FINITE_KEYS,
     MOMENT_TABLE_MAX_TOKENS,
     _check_finite_source,

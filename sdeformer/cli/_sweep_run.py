@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sources import (
+from ._compare_sources import (
     FINITE_KEYS,
     _check_finite_source,
     _check_run_inputs,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ._compare_run import EXPLICIT_DEFAULT_MAX as EXPLICIT_DEFAULT_MAX
 from ._compare_run import plan_compare, run_compare
-from ._sources import (
+from ._compare_sources import (
     DEFAULTS,
     MOMENT_TABLE_MAX_TOKENS,
     _add_input_arguments,

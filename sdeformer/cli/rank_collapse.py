@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..config import ShapedConfig
-from ._sources import _check_finite_source
+from ._compare_sources import _check_finite_source
 from .common import (
     add_config_arguments,
     add_run_arguments,

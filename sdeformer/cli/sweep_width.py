@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._sources import DEFAULTS, _add_input_arguments, _steps_note
+from ._compare_sources import DEFAULTS, _add_input_arguments, _steps_note
 from ._sweep_run import plan_sweep, run_sweep
 from .common import (
     add_config_arguments,

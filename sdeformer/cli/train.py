@@ -11,8 +11,8 @@ from .. import plot
 from ..results import ResultStore, write_json
 from ..train.figures import run_figure
 from ..train.group import GroupTrainer
+from ..train.lr_sweep import best_lr, run_sweep, summarise
 from ..train.spec import MODEL_KINDS
-from ..train.sweep import best_lr, run_sweep, summarise
 from ._training import (
     add_train_arguments,
     kind_list,

@@ -49,11 +49,11 @@ from .sources import depth_for as depth_for
 from .sources import exit_summary as exit_summary
 from .sources import finite_source as finite_source
 from .sources import sde_source as sde_source
-from .sweep import DESCRIPTIVE as DESCRIPTIVE
-from .sweep import DISTANCES as DISTANCES
-from .sweep import fit_width_sweep as fit_width_sweep
-from .sweep import public_row as public_row
-from .sweep import sweep_covariance as sweep_covariance
-from .sweep import width_distances as width_distances
+from .width_sweep import DESCRIPTIVE as DESCRIPTIVE
+from .width_sweep import DISTANCES as DISTANCES
+from .width_sweep import fit_width_sweep as fit_width_sweep
+from .width_sweep import public_row as public_row
+from .width_sweep import sweep_covariance as sweep_covariance
+from .width_sweep import width_distances as width_distances
 
 """Alias of `ks_statistic` (the name before the vectorised version)."""

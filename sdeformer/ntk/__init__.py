@@ -28,6 +28,6 @@ from .encoder import resolve_tau0 as resolve_tau0
 from .gd import fit_linear_rate as fit_linear_rate
 from .gd import squared_loss as squared_loss
 from .gd import train_gd as train_gd
-from .sweep import fit_loglog as fit_loglog
-from .sweep import kernel_errors as kernel_errors
-from .sweep import run_unit as run_unit
+from .width_study import fit_loglog as fit_loglog
+from .width_study import kernel_errors as kernel_errors
+from .width_study import run_unit as run_unit
