@@ -231,7 +231,7 @@ def measure_network(config, m: int, n: int, depth: int, samples: int, *, method:
     v0 = initial_covariance(m)
 
     def run(key):
-        return sampler(config, n, depth, v0, samples, key=key)[:, -1]
+        return sampler(config, v0, width=n, depth=depth, num_samples=samples, key=key)[:, -1]
 
     return _rates(timed(run, key), samples * depth)
 
@@ -254,7 +254,7 @@ def measure_law_and_explicit(
         v0 = initial_covariance(m)
 
         def run(key, sampler=sampler, count=count, v0=v0):
-            return sampler(config, n, depth, v0, count, key=key)[:, -1]
+            return sampler(config, v0, width=n, depth=depth, num_samples=count, key=key)[:, -1]
 
         programs[method] = prepare(run, key)
     for _ in range(repeat):

@@ -272,6 +272,48 @@ def figure(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def fitted_costs(units: dict, specs: list[dict], samples: int) -> dict:
+    """Per method, seconds = a + b * work by least squares over the run's forecasts (a, b >= 0).
+
+    work = N d m^2 for the law chain, N * steps * m^2 for the SDEs (`design._auto`).
+    """
+    m_of = {s["id"]: s["m"] for s in specs}
+    points: dict[str, list] = {}
+    for name, unit in units.items():
+        m = m_of[int(name[len("config") : len("config") + 3])]
+        for f in unit["forecasts"]:
+            steps = f["depth"] if f["method"] == "law" else f["num_steps"]
+            points.setdefault(f["method"], []).append((samples * steps * m**2, f))
+    costs = {}
+    for method, pts in points.items():
+        work = np.array([w for w, _ in pts], dtype=float)
+        seconds = np.array([f["seconds"] for _, f in pts])
+        a, b = np.linalg.lstsq(np.stack([np.ones_like(work), work], 1), seconds, rcond=None)[0]
+        if a < 0 or b < 0:  # refit the one non-negative coefficient
+            a, b = (0.0, float(work @ seconds / (work @ work))) if a < 0 else (seconds.mean(), 0.0)
+        costs[method] = {"a": float(a), "b": float(b), "forecasts": len(pts)}
+    return costs
+
+
+def package_table(data: dict, units: dict, specs: list[dict]) -> dict:
+    """The summary `design/_auto.py` reads: cells, the calibrated family, measured costs."""
+    return {
+        "source": "docs/results/design_calibration.json",
+        "commit": data["provenance"]["git_commit"],
+        "command": data["command"],
+        "goal": GOAL,
+        "family": {
+            "m_min": min(s["m"] for s in specs),
+            "m_max": max(s["m"] for s in specs),
+            "blocks": sorted({s["config"].blocks for s in specs}),
+        },
+        "cells": data["cells"],
+        "costs": {
+            data["machine"]["backend"]: fitted_costs(units, specs, data["settings"]["samples"])
+        },
+    }
+
+
 def _units_todo(specs, profile):
     for spec in specs:
         yield spec, None
@@ -302,17 +344,23 @@ def run(profile: Profile, out: Path, *, report_only: bool = False) -> dict:
         )
     units = {name: store.load(name) for name in store.names()}
     rows = rows_of(specs, units, profile)
-    return {
-        "settings": settings,
-        "configs": [
-            {**{k: v for k, v in s.items() if k != "config"}, "config": s["config"].to_dict()}
-            for s in specs
-        ],
-        "units_done": len(units),
-        "units_total": len(todo),
-        "rows": rows,
-        "cells": summarise(rows, profile),
-    }
+    return (
+        units,
+        specs,
+        {
+            "provenance": store.manifest["provenance"],  # of the run that computed the units
+            "resumes": store.manifest.get("resumes", []),
+            "settings": settings,
+            "configs": [
+                {**{k: v for k, v in s.items() if k != "config"}, "config": s["config"].to_dict()}
+                for s in specs
+            ],
+            "units_done": len(units),
+            "units_total": len(todo),
+            "rows": rows,
+            "cells": summarise(rows, profile),
+        },
+    )
 
 
 def main(argv=None) -> int:
@@ -325,12 +373,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     out = args.out or ROOT / "results" / f"design_calibration_{args.profile}"
-    data = run(profile, out, report_only=args.report_only)
+    units, specs, data = run(profile, out, report_only=args.report_only)
     data = {
         "benchmark": "design_calibration",
         "machine": machine(),
         "load_average": load_average(),
-        "provenance": provenance(),
+        "report_provenance": provenance(),
         "command": " ".join(
             ["python -m benchmarks.design_calibration", *(sys.argv[1:] if argv is None else argv)]
         ),
@@ -342,6 +390,10 @@ def main(argv=None) -> int:
     path = write_json(path, data)
     fig = args.figure or (ROOT / "docs" / "figures" if docs else out) / "design_calibration.png"
     figure(data, fig)
+    if docs and data["units_done"] == data["units_total"]:
+        table = ROOT / "sdeformer" / "design" / "calibration.json"
+        write_json(table, package_table(data, units, specs))
+        print(f"wrote {table} (the table method='auto' reads)")
     print(summary(data))
     print(f"\nwrote {path} and {fig} ({data['units_done']}/{data['units_total']} units)")
     return 0

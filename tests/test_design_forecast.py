@@ -142,7 +142,6 @@ def test_sde_exits_are_counted_and_kept_in_the_quantiles():
         (dict(depth=0), "depth=0"),
         (dict(width=0), "width=0"),
         (dict(method="nope"), "method='nope'"),
-        (dict(method="auto"), "not available yet"),
         (dict(config=PRELN, method="sde"), "use method='explicit'"),
         (dict(config=PRELN, method="law"), "explicit"),
         (dict(collapse_threshold=1.5), "collapse_threshold=1.5"),
@@ -178,7 +177,6 @@ def test_cli_json_parses(tmp_path, capsys):
     ("argv", "fragment"),
     [
         (["--method", "sde", "--blocks", "preln_attention,preln_mlp"], "--method explicit"),
-        (["--method", "auto"], "not available yet"),
         (["--rho0", "1.5"], "--rho0 1.5"),
         (["--collapse-threshold", "2"], "--collapse-threshold 2.0"),
         (["--v0", "missing.npy"], "--v0 missing.npy"),

@@ -66,8 +66,8 @@ def _add_forecast_arguments(group) -> None:
         choices=METHOD_CHOICES,
         default=None,
         help="sampler: law (exact at finite width), explicit (networks), sde (limit SDE), "
-        "finite-width-sde; auto is not available yet (default: law; map: sde or law, "
-        "default sde)",
+        "finite-width-sde, or auto (the fastest whose calibrated error is below the Monte Carlo "
+        "error; it says which it chose) (default: law; map: sde or law, default sde)",
     )
     group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
     group.add_argument("--depth", type=positive_int, default=64, help="depth d (default: 64)")
@@ -198,10 +198,6 @@ def design_command(args: argparse.Namespace) -> int:
     if args.samples is None:
         args.samples = 1000
     at_depths = _at_depths(args.at_depths, args.depth)
-    if args.method == "auto":
-        raise ValueError(
-            "--method auto is not available yet; pick law, explicit, sde or finite-width-sde"
-        )
     try:  # every input is checked (and sampled) before anything is written
         result = forecast(
             config,

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._convention import follows_convention, resolve_depth
 from ..config import ShapedConfig, check_width
+from ._auto import Choice, choose_method
 from ._features import DEFINITIONS, FEATURES, QUANTILES, sample_features
 from ._intervals import Estimate, proportion_interval, quantile_interval
 from ._paths import check_method, depth_states
@@ -82,6 +83,7 @@ class Forecast:
     num_steps: int | None
     at: tuple[DepthForecast, ...]
     samples: dict[str, np.ndarray] = dataclasses.field(repr=False)
+    choice: Choice | None = None
 
     @property
     def final(self) -> DepthForecast:
@@ -102,6 +104,7 @@ class Forecast:
             "bound": self.bound if math.isfinite(self.bound) else None,
             "sde_num_steps": self.num_steps,
             "depths": [d.depth for d in self.at],
+            "auto": None if self.choice is None else self.choice.to_dict(),
         }
 
     def to_dict(self) -> dict:
@@ -135,6 +138,8 @@ def summary_text(fc: Forecast) -> str:
         f"(T = d/n = {fc.depth / fc.width:.4g}), m={fc.tokens} tokens, {fc.num_samples} "
         f"samples, {fc.seconds:.2f} s"
     ]
+    if fc.choice is not None:
+        lines.append(f"method auto chose {fc.method}: {fc.choice.reason}")
     for d in fc.at:
         lines.append(f"depth {d.depth} (t = {d.t:.4g}); quantile [95 % order-statistic interval]")
         lines.append(f"  {'feature':<13}" + "".join(f"  {q:<32}" for q in QUANTILES).rstrip())
@@ -197,10 +202,11 @@ def forecast(
 
     Arguments: `v0` (m, m) the input covariance (symmetric PSD, positive diagonal); `width` n,
     `depth` d (or `T`: d = round(T n)); `num_samples` independent networks (or paths); `key` a
-    JAX key; `method` one of
-    "law" (exact in law at width n), "explicit" (networks with their weights), "sde" (the limit
-    SDE at T = d / n) or "finite-width-sde" (the SDE with width n's exact drifts); "auto" is
-    refused (not available yet). `collapse_threshold`: near-collapse is mean_rho >= it. `bound`:
+    JAX key; `method` one of "law" (exact in law at width n), "explicit" (networks with their
+    weights), "sde" (the limit SDE at T = d / n), "finite-width-sde" (the SDE with width n's
+    exact drifts) or "auto" (`sdeformer.design._auto`: the fastest method whose calibrated
+    error is below the Monte Carlo error; `Forecast.choice` says which and why).
+    `collapse_threshold`: near-collapse is mean_rho >= it. `bound`:
     a path stops where some |V_ab| exceeds it (blow-up). `at_depths`: further depths 1..d to
     report (d is always reported).
 
@@ -214,6 +220,10 @@ def forecast(
         v0, width, depth, num_samples, collapse_threshold, bound, at_depths, dtype
     )
     m = int(v0.shape[-1])
+    choice = None
+    if method == "auto":
+        choice = choose_method(config, m, width=width, depth=depth, num_samples=num_samples)
+        method = choice.method
     check_method(config, method, width, m)
     if method in ("law", "explicit") and width < m:
         raise ValueError(f"width={width} is below m={m} tokens; pass a width >= {m}")
@@ -247,6 +257,7 @@ def forecast(
         num_steps=states.num_steps,
         at=tuple(per_depth),
         samples={k: np.stack(v, axis=1) for k, v in samples.items()},
+        choice=choice,
     )
 
 

@@ -55,11 +55,6 @@ def check_method(config: ShapedConfig, method: str, width: int, m: int) -> None:
     from ..finite import check_law
     from ..sde import CovarianceSDE
 
-    if method == "auto":
-        raise ValueError(
-            "method='auto' is not available yet (it will choose the cheapest sampler by "
-            f"measured cost); pick one of {METHODS}"
-        )
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown; pick one of {METHODS}")
     if method == "law":
