@@ -25,6 +25,7 @@ class SweepStore:
     def __init__(self, path: Path, settings: dict, command: str):
         self.path, self.settings, self.command = Path(path), settings, command
         self.units: dict[str, dict] = {}
+        self.info = provenance()  # the commit this process runs, read once at its start
         if self.path.exists():
             old = read_json(self.path)
             if old.get("settings") != settings:
@@ -44,14 +45,13 @@ class SweepStore:
 
     def add(self, row: dict, *, load, machine: dict) -> None:
         """Store one unit's row with its commit, machine and load average; rewrite the file."""
-        info = provenance()
         self.units[self._key(row["rep"], row["n"])] = {
             **row,
-            "commit": info["git_commit"],
+            "commit": self.info["git_commit"],
             "load_average": load,
             "machine": machine,
         }
-        self._write(info, summary=None)
+        self._write(self.info, summary=None)
 
     def _write(self, info: dict, summary) -> None:
         commits = sorted({u["commit"] or "unknown" for u in self.units.values()})
@@ -76,7 +76,7 @@ class SweepStore:
             if all(self.has(r, n) for r in range(replications))
         ]
         summary = summarise(self.settings, self.units, widths, replications)
-        self._write(provenance(), summary)
+        self._write(self.info, summary)
         return summary
 
 
