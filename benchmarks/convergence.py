@@ -172,10 +172,10 @@ def run_unit(sweep: Sweep, rep: int, n: int, profile: Profile) -> dict:
     started = time.perf_counter()
     finite = compare.finite_source(
         config,
-        n,
-        sweep.T,
         v0,
-        profile.num_samples,
+        width=n,
+        T=sweep.T,
+        num_samples=profile.num_samples,
         key=jr.fold_in(key, 0),
         bound=BOUND,
         every=depth,
@@ -184,8 +184,8 @@ def run_unit(sweep: Sweep, rep: int, n: int, profile: Profile) -> dict:
     sde, solution = compare.sde_source(
         config,
         v0,
-        [t],
-        profile.num_samples,
+        times=[t],
+        num_samples=profile.num_samples,
         key=jr.fold_in(key, 1),
         num_steps=profile.num_steps,
         bound=BOUND,
