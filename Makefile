@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint format clean docs figures
+.PHONY: run test bench results lint format clean docs figures
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
+
+# every width-sweep JSON of docs/results (about an hour on a 2-core CPU; resumes when rerun)
+results: $(STAMP)
+	$(BIN)/python -m benchmarks.convergence --profile cpu
 
 docs: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[docs]"

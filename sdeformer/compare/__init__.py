@@ -8,8 +8,9 @@ energy distance, permutation and `scipy.stats.kstwo` noise levels), `samples`
 (`CovarianceSamples`: one grid, one stopping rule, PSD exits as failures), `rows` (one feature's
 two laws at one time: `FeatureComparison`, `compare_arrays`), `comparison` (`compare_sources` and
 its `Comparison`: table, verdict levels), `sources` (finite networks and the SDE on the layer
-grid), `sweep` (width sweeps), `rates` (unbiased power-law fits), `simulate` (coverage study of
-the rate fit).
+grid), `width_sweep` (width sweeps), `rates` (unbiased power-law fits), `term_fits` (fits in the
+theory's form and over replications), `simulate` and `simulate_design` (coverage studies of the
+rate fit and of the convergence procedure).
 """
 
 from __future__ import annotations

@@ -46,12 +46,22 @@ DESCRIPTIVE = ("ks", "w1")
 
 POWERS = {"energy": 2, "mean": 1}
 
+CONDITIONING = "none: stopped paths keep their exit state, exit indicator compared beside"
+"""How `width_distances` treats stopped paths (the same rule for both sources)."""
+
 
 def _feature_values(src: CovarianceSamples, time: float, feature: str):
+    """(values, exited, kept, name) of one feature at `time`, the exit held as a state.
+
+    Every path that did not fail numerically is kept (`usable(i, "stopped")`): a path that
+    stopped holds the feature value of its exit state, and `exited` (kept paths) says which
+    stopped. Neither source is conditioned on survival (docs/theory.md section 4, "Measured").
+    """
     i = src.index_of(time)
     fs = FeatureSet.from_names([feature], src.m)
-    values = fs.values(src.vs[:, i])[:, 0]
-    return values, src.alive[:, i], fs.names[0]
+    kept = src.usable(i, "stopped")
+    values = fs.values(src.vs[kept, i])[:, 0]
+    return values, ~src.alive[kept, i], kept, fs.names[0]
 
 
 class WidthDistances(dict):
@@ -76,7 +86,12 @@ def width_distances(
     rounds: int = 200,
     seed: int = 0,
 ) -> dict:
-    """Distances between the finite and SDE laws of one feature at one time (surviving paths).
+    """Distances between the finite and SDE laws of one feature at one time, exits included.
+
+    Both sources keep every path that did not fail numerically; a stopped path enters with the
+    feature value of its exit state, and the exit indicator is compared as a second feature
+    ("exit_diff" = finite exit fraction - SDE exit fraction, with "exit_se"). No source is
+    conditioned on survival.
 
     Keys: "energy2" (unbiased squared energy distance) and "energy2_se"; "energy" (its square
     root, clipped at 0, for plots) with "energy_se" (delta method) and "energy_noise" (the
@@ -84,25 +99,26 @@ def width_distances(
     (its absolute value) and "mean_noise" (1.96 se); "ks" with "ks_noise" (`scipy.stats.kstwo`)
     and "ks_pvalue", "w1" with "w1_noise" (permutation, `rounds`); sizes and stopped fractions;
     and "_sde_deviations" (not for JSON): the SDE-side jackknife deviations of "energy2" and
-    "mean_diff", one per SDE path (0 for paths not alive at `time`), for `fit_width_sweep`.
+    "mean_diff", one per SDE path (0 for paths that failed numerically by `time`), for
+    `fit_width_sweep`.
     """
-    x, alive_x, name = _feature_values(finite, time, feature)
-    y_all, alive_y, _ = _feature_values(sde, time, feature)
-    x, y = x[alive_x], y_all[alive_y]
+    x, exit_x, _, name = _feature_values(finite, time, feature)
+    y, exit_y, kept_y, _ = _feature_values(sde, time, feature)
     if min(x.size, y.size) < 3:
         raise ValueError(
-            f"{name} at t={time:.4g}: {x.size} finite and {y.size} SDE paths alive; need >= 3 each"
+            f"{name} at t={time:.4g}: {x.size} finite and {y.size} SDE paths usable; need >= 3 each"
         )
     energy = dist.energy_distance(x, y)
     mean = dist.mean_difference(x, y)
     e2, e2_se = float(energy.value[0]), float(energy.se[0])
     d = math.sqrt(max(e2, 0.0))
     md, md_se = float(mean.value[0]), float(mean.se[0])
+    exits = dist.mean_difference(exit_x.astype(np.float64), exit_y.astype(np.float64))
     ks = float(dist.ks_statistic(x, y))
     deviations = {}
     for key, est in (("energy2", energy), ("mean_diff", mean)):
-        full = np.zeros(y_all.size)
-        full[alive_y] = est.dev_b[:, 0]
+        full = np.zeros(kept_y.size)
+        full[kept_y] = est.dev_b[:, 0]
         deviations[key] = full
     return WidthDistances(
         {
@@ -124,6 +140,11 @@ def width_distances(
             "ks_pvalue": float(dist.ks_pvalue(ks, x.size, y.size)),
             "w1": float(dist.wasserstein1(x, y)),
             "w1_noise": float(dist.wasserstein_noise(x, y, rounds=rounds, seed=seed)),
+            "exited_finite": float(exit_x.mean()),
+            "exited_sde": float(exit_y.mean()),
+            "exit_diff": float(exits.value[0]),
+            "exit_se": float(exits.se[0]),
+            "conditioning": CONDITIONING,
             "stopped_finite": float(finite.stopped_fraction[finite.index_of(time)]),
             "stopped_sde": float(sde.stopped_fraction[sde.index_of(time)]),
             "_sde_deviations": deviations,
