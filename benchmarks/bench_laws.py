@@ -1,24 +1,25 @@
 """Law chain vs explicit network at initialisation: sample-layers per second, speed-ups, cost in m.
 
     python -m benchmarks.bench_laws [--tokens 64] [--tokens-width 256] [--tokens-depth 16]
-        [--tokens-samples 256] [--explicit-samples 8] [--m-sweep 2 4 8 16 32 64 128 256]
+        [--tokens-samples 8] [--m-sweep 2 4 8 16 32 64 128 256]
         [--widths 128 512 1024 4096] [--m 4] [--depth 8] [--law-samples 1000]
         [--explicit-budget 5e7] [--out benchmarks/results/laws.json]
 
 Three parts, each timed with compilation excluded (one warm-up call), best of a few runs:
 
 1. Many tokens (issue 12): at m = --tokens, n = --tokens-width and depth --tokens-depth, the
-   law chain and the explicit network on the same configuration, in the same run, for an
-   attention-only stack and for shaped attention + MLP layers: sample-layers per second and the
-   speed-up law / explicit (goals: >= 50x attention-only, >= 10x attention + MLP). Both the wall
-   time and the process CPU time (all threads) are reported: on a machine loaded by other jobs
-   the CPU-time ratio is the steadier of the two.
+   law chain and the explicit network on the same configuration, at the same --tokens-samples,
+   in the same run and interleaved, for an attention-only stack and for shaped attention + MLP
+   layers: sample-layers per second and the speed-up law / explicit (goals: >= 50x
+   attention-only, >= 10x attention + MLP). Both the wall time and the process CPU time (all
+   threads) are reported: on a machine loaded by other jobs the CPU-time ratio is the steadier.
 2. Cost in m: the law chain's microseconds per sample-layer for m in --m-sweep at width
    n = max(--tokens-width, m), with the exponent b of a least-squares fit t ~ m^b over m >= 32
    (the O(m^3) regime) and over all m.
 3. Widths: law chain vs explicit network for n in --widths at m = --m (shaped attention + MLP),
-   and the law chain's cost per layer for attention-only and full layers as n grows
-   (attention-only is flat in n).
+   both at the samples and depth the explicit network's --explicit-budget of Gaussian draws
+   allows (at most --law-samples and --depth), interleaved; and the law chain's cost per layer
+   for attention-only and full layers as n grows at --law-samples (attention-only is flat in n).
 
 Prints markdown tables and writes JSON with the machine.
 """
@@ -29,7 +30,7 @@ import argparse
 import json
 import math
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -40,9 +41,11 @@ import numpy as np
 
 from sdeformer import ShapedConfig
 from sdeformer.cli.common import markdown_table
-from sdeformer.finite import explicit_covariance_paths, law_covariance_paths, weights_per_layer
+from sdeformer.finite import weights_per_layer
 
+from ._common import commit, covariance_paths, machine
 from ._markdown import summary_table
+from ._ratios import ratio_cell, run_line
 
 GOALS = {"attention": 50.0, "attention+mlp": 10.0}
 """Speed-up goals law / explicit at m = 64, n = 256 (issue 12)."""
@@ -75,37 +78,56 @@ def _name(blocks) -> str:
     return "+".join(blocks)
 
 
-def tokens_part(config, m, n, depth, law_samples, explicit_samples, repeats) -> list[dict]:
-    """Law chain vs explicit network at m tokens, width n, for both stacks, in the same run."""
+def _interleaved(law, explicit, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Best (wall, CPU) seconds of `law()` and `explicit()`, each compiled and run once first,
+    then timed `repeats` times alternately (law, explicit, law, ...) so both see the same load."""
+    jax.block_until_ready(law())  # compile and warm up both
+    jax.block_until_ready(explicit())
+    best = {"law": (math.inf, math.inf), "explicit": (math.inf, math.inf)}
+    for _ in range(repeats):
+        for name, fn in (("law", law), ("explicit", explicit)):
+            wall, cpu = _once(fn)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best["law"], best["explicit"]
+
+
+def _samplers(cfg, v0, n, depth, samples, key):
+    """The law chain and the explicit network at the same width, depth and samples."""
+
+    def law():
+        return covariance_paths("law", cfg, v0, width=n, depth=depth, num_samples=samples, key=key)
+
+    def explicit():
+        return covariance_paths(
+            "explicit", cfg, v0, width=n, depth=depth, num_samples=samples, key=key
+        )
+
+    return law, explicit
+
+
+def tokens_part(config, m, n, depth, samples, repeats) -> list[dict]:
+    """Law chain vs explicit network at m tokens, width n, for both stacks, in the same run, at
+    the same `samples` and depth, interleaved."""
     v0, key = _v0(m), jr.key(0)
     rows = []
     for blocks in (("attention",), ("attention", "mlp")):
         cfg = config.replace(blocks=blocks)
-        law = lambda cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key)  # noqa: E731
-        explicit = lambda cfg=cfg: explicit_covariance_paths(  # noqa: E731
-            cfg, n, depth, v0, explicit_samples, key=key
+        (law_wall, law_cpu), (exp_wall, exp_cpu) = _interleaved(
+            *_samplers(cfg, v0, n, depth, samples, key), repeats
         )
-        jax.block_until_ready(law())  # compile and warm up both
-        jax.block_until_ready(explicit())
-        # Interleaved (law, explicit, law, explicit, ...) so that both see the same load.
-        law_wall = law_cpu = exp_wall = exp_cpu = float("inf")
-        for _ in range(repeats):
-            wall, cpu = _once(law)
-            law_wall, law_cpu = min(law_wall, wall), min(law_cpu, cpu)
-            wall, cpu = _once(explicit)
-            exp_wall, exp_cpu = min(exp_wall, wall), min(exp_cpu, cpu)
-        law_layers, exp_layers = law_samples * depth, explicit_samples * depth
+        layers = samples * depth
         row = dict(
             blocks=_name(blocks),
             m=m,
             n=n,
             depth=depth,
-            law_samples=law_samples,
-            explicit_samples=explicit_samples,
-            law_rate=law_layers / law_wall,
-            explicit_rate=exp_layers / exp_wall,
-            law_cpu_us=1e6 * law_cpu / law_layers,
-            explicit_cpu_us=1e6 * exp_cpu / exp_layers,
+            law_samples=samples,
+            explicit_samples=samples,
+            repeats=repeats,
+            law_rate=layers / law_wall,
+            explicit_rate=layers / exp_wall,
+            law_cpu_us=1e6 * law_cpu / layers,
+            explicit_cpu_us=1e6 * exp_cpu / layers,
         )
         row["speedup"] = row["law_rate"] / row["explicit_rate"]
         row["speedup_cpu"] = row["explicit_cpu_us"] / row["law_cpu_us"]
@@ -114,7 +136,7 @@ def tokens_part(config, m, n, depth, law_samples, explicit_samples, repeats) -> 
         print(
             f"m={m} n={n} {row['blocks']}: law {row['law_rate']:.4g}/s, explicit "
             f"{row['explicit_rate']:.4g}/s, speed-up {row['speedup']:.3g}x (CPU time "
-            f"{row['speedup_cpu']:.3g}x)",
+            f"{row['speedup_cpu']:.3g}x), {samples} samples each",
             flush=True,
         )
     return rows
@@ -139,8 +161,8 @@ def m_part(config, ms, n_min, depth, repeats) -> dict:
             samples = int(min(256, max(8, 2**22 // m**3)))
             v0 = _v0(m)
             wall, cpu = _time(
-                lambda cfg=cfg, n=n, v0=v0, samples=samples: law_covariance_paths(
-                    cfg, n, depth, v0, samples, key=jr.key(0)
+                lambda cfg=cfg, n=n, v0=v0, samples=samples: covariance_paths(
+                    "law", cfg, v0, width=n, depth=depth, num_samples=samples, key=jr.key(0)
                 ),
                 repeats,
             )
@@ -171,49 +193,48 @@ def m_part(config, ms, n_min, depth, repeats) -> dict:
 
 
 def widths_part(config, widths, m, depth, law_samples, explicit_budget) -> tuple[list, list]:
+    """Law chain vs explicit network across widths at one batch (samples x depth) per width,
+    interleaved; then the law chain's cost per sample-layer at `law_samples` as n grows."""
     v0, key = _v0(m), jr.key(0)
     rows = []
     for n in widths:
-        law_s, _ = _time(
-            lambda n=n: law_covariance_paths(config, n, depth, v0, law_samples, key=key)
-        )
-        law_rate = law_samples * depth / law_s
         per_layer = weights_per_layer(config, n)
-        exp_depth = max(1, min(depth, int(explicit_budget // per_layer)))
-        exp_samples = max(1, min(law_samples, int(explicit_budget // (per_layer * exp_depth))))
-        exp_s, _ = _time(
-            lambda n=n, d=exp_depth, s=exp_samples: explicit_covariance_paths(
-                config, n, d, v0, s, key=key
-            ),
-            repeats=1,
-        )
-        exp_rate = exp_samples * exp_depth / exp_s
+        d = max(1, min(depth, int(explicit_budget // per_layer)))
+        samples = max(1, min(law_samples, int(explicit_budget // (per_layer * d))))
+        (law_s, _), (exp_s, _) = _interleaved(*_samplers(config, v0, n, d, samples, key), 2)
         rows.append(
             dict(
                 n=n,
-                law_samples=law_samples,
-                law_depth=depth,
+                law_samples=samples,
+                law_depth=d,
                 law_seconds=law_s,
-                law_rate=law_rate,
-                explicit_samples=exp_samples,
-                explicit_depth=exp_depth,
+                law_rate=samples * d / law_s,
+                explicit_samples=samples,
+                explicit_depth=d,
                 explicit_seconds=exp_s,
-                explicit_rate=exp_rate,
-                speedup=law_rate / exp_rate,
+                explicit_rate=samples * d / exp_s,
+                speedup=exp_s / law_s,
             )
         )
-        print(f"n={n}: law {law_rate:.3g}/s, explicit {exp_rate:.3g}/s", flush=True)
+        print(
+            f"n={n}: law {rows[-1]['law_rate']:.3g}/s, explicit {rows[-1]['explicit_rate']:.3g}/s"
+            f" ({samples} samples x {d} layers each)",
+            flush=True,
+        )
     scaling = []
     for blocks in (("attention",), ("attention", "mlp")):
         cfg = config.replace(blocks=blocks)
         for n in widths:
             seconds, _ = _time(
-                lambda n=n, cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key)
+                lambda n=n, cfg=cfg: covariance_paths(
+                    "law", cfg, v0, width=n, depth=depth, num_samples=law_samples, key=key
+                )
             )
             scaling.append(
                 dict(
                     blocks=list(blocks),
                     n=n,
+                    samples=law_samples,
                     us_per_sample_layer=1e6 * seconds / (law_samples * depth),
                 )
             )
@@ -232,16 +253,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--tokens-width", type=int, default=256)
     parser.add_argument("--tokens-depth", type=int, default=16)
-    parser.add_argument("--tokens-samples", type=int, default=256)
-    parser.add_argument("--explicit-samples", type=int, default=8)
+    parser.add_argument(
+        "--tokens-samples", type=int, default=8, help="samples of each method at m = --tokens"
+    )
     parser.add_argument("--m-sweep", type=int, nargs="*", default=[2, 4, 8, 16, 32, 64, 128, 256])
     parser.add_argument("--m-depth", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timings (m = 64)")
     parser.add_argument("--widths", type=int, nargs="*", default=[128, 512, 1024, 4096])
     parser.add_argument("--m", type=int, default=4)
     parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--law-samples", type=int, default=1000)
-    parser.add_argument("--explicit-budget", type=float, default=5e7, help="Gaussian draws")
+    parser.add_argument(
+        "--law-samples", type=int, default=1000, help="most samples per width (both methods)"
+    )
+    parser.add_argument(
+        "--explicit-budget",
+        type=float,
+        default=5e7,
+        help="Gaussian draws of one explicit run: sets the samples and depth of both methods",
+    )
     parser.add_argument("--out", default="benchmarks/results/laws.json")
     return parser
 
@@ -308,34 +337,72 @@ def print_law_cost(scaling: list[dict], widths: list[int]) -> None:
     )
 
 
-def summary(laws: dict) -> list[str]:
-    """The `bench_laws` part of the summary (law chain vs explicit networks across widths), from
-    its JSON; printed by the benchmark and by `run_all`."""
-    cfg = ShapedConfig.from_dict(laws["config"])
-    rows = []
-    for r in laws["throughput"]:
-        # normal draws of the explicit networks, from this file alone (a fraction of the
-        # normal ceiling would divide by bench_init's ceiling, another run)
-        draws = r["explicit_rate"] * weights_per_layer(cfg, r["n"])
-        rows.append([r["n"], r["law_rate"], r["explicit_rate"], r["speedup"], draws])
+def _batch(r: dict, side: str) -> tuple:
+    return (r[f"{side}_samples"], r.get(f"{side}_depth", r.get("depth")))
+
+
+def _speedup(r: dict) -> float | str | None:
+    return ratio_cell(
+        r["law_rate"],
+        r["explicit_rate"],
+        num_batch=_batch(r, "law"),
+        den_batch=_batch(r, "explicit"),
+        what=f"law / explicit at n = {r['n']}",
+    )
+
+
+def _tokens_summary(laws: dict) -> list[str]:
+    rows = [
+        [r["blocks"], r["m"], r["n"], f"{r['law_samples']} / {r['explicit_samples']}", r["depth"]]
+        + [r["law_rate"], r["explicit_rate"], _speedup(r), f">= {r['goal']:g}"]
+        for r in laws.get("tokens", [])
+    ]
+    if not rows:
+        return []
     return [
-        f"\n**Exact law chain vs explicit networks** (`bench_laws`, m = {laws['m']}, "
-        "samples x layers per second):\n",
+        "\nMany tokens (`bench_laws`, same run, interleaved; samples x layers per second):\n",
         *summary_table(
-            ["n", "law chain", "explicit", "speedup", "explicit: normal draws / s"], rows
+            ["blocks", "m", "n", "samples law / explicit", "depth", "law chain", "explicit"]
+            + ["speedup", "goal"],
+            rows,
         ),
     ]
 
 
-def _machine() -> dict:
-    return dict(
-        platform=platform.platform(),
-        processor=platform.processor(),
-        cpu_count=os.cpu_count(),
-        jax_version=jax.__version__,
-        device=str(jax.devices()[0]),
-        backend=jax.default_backend(),
-    )
+def summary(laws: dict) -> list[str]:
+    """The `bench_laws` part of the summary (law chain vs explicit networks at many tokens and
+    across widths), from its JSON alone; printed by the benchmark and by `run_all`.
+
+    A speed-up is shown only where both methods ran at the same samples and depth (`ratio_cell`).
+    """
+    cfg = ShapedConfig.from_dict(laws["config"])
+    rows = []
+    for r in laws["throughput"]:
+        # normal draws of the explicit networks, from this file alone
+        draws = r["explicit_rate"] * weights_per_layer(cfg, r["n"])
+        batches = [f"{' x '.join(map(str, _batch(r, side)))}" for side in ("law", "explicit")]
+        rows.append([r["n"], *batches, r["law_rate"], r["explicit_rate"], _speedup(r), draws])
+    out = [
+        f"\n**Exact law chain vs explicit networks** (`bench_laws`, m = {laws['m']}, "
+        "samples x layers per second):",
+        run_line(laws, "laws", load=laws.get("load_average")),
+        *_tokens_summary(laws),
+        "\nAcross widths (same run):\n",
+        *summary_table(
+            ["n", "law samples x depth", "explicit samples x depth", "law chain", "explicit"]
+            + ["speedup", "explicit: normal draws / s"],
+            rows,
+        ),
+    ]
+    if any(isinstance(row[-2], str) for row in rows) or any(
+        r["law_samples"] != r["explicit_samples"] for r in laws.get("tokens", [])
+    ):
+        out.append(
+            "\nThis JSON timed the law chain at more samples than the explicit network (an "
+            "older version of the benchmark), so no speed-up is shown for those rows: the rates "
+            "of a batched sampler depend on its batch. The benchmark now runs both at one batch."
+        )
+    return out
 
 
 def main(argv=None) -> dict:
@@ -348,7 +415,6 @@ def main(argv=None) -> dict:
         args.tokens_width,
         args.tokens_depth,
         args.tokens_samples,
-        args.explicit_samples,
         args.repeats,
     )
     by_m = m_part(config, args.m_sweep, args.tokens_width, args.m_depth, min(args.repeats, 3))
@@ -356,7 +422,11 @@ def main(argv=None) -> dict:
         config, args.widths, args.m, args.depth, args.law_samples, args.explicit_budget
     )
     result = dict(
-        machine=_machine(),
+        benchmark="laws",
+        machine=machine(),
+        commit=commit(),
+        command="python -m benchmarks.bench_laws "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         load_average=dict(before=load_before, after=_load()),
         m=args.m,
         config=config.to_dict(),
