@@ -57,7 +57,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "laws": [
             *("--widths", "1024", "4096", "16384", "--law-samples", "20000"),
             *("--m-sweep", "8", "32", "128", "256", "--repeats", "3"),
-            *("--tokens-samples", "256"),
+            *("--tokens-samples", "256", "--explicit-budget", "1e9"),
         ],
         "sde": ["--tokens", "2", "8", "32", "--paths", "20000", "--steps", "200"],
         "train": ["--steps", "20", "--batch-size", "64"],
