@@ -137,7 +137,7 @@ def covariance_paths(method: str, config, v0, *, width: int, depth: int, num_sam
     from sdeformer.finite import explicit_covariance_paths, law_covariance_paths
 
     sampler = law_covariance_paths if method == "law" else explicit_covariance_paths
-    return sampler(config, width, depth, v0, num_samples, key=key)
+    return sampler(config, v0, width=width, depth=depth, num_samples=num_samples, key=key)
 
 
 def commit() -> str | None:
