@@ -129,3 +129,19 @@ def fit_exponent(points, lo: float | None = None, hi: float | None = None) -> di
         "points": len(sel),
         "range": [min(s for s, _ in sel), max(s for s, _ in sel)],
     }
+
+
+def covariance_paths(method: str, config, v0, *, width: int, depth: int, num_samples: int, key):
+    """Covariance paths of the law chain (`method="law"`) or of explicit networks ("explicit"),
+    every size passed by keyword: the one call site of the samplers in the benchmarks."""
+    from sdeformer.finite import explicit_covariance_paths, law_covariance_paths
+
+    sampler = law_covariance_paths if method == "law" else explicit_covariance_paths
+    return sampler(config, v0, width=width, depth=depth, num_samples=num_samples, key=key)
+
+
+def commit() -> str | None:
+    """The git commit of the checkout the benchmark runs from (with "+dirty" when changed)."""
+    from sdeformer.results import provenance
+
+    return provenance().get("git_commit")

@@ -19,6 +19,7 @@ import jax.random as jr
 import numpy as np
 
 from ._baseline import euler_paths
+from ._common import covariance_paths
 
 FLOPS_PER_PATH_STEP = 10  # x m^3: the matrix products of the noise formula, done plainly
 
@@ -97,13 +98,24 @@ def run_once(program: dict, *args) -> None:
     program["output"] = out
 
 
-def timed(fn, *args, repeat: int = 1, memory_budget: float | None = None) -> dict:
-    """`prepare` then the best of `repeat` runs: `seconds`, `compile_s`, `memory_bytes`,
-    `output` (or `skip`)."""
+def warm_up(program: dict, *args) -> None:
+    """One untimed run of a prepared program: the first execution of a compiled program pays
+    one-off costs (loading its kernels, growing buffers; on a GPU, clocks ramping up after the
+    idle compile) that are not the program's speed."""
+    if "skip" not in program:
+        _ready(program["run"](*args))
+        program["warmup"] = 1
+
+
+def timed(fn, *args, repeat: int = 3, memory_budget: float | None = None) -> dict:
+    """`prepare`, one untimed warm-up run, then the best of `repeat` runs: `seconds`,
+    `compile_s`, `memory_bytes`, `repeat`, `output` (or `skip`)."""
     program = prepare(fn, *args, memory_budget=memory_budget)
     if "skip" not in program:
+        warm_up(program, *args)
         for _ in range(repeat):
             run_once(program, *args)
+        program["repeat"] = repeat
     return {k: v for k, v in program.items() if k != "run"}
 
 
@@ -171,6 +183,8 @@ def measure_sde_and_baseline(
     if with_baseline:
         programs["baseline"] = prepare(baseline_run, key)
     live = {k: p for k, p in programs.items() if "skip" not in p}
+    for program in live.values():
+        warm_up(program, key)
     for _ in range(repeat):
         for program in live.values():
             run_once(program, key)
@@ -225,13 +239,12 @@ def measure_matmul(m: int, batch: int, *, flops: float, key) -> dict:
 
 def measure_network(config, m: int, n: int, depth: int, samples: int, *, method: str, key):
     """Law chain (`method="law"`) or explicit networks: sample-layers/s at width n, depth d."""
-    from sdeformer.finite import explicit_covariance_paths, law_covariance_paths
-
-    sampler = law_covariance_paths if method == "law" else explicit_covariance_paths
     v0 = initial_covariance(m)
 
     def run(key):
-        return sampler(config, v0, width=n, depth=depth, num_samples=samples, key=key)[:, -1]
+        return covariance_paths(
+            method, config, v0, width=n, depth=depth, num_samples=samples, key=key
+        )[:, -1]
 
     return _rates(timed(run, key), samples * depth)
 
@@ -246,17 +259,17 @@ def measure_law_and_explicit(
     so that the speed-up law / explicit is a ratio of two times taken under the same load (two
     separate measures, possibly from runs hours apart, measured the load, not the samplers).
     """
-    from sdeformer.finite import explicit_covariance_paths, law_covariance_paths
-
     programs = {}
+    v0 = initial_covariance(m)
     for method, count in samples.items():
-        sampler = law_covariance_paths if method == "law" else explicit_covariance_paths
-        v0 = initial_covariance(m)
 
-        def run(key, sampler=sampler, count=count, v0=v0):
-            return sampler(config, v0, width=n, depth=depth, num_samples=count, key=key)[:, -1]
+        def run(key, method=method, count=count):
+            return covariance_paths(
+                method, config, v0, width=n, depth=depth, num_samples=count, key=key
+            )[:, -1]
 
         programs[method] = prepare(run, key)
+        warm_up(programs[method], key)
     for _ in range(repeat):
         for program in programs.values():
             if "skip" not in program:

@@ -161,6 +161,16 @@ def plan_size(m: int, unit: dict | None, units: dict[int, dict], p: Profile) -> 
         ]
         size, reason = plan_measure(measure, m, size, history, p)
         plan[measure] = {"size": size} if reason is None else {"skip": reason}
+    return _same_batch(plan)
+
+
+def _same_batch(plan: dict) -> dict:
+    """The law chain and the explicit networks of a stack at one sample count (the smaller of
+    the two planned), so that their speed-up compares like with like."""
+    for kind in ("attention", "full"):
+        law, explicit = plan[f"law_{kind}"], plan[f"explicit_{kind}"]
+        if "size" in law and "size" in explicit:
+            law["size"] = explicit["size"] = min(law["size"], explicit["size"])
     return plan
 
 

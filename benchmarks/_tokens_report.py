@@ -6,12 +6,59 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._common import RESULTS, ROOT, fit_exponent
+from ._common import fit_exponent
 from ._markdown import format_number, summary_table
+from ._ratios import ratio_cell, run_line
 from ._tokens_plan import FIT_RANGE, MEASURES, MIN_EXPONENT, UNIT
 
 if TYPE_CHECKING:
     from .bench_tokens import Profile
+
+
+def _ok(ms: dict, name: str) -> dict | None:
+    res = ms.get(name)
+    return res if res and res.get("status") == "ok" else None
+
+
+def derived(m: int, ms: dict) -> dict:
+    """The ratios of one size m, from its measures alone, each between two numbers measured at
+    the same batch (`ratio_cell`: the two batches instead of a quotient where they differ)."""
+    out: dict = {}
+    sde, base, mat = _ok(ms, "sde"), _ok(ms, "baseline"), _ok(ms, "matmul")
+    if sde and base:
+        out["sde_over_baseline"] = ratio_cell(
+            sde["cost"],
+            base["cost"],
+            num_batch=sde["size"],
+            den_batch=base["size"],
+            what=f"SDE / Euler time at m = {m}",
+        )
+    if mat:
+        for name, res in (("sde", sde), ("baseline", base)):
+            if res:
+                # 10 m^3 flops per path-step against the matmul rate at the same batch
+                frac = ratio_cell(
+                    res["rate"],
+                    mat["gflops"],
+                    num_batch=res["size"],
+                    den_batch=mat["size"],
+                    what=f"{name} / matmul at m = {m}",
+                )
+                scale = 10.0 * m**3 / 1e9
+                out[f"{name}_fraction_of_matmul"] = (
+                    frac * scale if isinstance(frac, float) else frac
+                )
+    for kind in ("attention", "full"):
+        law, exp = _ok(ms, f"law_{kind}"), _ok(ms, f"explicit_{kind}")
+        if law and exp:
+            out[f"law_speedup_{kind}"] = ratio_cell(
+                law["rate"],
+                exp["rate"],
+                num_batch=law["size"],
+                den_batch=exp["size"],
+                what=f"law / explicit {kind} at m = {m}",
+            )
+    return out
 
 
 def assemble(units: dict[int, dict], p: Profile) -> dict:
@@ -19,29 +66,13 @@ def assemble(units: dict[int, dict], p: Profile) -> dict:
     rows = []
     for m in sorted(units):
         ms = units[m]["measures"]
-
-        def ok(name, ms=ms):
-            res = ms.get(name)
-            return res if res and res.get("status") == "ok" else None
-
         row = {
             "m": m,
             "load_before": units[m].get("load_before"),
             "load_after": units[m].get("load_after"),
             "measures": ms,
+            **derived(m, ms),
         }
-        sde, base, mat = ok("sde"), ok("baseline"), ok("matmul")
-        flops = 10.0 * m**3
-        if sde and base:
-            row["sde_over_baseline"] = sde["cost"] / base["cost"]
-        if mat:
-            for name, res in (("sde", sde), ("baseline", base)):
-                if res:
-                    row[f"{name}_fraction_of_matmul"] = flops * res["rate"] / (mat["gflops"] * 1e9)
-        for kind in ("attention", "full"):
-            law, exp = ok(f"law_{kind}"), ok(f"explicit_{kind}")
-            if law and exp:
-                row[f"law_speedup_{kind}"] = law["rate"] / exp["rate"]
         rows.append(row)
     exponents = {}
     for measure in MEASURES:
@@ -86,7 +117,10 @@ def goals(rows: list[dict], exponents: dict) -> dict:
         "compare_seconds_m256 <= 60": (measure(256, "compare"), lambda x: x <= 60),
     }
     return {
-        name: {"value": val, "met": None if val is None else bool(test(val))}
+        name: {
+            "value": val,
+            "met": None if val is None or isinstance(val, str) else bool(test(val)),
+        }
         for name, (val, test) in items.items()
     }
 
@@ -101,15 +135,15 @@ def _summary_header(data: dict) -> str:
         f"\n**Many tokens** (`bench_tokens`, profile `{data['profile']}`, "
         f"{s['steps']} SDE steps on [0, T], T = min(0.5, 0.1 steps / m), law chain / explicit "
         f"networks at n = max({s['width']}, m), "
-        f"depth {s['depth']}, compare on {s['compare_samples']} samples per source; load average "
-        f"{load.get('before')} before, {load.get('now')} after on {load.get('cpu_count')} cores"
+        f"depth {s['depth']}, compare on {s['compare_samples']} samples per source"
         + (
-            ": the machine was shared, so rates are low and noisy; ratios measured in the same "
-            "run are the meaningful numbers"
+            f"; load above the {load.get('cpu_count')} cores: the machine was shared, so rates are "
+            "low and noisy; ratios measured in the same run, at the same batch, are the "
+            "meaningful numbers"
             if load.get("before") and load["before"][0] > (load.get("cpu_count") or 1)
             else ""
         )
-        + "):\n"
+        + "):"
     )
 
 
@@ -126,18 +160,21 @@ def _summary_row(r: dict) -> list:
         if sde.get("status") == "ok" and sde.get("memory_bytes")
         else None
     )
+    ratios = derived(r["m"], r["measures"])
     return [
         r["m"],
         rate("sde"),
         per_path,
         rate("baseline"),
-        r.get("sde_over_baseline"),
+        ratios.get("sde_over_baseline"),
         alive,
-        r.get("sde_fraction_of_matmul"),
+        ratios.get("sde_fraction_of_matmul"),
         rate("law_attention"),
         rate("explicit_attention"),
+        ratios.get("law_speedup_attention"),
         rate("law_full"),
         rate("explicit_full"),
+        ratios.get("law_speedup_full"),
         rate("compare", "seconds"),
     ]
 
@@ -152,8 +189,10 @@ SUMMARY_HEADERS = [
     "SDE / matmul rate",
     "law att s-l/s",
     "explicit att s-l/s",
+    "law / explicit att",
     "law full s-l/s",
     "explicit full s-l/s",
+    "law / explicit full",
     "compare s",
 ]
 
@@ -177,12 +216,14 @@ def _exponent_lines(data: dict) -> list[str]:
 
 
 def _goals_line(data: dict) -> str:
+    """The goals, recomputed from the measures of this JSON (not from its stored ratios)."""
+    rows = [{**r, **derived(r["m"], r["measures"])} for r in data["rows"]]
     return (
         "\nGoals of issue 12: "
         + "; ".join(
             f"{k}: {format_number(g['value']) if g['value'] is not None else 'not measured'}"
             + ("" if g["met"] is None else (" (met)" if g["met"] else " (not met)"))
-            for k, g in data["goals"].items()
+            for k, g in goals(rows, data["exponents"]).items()
         )
         + "."
     )
@@ -201,14 +242,33 @@ def not_measured(data: dict) -> list[str]:
 def summary(data: dict) -> list[str]:
     """The `bench_tokens` part of the summary: costs per m, exponents, goals, load; printed by
     the benchmark and by `run_all`."""
-    out = [_summary_header(data)]
+    out = [_summary_header(data), run_line(data, "tokens") + "\n"]
     out += summary_table(SUMMARY_HEADERS, [_summary_row(r) for r in data["rows"]])
+    if any(
+        isinstance(v, str) for r in data["rows"] for v in derived(r["m"], r["measures"]).values()
+    ):
+        out.append(
+            '\n"unequal batch a / b": the two sides of that ratio ran at a and b paths or '
+            "samples (an older version of the plan), so no ratio is shown; the benchmark now "
+            "runs the law chain and the explicit networks of a stack at one sample count."
+        )
+    precisions = {
+        r["measures"]["matmul"].get("precision", "not recorded (the default: TF32 on NVIDIA GPUs)")
+        for r in data["rows"]
+        if r["measures"].get("matmul", {}).get("status") == "ok"
+    }
+    if precisions:
+        out.append(
+            "\nSDE / matmul rate: against the batched matmul at the same batch, precision "
+            + ", ".join(sorted(precisions))
+            + "."
+        )
     blas = (data.get("env") or {}).get("OPENBLAS_NUM_THREADS")
     if blas:
         out.append(
-            f"\nRun with OPENBLAS_NUM_THREADS={blas}: on this shared machine the threaded LAPACK "
-            "Cholesky inside jaxlib spins when the cores are busy (4 x 256 x 256 factors took "
-            "488 ms threaded, 12 ms on one thread), which would time the load, not the solvers."
+            f"\nRun with OPENBLAS_NUM_THREADS={blas}: on a shared machine the threaded LAPACK "
+            "Cholesky inside jaxlib spins when the cores are busy, which would time the load, "
+            "not the solvers."
         )
     out += _exponent_lines(data)
     out.append(_goals_line(data))
@@ -218,8 +278,7 @@ def summary(data: dict) -> list[str]:
             f"\n{len(skipped)} measurements skipped (reasons in tokens.json), first: {skipped[0]}."
         )
     if data.get("figure"):
-        where = RESULTS.relative_to(ROOT) if RESULTS.is_relative_to(ROOT) else RESULTS
-        out.append(f"\nFigure (log-log cost against m): `{where}/{data['figure']}`.")
+        out.append(f"\nFigure (log-log cost against m): `{data['figure']}`, beside `tokens.json`.")
     return out
 
 

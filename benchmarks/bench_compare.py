@@ -22,6 +22,7 @@ from sdeformer import compare
 
 from ._common import write_results
 from ._markdown import summary_table
+from ._ratios import run_line
 
 
 def wishart_source(label: str, seed: int, num_samples: int, m: int, times: int = 2):
@@ -41,7 +42,8 @@ def summary(comparison: dict) -> list[str]:
     the benchmark and by `run_all`."""
     return [
         "\n**Comparison cost** (`bench_compare`: `compare_sources` on two Wishart sources, two "
-        "times, sampling excluded):\n",
+        "times, sampling excluded):",
+        run_line(comparison, "compare") + "\n",
         *summary_table(
             ["m", "samples / source", "rows", "pairs compared / total", "seconds"],
             [

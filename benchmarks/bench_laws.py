@@ -1,24 +1,25 @@
 """Law chain vs explicit network at initialisation: sample-layers per second, speed-ups, cost in m.
 
     python -m benchmarks.bench_laws [--tokens 64] [--tokens-width 256] [--tokens-depth 16]
-        [--tokens-samples 256] [--explicit-samples 8] [--m-sweep 2 4 8 16 32 64 128 256]
+        [--tokens-samples 8] [--m-sweep 2 4 8 16 32 64 128 256]
         [--widths 128 512 1024 4096] [--m 4] [--depth 8] [--law-samples 1000]
         [--explicit-budget 5e7] [--out benchmarks/results/laws.json]
 
 Three parts, each timed with compilation excluded (one warm-up call), best of a few runs:
 
 1. Many tokens (issue 12): at m = --tokens, n = --tokens-width and depth --tokens-depth, the
-   law chain and the explicit network on the same configuration, in the same run, for an
-   attention-only stack and for shaped attention + MLP layers: sample-layers per second and the
-   speed-up law / explicit (goals: >= 50x attention-only, >= 10x attention + MLP). Both the wall
-   time and the process CPU time (all threads) are reported: on a machine loaded by other jobs
-   the CPU-time ratio is the steadier of the two.
+   law chain and the explicit network on the same configuration, at the same --tokens-samples,
+   in the same run and interleaved, for an attention-only stack and for shaped attention + MLP
+   layers: sample-layers per second and the speed-up law / explicit (goals: >= 50x
+   attention-only, >= 10x attention + MLP). Both the wall time and the process CPU time (all
+   threads) are reported: on a machine loaded by other jobs the CPU-time ratio is the steadier.
 2. Cost in m: the law chain's microseconds per sample-layer for m in --m-sweep at width
    n = max(--tokens-width, m), with the exponent b of a least-squares fit t ~ m^b over m >= 32
    (the O(m^3) regime) and over all m.
 3. Widths: law chain vs explicit network for n in --widths at m = --m (shaped attention + MLP),
-   and the law chain's cost per layer for attention-only and full layers as n grows
-   (attention-only is flat in n).
+   both at the samples and depth the explicit network's --explicit-budget of Gaussian draws
+   allows (at most --law-samples and --depth), interleaved; and the law chain's cost per layer
+   for attention-only and full layers as n grows at --law-samples (attention-only is flat in n).
 
 Prints markdown tables and writes JSON with the machine.
 """
@@ -29,9 +30,8 @@ import argparse
 import json
 import math
 import os
-import platform
+import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -40,10 +40,12 @@ import jax.random as jr
 import numpy as np
 
 from sdeformer import ShapedConfig
-from sdeformer.cli.common import markdown_table
-from sdeformer.finite import explicit_covariance_paths, law_covariance_paths, weights_per_layer
+from sdeformer.finite import weights_per_layer
 
-from ._markdown import summary_table
+from ._common import commit, covariance_paths, machine
+from ._laws_report import print_cost_in_m, print_law_cost, print_tokens_table, summary
+
+__all__ = ["main", "summary"]
 
 GOALS = {"attention": 50.0, "attention+mlp": 10.0}
 """Speed-up goals law / explicit at m = 64, n = 256 (issue 12)."""
@@ -76,45 +78,56 @@ def _name(blocks) -> str:
     return "+".join(blocks)
 
 
-def tokens_part(config, m, n, depth, law_samples, explicit_samples, repeats) -> list[dict]:
-    """Law chain vs explicit network at m tokens, width n, for both stacks, in the same run."""
+def _interleaved(law, explicit, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Best (wall, CPU) seconds of `law()` and `explicit()`, each compiled and run once first,
+    then timed `repeats` times alternately (law, explicit, law, ...) so both see the same load."""
+    jax.block_until_ready(law())  # compile and warm up both
+    jax.block_until_ready(explicit())
+    best = {"law": (math.inf, math.inf), "explicit": (math.inf, math.inf)}
+    for _ in range(repeats):
+        for name, fn in (("law", law), ("explicit", explicit)):
+            wall, cpu = _once(fn)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best["law"], best["explicit"]
+
+
+def _samplers(cfg, v0, n, depth, samples, key):
+    """The law chain and the explicit network at the same width, depth and samples."""
+
+    def law():
+        return covariance_paths("law", cfg, v0, width=n, depth=depth, num_samples=samples, key=key)
+
+    def explicit():
+        return covariance_paths(
+            "explicit", cfg, v0, width=n, depth=depth, num_samples=samples, key=key
+        )
+
+    return law, explicit
+
+
+def tokens_part(config, m, n, depth, samples, repeats) -> list[dict]:
+    """Law chain vs explicit network at m tokens, width n, for both stacks, in the same run, at
+    the same `samples` and depth, interleaved."""
     v0, key = _v0(m), jr.key(0)
     rows = []
     for blocks in (("attention",), ("attention", "mlp")):
         cfg = config.replace(blocks=blocks)
-        law = partial(
-            law_covariance_paths, cfg, v0, width=n, depth=depth, num_samples=law_samples, key=key
+        (law_wall, law_cpu), (exp_wall, exp_cpu) = _interleaved(
+            *_samplers(cfg, v0, n, depth, samples, key), repeats
         )
-        explicit = partial(
-            explicit_covariance_paths,
-            cfg,
-            v0,
-            width=n,
-            depth=depth,
-            num_samples=explicit_samples,
-            key=key,
-        )
-        jax.block_until_ready(law())  # compile and warm up both
-        jax.block_until_ready(explicit())
-        # Interleaved (law, explicit, law, explicit, ...) so that both see the same load.
-        law_wall = law_cpu = exp_wall = exp_cpu = float("inf")
-        for _ in range(repeats):
-            wall, cpu = _once(law)
-            law_wall, law_cpu = min(law_wall, wall), min(law_cpu, cpu)
-            wall, cpu = _once(explicit)
-            exp_wall, exp_cpu = min(exp_wall, wall), min(exp_cpu, cpu)
-        law_layers, exp_layers = law_samples * depth, explicit_samples * depth
+        layers = samples * depth
         row = dict(
             blocks=_name(blocks),
             m=m,
             n=n,
             depth=depth,
-            law_samples=law_samples,
-            explicit_samples=explicit_samples,
-            law_rate=law_layers / law_wall,
-            explicit_rate=exp_layers / exp_wall,
-            law_cpu_us=1e6 * law_cpu / law_layers,
-            explicit_cpu_us=1e6 * exp_cpu / exp_layers,
+            law_samples=samples,
+            explicit_samples=samples,
+            repeats=repeats,
+            law_rate=layers / law_wall,
+            explicit_rate=layers / exp_wall,
+            law_cpu_us=1e6 * law_cpu / layers,
+            explicit_cpu_us=1e6 * exp_cpu / layers,
         )
         row["speedup"] = row["law_rate"] / row["explicit_rate"]
         row["speedup_cpu"] = row["explicit_cpu_us"] / row["law_cpu_us"]
@@ -123,7 +136,7 @@ def tokens_part(config, m, n, depth, law_samples, explicit_samples, repeats) -> 
         print(
             f"m={m} n={n} {row['blocks']}: law {row['law_rate']:.4g}/s, explicit "
             f"{row['explicit_rate']:.4g}/s, speed-up {row['speedup']:.3g}x (CPU time "
-            f"{row['speedup_cpu']:.3g}x)",
+            f"{row['speedup_cpu']:.3g}x), {samples} samples each",
             flush=True,
         )
     return rows
@@ -148,8 +161,8 @@ def m_part(config, ms, n_min, depth, repeats) -> dict:
             samples = int(min(256, max(8, 2**22 // m**3)))
             v0 = _v0(m)
             wall, cpu = _time(
-                lambda cfg=cfg, n=n, v0=v0, samples=samples: law_covariance_paths(
-                    cfg, v0, width=n, depth=depth, num_samples=samples, key=jr.key(0)
+                lambda cfg=cfg, n=n, v0=v0, samples=samples: covariance_paths(
+                    "law", cfg, v0, width=n, depth=depth, num_samples=samples, key=jr.key(0)
                 ),
                 repeats,
             )
@@ -180,53 +193,48 @@ def m_part(config, ms, n_min, depth, repeats) -> dict:
 
 
 def widths_part(config, widths, m, depth, law_samples, explicit_budget) -> tuple[list, list]:
+    """Law chain vs explicit network across widths at one batch (samples x depth) per width,
+    interleaved; then the law chain's cost per sample-layer at `law_samples` as n grows."""
     v0, key = _v0(m), jr.key(0)
     rows = []
     for n in widths:
-        law_s, _ = _time(
-            lambda n=n: law_covariance_paths(
-                config, v0, width=n, depth=depth, num_samples=law_samples, key=key
-            )
-        )
-        law_rate = law_samples * depth / law_s
         per_layer = weights_per_layer(config, n)
-        exp_depth = max(1, min(depth, int(explicit_budget // per_layer)))
-        exp_samples = max(1, min(law_samples, int(explicit_budget // (per_layer * exp_depth))))
-        exp_s, _ = _time(
-            lambda n=n, d=exp_depth, s=exp_samples: explicit_covariance_paths(
-                config, v0, width=n, depth=d, num_samples=s, key=key
-            ),
-            repeats=1,
-        )
-        exp_rate = exp_samples * exp_depth / exp_s
+        d = max(1, min(depth, int(explicit_budget // per_layer)))
+        samples = max(1, min(law_samples, int(explicit_budget // (per_layer * d))))
+        (law_s, _), (exp_s, _) = _interleaved(*_samplers(config, v0, n, d, samples, key), 2)
         rows.append(
             dict(
                 n=n,
-                law_samples=law_samples,
-                law_depth=depth,
+                law_samples=samples,
+                law_depth=d,
                 law_seconds=law_s,
-                law_rate=law_rate,
-                explicit_samples=exp_samples,
-                explicit_depth=exp_depth,
+                law_rate=samples * d / law_s,
+                explicit_samples=samples,
+                explicit_depth=d,
                 explicit_seconds=exp_s,
-                explicit_rate=exp_rate,
-                speedup=law_rate / exp_rate,
+                explicit_rate=samples * d / exp_s,
+                speedup=exp_s / law_s,
             )
         )
-        print(f"n={n}: law {law_rate:.3g}/s, explicit {exp_rate:.3g}/s", flush=True)
+        print(
+            f"n={n}: law {rows[-1]['law_rate']:.3g}/s, explicit {rows[-1]['explicit_rate']:.3g}/s"
+            f" ({samples} samples x {d} layers each)",
+            flush=True,
+        )
     scaling = []
     for blocks in (("attention",), ("attention", "mlp")):
         cfg = config.replace(blocks=blocks)
         for n in widths:
             seconds, _ = _time(
-                lambda n=n, cfg=cfg: law_covariance_paths(
-                    cfg, v0, width=n, depth=depth, num_samples=law_samples, key=key
+                lambda n=n, cfg=cfg: covariance_paths(
+                    "law", cfg, v0, width=n, depth=depth, num_samples=law_samples, key=key
                 )
             )
             scaling.append(
                 dict(
                     blocks=list(blocks),
                     n=n,
+                    samples=law_samples,
                     us_per_sample_layer=1e6 * seconds / (law_samples * depth),
                 )
             )
@@ -245,110 +253,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--tokens-width", type=int, default=256)
     parser.add_argument("--tokens-depth", type=int, default=16)
-    parser.add_argument("--tokens-samples", type=int, default=256)
-    parser.add_argument("--explicit-samples", type=int, default=8)
+    parser.add_argument(
+        "--tokens-samples", type=int, default=8, help="samples of each method at m = --tokens"
+    )
     parser.add_argument("--m-sweep", type=int, nargs="*", default=[2, 4, 8, 16, 32, 64, 128, 256])
     parser.add_argument("--m-depth", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timings (m = 64)")
     parser.add_argument("--widths", type=int, nargs="*", default=[128, 512, 1024, 4096])
     parser.add_argument("--m", type=int, default=4)
     parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--law-samples", type=int, default=1000)
-    parser.add_argument("--explicit-budget", type=float, default=5e7, help="Gaussian draws")
+    parser.add_argument(
+        "--law-samples", type=int, default=1000, help="most samples per width (both methods)"
+    )
+    parser.add_argument(
+        "--explicit-budget",
+        type=float,
+        default=5e7,
+        help="Gaussian draws of one explicit run: sets the samples and depth of both methods",
+    )
     parser.add_argument("--out", default="benchmarks/results/laws.json")
     return parser
-
-
-def print_tokens_table(tokens: list[dict], args, load: dict) -> None:
-    """The speed-ups law / explicit at many tokens, against the goals."""
-    print(
-        f"\nLaw chain vs explicit network at m = {args.tokens}, n = {args.tokens_width}, depth "
-        f"{args.tokens_depth} (sample-layers per second, same run; load average "
-        f"{load['before']} before, {load['after']} after)\n"
-    )
-    print(
-        markdown_table(
-            ["blocks", "law /s", "explicit /s", "speed-up (wall)", "speed-up (CPU)", "goal", "met"],
-            [
-                [
-                    r["blocks"],
-                    r["law_rate"],
-                    r["explicit_rate"],
-                    f"{r['speedup']:.3g}x",
-                    f"{r['speedup_cpu']:.3g}x",
-                    f">= {r['goal']:g}x",
-                    "yes" if min(r["speedup"], r["speedup_cpu"]) >= r["goal"] else "no",
-                ]
-                for r in tokens
-            ],
-        )
-    )
-
-
-def print_cost_in_m(by_m: dict, args) -> None:
-    """The law chain's cost per sample-layer against m, and the fitted exponents."""
-    print(f"\nLaw chain cost per sample-layer against m (n = max({args.tokens_width}, m))\n")
-    table = []
-    for m in args.m_sweep:
-        cells = [r for r in by_m["rows"] if r["m"] == m]  # attention, attention+mlp
-        table.append(
-            [m, *[r["us_per_sample_layer"] for r in cells]]
-            + [r["cpu_us_per_sample_layer"] for r in cells]
-        )
-    print(
-        markdown_table(
-            ["m", "attention (us)", "attention+mlp (us)", "attention (CPU us)", "a+mlp (CPU us)"],
-            table,
-        )
-    )
-    for blocks, fit in by_m["fits"].items():
-        b32, ball, bcpu = fit["exponent_m_ge_32"], fit["exponent_all"], fit["cpu_exponent_m_ge_32"]
-        print(
-            f"{blocks}: t ~ m^{b32:.2f} for m >= 32 (m^{ball:.2f} over all m; CPU time "
-            f"m^{bcpu:.2f} for m >= 32)"
-            if None not in (b32, ball, bcpu)
-            else f"{blocks}: too few sizes for a fit"
-        )
-
-
-def print_law_cost(scaling: list[dict], widths: list[int]) -> None:
-    print("\nLaw chain cost per sample per layer (microseconds)\n")
-    print(
-        markdown_table(
-            ["n", "attention", "attention+mlp"],
-            [[n, *[s["us_per_sample_layer"] for s in scaling if s["n"] == n]] for n in widths],
-        )
-    )
-
-
-def summary(laws: dict) -> list[str]:
-    """The `bench_laws` part of the summary (law chain vs explicit networks across widths), from
-    its JSON; printed by the benchmark and by `run_all`."""
-    cfg = ShapedConfig.from_dict(laws["config"])
-    rows = []
-    for r in laws["throughput"]:
-        # normal draws of the explicit networks, from this file alone (a fraction of the
-        # normal ceiling would divide by bench_init's ceiling, another run)
-        draws = r["explicit_rate"] * weights_per_layer(cfg, r["n"])
-        rows.append([r["n"], r["law_rate"], r["explicit_rate"], r["speedup"], draws])
-    return [
-        f"\n**Exact law chain vs explicit networks** (`bench_laws`, m = {laws['m']}, "
-        "samples x layers per second):\n",
-        *summary_table(
-            ["n", "law chain", "explicit", "speedup", "explicit: normal draws / s"], rows
-        ),
-    ]
-
-
-def _machine() -> dict:
-    return dict(
-        platform=platform.platform(),
-        processor=platform.processor(),
-        cpu_count=os.cpu_count(),
-        jax_version=jax.__version__,
-        device=str(jax.devices()[0]),
-        backend=jax.default_backend(),
-    )
 
 
 def main(argv=None) -> dict:
@@ -361,7 +285,6 @@ def main(argv=None) -> dict:
         args.tokens_width,
         args.tokens_depth,
         args.tokens_samples,
-        args.explicit_samples,
         args.repeats,
     )
     by_m = m_part(config, args.m_sweep, args.tokens_width, args.m_depth, min(args.repeats, 3))
@@ -369,7 +292,11 @@ def main(argv=None) -> dict:
         config, args.widths, args.m, args.depth, args.law_samples, args.explicit_budget
     )
     result = dict(
-        machine=_machine(),
+        benchmark="laws",
+        machine=machine(),
+        commit=commit(),
+        command="python -m benchmarks.bench_laws "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         load_average=dict(before=load_before, after=_load()),
         m=args.m,
         config=config.to_dict(),

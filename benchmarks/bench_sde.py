@@ -6,7 +6,8 @@
 The opponent is `benchmarks._baseline.euler_paths`: the same Euler scheme written by hand with
 `lax.scan` over steps, all paths in one (paths, m, m) array, one Cholesky per step and the O(m^3)
 noise formula (the baseline of `bench_tokens`, which sweeps m much further). Both are timed at
-the same paths and steps, compile excluded (ahead-of-time compiled, then one timed run). The
+the same paths and steps, compile excluded (ahead-of-time compiled, one untimed run each, then
+three timed runs of each, alternating, best of each). The
 cost exponent in m (seconds per path-step ~ m^p, log-log least squares over the sizes given) is
 printed next to each solver. Prints a markdown table and writes benchmarks/results/sde.json.
 """
@@ -21,37 +22,33 @@ import jax.random as jr
 
 import sdeformer as sf
 
-from ._baseline import euler_paths
-from ._common import fit_exponent, load_average, machine
-from ._markdown import columns, summary_table
-from ._tokens import initial_covariance, solve, timed
+from ._common import commit, fit_exponent, load_average, machine
+from ._markdown import summary_table
+from ._ratios import ratio_cell, run_line
+from ._tokens import measure_sde_and_baseline
 
 BOUND = 1e3
 
 
 def measure_row(config, m: int, paths: int, steps: int, T: float) -> dict:
-    """Both solvers at m tokens, `paths` paths of `steps` steps on [0, T], compile excluded."""
-    v0 = initial_covariance(m)
-    key = jr.key(m)
-
-    def diffrax_run(key):
-        sol = solve(config, v0, T, paths, key=key, num_steps=steps)
-        return sol.vs[:, -1]
-
-    def baseline_run(key):
-        return euler_paths(config, v0, T, BOUND, key=key, num_paths=paths, num_steps=steps)
-
-    d = timed(diffrax_run, key)
-    b = timed(baseline_run, key)
-    path_steps = paths * steps
+    """Both solvers at m tokens, `paths` paths of `steps` steps on [0, T], compile excluded:
+    each compiled and run once untimed, then three runs of each, alternating (best of each)."""
+    pair = measure_sde_and_baseline(
+        config, m, paths, steps, T=T, bound=BOUND, memory_budget=None, key=jr.key(m)
+    )
+    d, b = pair["sde"], pair["baseline"]
+    for res in (d, b):
+        if res.get("status") != "ok":
+            raise RuntimeError(f"m = {m}: {res.get('reason')}")
     return {
         "m": m,
         "paths": paths,
         "steps": steps,
+        "repeat": d["repeat"],
         "diffrax_paths_per_s": paths / d["seconds"],
         "baseline_paths_per_s": paths / b["seconds"],
-        "diffrax_path_steps_per_s": path_steps / d["seconds"],
-        "baseline_path_steps_per_s": path_steps / b["seconds"],
+        "diffrax_path_steps_per_s": d["rate"],
+        "baseline_path_steps_per_s": b["rate"],
         "ratio_diffrax_over_baseline_time": d["seconds"] / b["seconds"],
         "diffrax_compile_s": d["compile_s"],
         "baseline_compile_s": b["compile_s"],
@@ -68,9 +65,25 @@ def summary(sde: dict) -> list[str]:
     def p(name):
         return f" (p = {fits[name]['exponent']:.2f})" if fits.get(name) else ""
 
-    return [
+    head = [
         "\n**Covariance SDE** (`bench_sde`: diffrax Euler vs the plain O(m^3) batched Euler of "
-        "`benchmarks/_baseline.py`; p: cost exponent in m):\n",
+        "`benchmarks/_baseline.py`; p: cost exponent in m):",
+        run_line(sde, "sde"),
+    ]
+    if not sde.get("commit"):
+        # the solver's step changed speed (2x at m = 32) since rows were first recorded: rows
+        # that cannot be tied to the code they timed are not shown
+        return head + [
+            "\nRows not shown: this JSON records no commit, so the solver it timed cannot be "
+            "told (the SDE step has since become faster). Rerun `python -m benchmarks.bench_sde`."
+        ]
+    rows = [
+        [r["m"], r["paths"], r["steps"], r["diffrax_paths_per_s"], r["baseline_paths_per_s"]]
+        + [_time_ratio(r), r["diffrax_compile_s"]]
+        for r in sde["rows"]
+    ]
+    return head + [
+        "",
         *summary_table(
             [
                 "m",
@@ -81,20 +94,20 @@ def summary(sde: dict) -> list[str]:
                 "time ratio",
                 "compile s",
             ],
-            columns(
-                sde["rows"],
-                [
-                    "m",
-                    "paths",
-                    "steps",
-                    "diffrax_paths_per_s",
-                    "baseline_paths_per_s",
-                    "ratio_diffrax_over_baseline_time",
-                    "diffrax_compile_s",
-                ],
-            ),
+            rows,
         ),
     ]
+
+
+def _time_ratio(r: dict):
+    """diffrax time / baseline time at the same paths and steps (one run, alternating)."""
+    return ratio_cell(
+        r["baseline_paths_per_s"],
+        r["diffrax_paths_per_s"],
+        num_batch=(r["paths"], r["steps"]),
+        den_batch=(r["paths"], r["steps"]),
+        what=f"diffrax / baseline time at m = {r['m']}",
+    )
 
 
 def main(argv=None) -> dict:
@@ -117,6 +130,7 @@ def main(argv=None) -> dict:
     data = {
         "benchmark": "sde",
         "machine": machine(),
+        "commit": commit(),
         "config": config.to_dict(),
         "baseline": "benchmarks._baseline.euler_paths (O(m^3) batched Euler, lax.scan)",
         "load": {"before": load_before, "after": load_average()},

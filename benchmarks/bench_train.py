@@ -22,6 +22,7 @@ from sdeformer.train.study import PROFILES
 
 from ._common import machine
 from ._markdown import columns, summary_table
+from ._ratios import run_line
 
 SIZES = {
     "small": dict(width=64, depth=4, seq_len=64),
@@ -74,7 +75,8 @@ def summary(train: dict) -> list[str]:
     """The `bench_train` table (compile time, step time and tokens/s per setting), from its JSON;
     printed by the benchmark and by `run_all`."""
     return [
-        "\n**Training step** (`bench_train`, AdamW, byte-level LM):\n",
+        "\n**Training step** (`bench_train`, AdamW, byte-level LM):",
+        run_line(train, "train") + "\n",
         *summary_table(
             ["size", "kind", "width", "depth", "seq", "batch", "compile s", "step ms", "tokens/s"],
             columns(

@@ -7,10 +7,10 @@
 
 Each benchmark script's `main(argv)` runs with the sizes of the profile and writes
 `benchmarks/results/<name>.json` with the machine it ran on. This script then writes
-`benchmarks/results/README.md` (the machine, the load during the run, the measured ceilings and
-one table per benchmark) and copies the same summary into the top-level README between the
-markers `<!-- bench:start -->` and `<!-- bench:end -->`. Every number in the summary is read
-from the JSON files; nothing is typed in by hand.
+`benchmarks/results/README.md` (one table per benchmark, each rendered from its own JSON with
+the machine, load and commit that JSON recorded) and copies the same summary into the top-level
+README between the markers `<!-- bench:start -->` and `<!-- bench:end -->`. Every number in
+the summary is read from the JSON files; nothing is typed in by hand.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import jax
 
@@ -56,7 +57,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "laws": [
             *("--widths", "1024", "4096", "16384", "--law-samples", "20000"),
             *("--m-sweep", "8", "32", "128", "256", "--repeats", "3"),
-            *("--tokens-samples", "1024", "--explicit-samples", "64"),
+            *("--tokens-samples", "256", "--explicit-budget", "1e9"),
         ],
         "sde": ["--tokens", "2", "8", "32", "--paths", "20000", "--steps", "200"],
         "train": ["--steps", "20", "--batch-size", "64"],
@@ -108,64 +109,66 @@ def run(names: list[str], profile: str) -> dict:
 # ------------------------------------------------------------------------------- the summary
 
 
-def _read(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def read_results(results: Path = RESULTS) -> dict[str, dict | None]:
+    """The JSON of each benchmark of the summary in the directory `results` (None if absent)."""
+    found = {}
+    for name in SECTIONS:
+        path = results / f"{name}.json"
+        found[name] = json.loads(path.read_text()) if path.exists() else None
+    return found
 
 
 SECTIONS = ("init", "laws", "sde", "tokens", "compare", "train")
 """The order of the benchmarks in the summary; each one's `summary(data)` renders its part."""
 
 
-def _machine_line(m: dict) -> str:
-    backend = m.get("backend") or m.get("jax_backend")
-    device = "" if backend == "cpu" else f", {m.get('device_count', 1)} x {m.get('device')}"
-    line = (
-        f"Machine: {m.get('cpu_model') or m.get('processor')}, {m.get('cpu_count')} CPU cores"
-        f"{device}, {m.get('platform')}, jax {m.get('jax') or m.get('jax_version')} "
-        f"(backend {backend})."
-    )
-    if backend == "cpu":
-        line += (
-            " No GPU was used for these numbers; `python -m benchmarks.run_all --profile gpu` "
-            "runs the same scripts at GPU sizes."
-        )
-    return line
+def summary_markdown(run_record: dict | None, results: Path = RESULTS) -> str:
+    """The markdown summary of every benchmark JSON present in benchmarks/results.
 
-
-def summary_markdown(run_record: dict | None) -> str:
-    """The markdown summary of every benchmark JSON present in benchmarks/results."""
-    found = {name: _read(name) for name in SECTIONS}
-    # the machine of the first JSON present, in the order init, laws, sde, train, tokens, compare
-    ref = next(
-        (found[n] for n in ("init", "laws", "sde", "train", "tokens", "compare") if found[n]), None
-    )
-    if ref is None:
+    Each benchmark's table is rendered by its own `summary(data)` from its own JSON and names
+    the machine, load and commit that JSON recorded: JSON files from different runs or machines
+    sit side by side here, and nothing in one table is divided by a number of another.
+    """
+    found = read_results(results)
+    if not any(found.values()):
         return "No benchmark results yet: run `make bench`."
-    out = [_machine_line(ref.get("machine", {}))]
-    if run_record is not None:
-        out.append(
-            f"\nProfile `{run_record['profile']}`; load average (1, 5, 15 min) before the run "
-            f"{run_record['load_before']}, after {run_record['load_after']} (other jobs shared "
-            "the machine when the load exceeds the core count)."
-        )
+    out = [
+        "Each table below comes from one JSON file, measured in one run; the line under its "
+        "title names the machine, the load and the commit that file recorded. Tables from "
+        "different files may come from different runs and machines, so no number of one is "
+        "compared with a number of another."
+    ]
     for name in SECTIONS:
         if found[name]:
             out += SCRIPTS[name].summary(found[name])
     if run_record is not None:
         failed = [n for n, b in run_record["benchmarks"].items() if b["status"] != "ok"]
         if failed:
-            out.append(f"\nFailed in this run (older JSON shown if present): {', '.join(failed)}")
+            out.append(
+                f"\nFailed in the last run (older JSON shown if present): {', '.join(failed)}"
+            )
     return "\n".join(out)
+
+
+def summary_file(body: str) -> str:
+    """The text of benchmarks/results/README.md around the summary `body`."""
+    return (
+        "# Benchmark results\n\nWritten by `python -m benchmarks.run_all` from the JSON files in "
+        "this directory.\n\n" + body + "\n"
+    )
+
+
+def readme_block(text: str) -> str | None:
+    """The part of the top-level README between the bench markers (None without markers)."""
+    if START not in text or END not in text:
+        return None
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
 
 
 def write_summary(run_record: dict | None, *, save_record: bool = True) -> str:
     body = summary_markdown(run_record)
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY.write_text(
-        "# Benchmark results\n\nWritten by `python -m benchmarks.run_all` from the JSON files in "
-        "this directory.\n\n" + body + "\n"
-    )
+    SUMMARY.write_text(summary_file(body))
     if run_record is not None and save_record:
         (RESULTS / "run_all.json").write_text(json.dumps(run_record, indent=2) + "\n")
     if README.exists() and RESULTS == DEFAULT_RESULTS.resolve():
