@@ -196,7 +196,10 @@ def test_takeaway_cites_the_run(path, executed):
     text = _markdown_output(nb.cells[index])
     assert len(re.findall(r"\d+\.\d+", text)) >= 3, text
     printed = "".join(
-        o.get("text", "") for cell in nb.cells[:index] for o in cell.outputs if "text" in o
+        o.get("text", "")
+        for cell in nb.cells[:index]
+        for o in cell.get("outputs", [])
+        if "text" in o
     )
     for pattern in CITED.get(path.stem, ()):
         values = re.findall(pattern, printed)
