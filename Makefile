@@ -27,8 +27,9 @@ results: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/python notebooks/render.py --out build/notebooks
 	$(BIN)/python -m mkdocs build --strict
-	@echo "API reference and guides: build/site/index.html"
+	@echo "API reference, guides and notebooks: build/site/index.html"
 
 figures: $(STAMP)
 	$(BIN)/python examples/make_figures.py --out docs/figures

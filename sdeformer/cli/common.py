@@ -15,6 +15,7 @@ import yaml
 
 from .._progress import Progress
 from ..config import BLOCK_NAMES, ShapedConfig
+from ..results import markdown_table as markdown_table
 
 CONFIG_HELP = {
     "tau0": "attention temperature factor tau0 (logits divided by tau0 sqrt(n n_k))",
@@ -176,17 +177,6 @@ def setup_precision(args: argparse.Namespace):
         jax.config.update("jax_enable_x64", True)
         return jnp.float64
     return jnp.float32
-
-
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    """A markdown table of `rows` under `headers` (floats with 4 significant digits)."""
-
-    def cell(value):
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def csv_list(text: str) -> list[str]:

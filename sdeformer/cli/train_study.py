@@ -16,14 +16,14 @@ from pathlib import Path
 from .. import plot
 from ..results import ResultStore, write_json
 from ..train import criterion, figures
-from ..train.criterion import summarise_study
+from ..train.criterion import study_table, summarise_study
 from ..train.data import make_tasks
 from ..train.group import GroupTrainer
 from ..train.study import PROFILES, groups
 from ._training import depth_list, kind_list, lr_list
 from ._training import run_group_with_checkpoints as run_group_with_checkpoints
 from .checkpoint import remove_checkpoint
-from .common import markdown_table, non_negative_int, positive_int, progress
+from .common import non_negative_int, positive_int, progress
 
 
 def _add_train_study(sub) -> None:
@@ -175,50 +175,4 @@ def criterion_text() -> str:
         f"training loss above {criterion.SPIKE_FACTOR} x the lowest earlier 10-step mean; or a "
         f"final validation loss above (1 + {criterion.MARGIN}) x the best of its kind and depth "
         "(lowest over lrs of the median over seeds, among runs passing the first two)"
-    )
-
-
-def _interval(value: dict | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    text = f"{value['mean']:.{digits}f}"
-    if value.get("ci95") is not None:
-        text += f" ± {value['ci95']:.{digits}f}"
-    return text
-
-
-def study_table(cells: list[dict]) -> str:
-    """Markdown table: one row per (depth, kind)."""
-    rows = []
-    for c in cells:
-        lsl = c["largest_stable_lr"]
-        per_seed = ", ".join("-" if v is None else f"{v:g}" for v in lsl["per_seed"].values())
-        rows.append(
-            [
-                c["depth"],
-                c["kind"],
-                "-" if lsl["median"] is None else f"{lsl['median']:g}",
-                per_seed,
-                "-" if c["best_lr"] is None else f"{c['best_lr']:g}",
-                _interval(c["best_val_loss"]),
-                _interval(c["init_token_correlation"]),
-                _interval(c["final_token_correlation"]),
-                "-" if c["tokens_per_second"] is None else f"{c['tokens_per_second']:.0f}",
-                c["seeds"],
-            ]
-        )
-    return markdown_table(
-        [
-            "depth",
-            "kind",
-            "largest stable lr (median)",
-            "per seed",
-            "best lr",
-            "best val loss (mean ± 95% t)",
-            "token corr init",
-            "token corr end",
-            "tokens/s (all lanes)",
-            "seeds",
-        ],
-        rows,
     )

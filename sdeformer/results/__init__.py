@@ -8,7 +8,8 @@
   (`accepting_changed`, `config_difference`).
 - `arrays`: one result object (an equinox module or a dataclass of arrays) per `.npz` file,
   without pickle (`save_arrays_module`, `load_arrays_module`, `read_arrays_header`).
-- `views`: labelled `xarray` and `pandas` views of result objects (`to_xarray`, `to_dataframe`).
+- `views`: labelled `xarray` and `pandas` views of result objects (`to_xarray`, `to_dataframe`)
+  and markdown tables (`markdown_table`).
 
 Every name is importable from `sdeformer.results` itself.
 """
@@ -32,5 +33,6 @@ from .store import accepting_changed as accepting_changed
 from .store import config_difference as config_difference
 from .views import SAMPLES_DIMS as SAMPLES_DIMS
 from .views import SOLUTION_DIMS as SOLUTION_DIMS
+from .views import markdown_table as markdown_table
 from .views import to_dataframe as to_dataframe
 from .views import to_xarray as to_xarray

@@ -1,4 +1,4 @@
-"""Result objects as labelled data: `xarray.Dataset` and long-format `pandas.DataFrame` views."""
+"""Result objects as labelled data: xarray and pandas views, and markdown tables."""
 
 from __future__ import annotations
 
@@ -132,3 +132,20 @@ def to_dataframe(
         columns[name] = resolved[name][index] if name in resolved else index
     columns[field] = array.ravel()
     return pd.DataFrame(columns)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table of `rows` under `headers` (floats with 4 significant digits).
+
+    >>> print(markdown_table(["n", "KS"], [[8, 0.123456]]))
+    | n | KS |
+    |---|---|
+    | 8 | 0.1235 |
+    """
+
+    def cell(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .criterion import classify as classify
+from .criterion import study_table as study_table
 from .criterion import summarise_study as summarise_study
 from .data import CopyTask as CopyTask
 from .data import Corpus as Corpus

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ..results import markdown_table
+
 SPIKE_FACTOR = 1.5
 """A block mean of the training loss above this times the lowest earlier block mean is a spike."""
 
@@ -191,3 +193,49 @@ def summarise_study(runs: Iterable[dict]) -> dict:
         if kind != "shaped" and best_by_seed.get(("shaped", depth))
     ]
     return {"cells": rows, "lr_rows": lr_rows, "vs_shaped": paired, "runs": runs}
+
+
+def _interval(value: dict | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    text = f"{value['mean']:.{digits}f}"
+    if value.get("ci95") is not None:
+        text += f" ± {value['ci95']:.{digits}f}"
+    return text
+
+
+def study_table(cells: list[dict]) -> str:
+    """The markdown table of `summarise_study(runs)["cells"]`: one row per (depth, kind)."""
+    rows = []
+    for c in cells:
+        lsl = c["largest_stable_lr"]
+        per_seed = ", ".join("-" if v is None else f"{v:g}" for v in lsl["per_seed"].values())
+        rows.append(
+            [
+                c["depth"],
+                c["kind"],
+                "-" if lsl["median"] is None else f"{lsl['median']:g}",
+                per_seed,
+                "-" if c["best_lr"] is None else f"{c['best_lr']:g}",
+                _interval(c["best_val_loss"]),
+                _interval(c["init_token_correlation"]),
+                _interval(c["final_token_correlation"]),
+                "-" if c["tokens_per_second"] is None else f"{c['tokens_per_second']:.0f}",
+                c["seeds"],
+            ]
+        )
+    return markdown_table(
+        [
+            "depth",
+            "kind",
+            "largest stable lr (median)",
+            "per seed",
+            "best lr",
+            "best val loss (mean ± 95% t)",
+            "token corr init",
+            "token corr end",
+            "tokens/s (all lanes)",
+            "seeds",
+        ],
+        rows,
+    )
