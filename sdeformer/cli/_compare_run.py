@@ -26,7 +26,7 @@ from ._compare_sources import (
     _save_every,
     _solve_sde,
 )
-from .common import config_from_args, progress
+from .common import config_from_args, progress, resolve_depth
 
 EXPLICIT_DEFAULT_MAX = 400
 """Explicit networks when --explicit-samples is not given: --samples, but no more than this."""
@@ -57,13 +57,11 @@ class ComparePlan:
 
 def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
     """The checked plan of a run (`ValueError` naming the fix before the folder is created)."""
-    from .. import compare
-
     config = config_from_args(args)
     v0 = _input_covariance(args, dtype)
     m = int(v0.shape[0])
     n = args.width
-    depth = compare.depth_for(args.T, n)
+    depth, T = resolve_depth(args, n)
     methods = ["law", "explicit"] if args.method == "both" else [args.method]
     sizes = {
         "law": args.samples,
@@ -85,7 +83,8 @@ def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
     settings = {
         "config": config.to_dict(),
         "width": n,
-        "T": args.T,
+        "T": T,
+        "depth": depth,
         "v0": np.asarray(v0).tolist(),
         "method": args.method,
         "num_samples": {k: sizes[k] for k in (*methods, "sde")},

@@ -13,7 +13,6 @@ from pathlib import Path
 from ._compare_run import EXPLICIT_DEFAULT_MAX as EXPLICIT_DEFAULT_MAX
 from ._compare_run import plan_compare, run_compare
 from ._compare_sources import (
-    DEFAULTS,
     MOMENT_TABLE_MAX_TOKENS,
     _add_input_arguments,
     _exits_line,
@@ -21,6 +20,7 @@ from ._compare_sources import (
 )
 from .common import (
     add_config_arguments,
+    add_depth_arguments,
     add_devices_argument,
     add_run_arguments,
     markdown_table,
@@ -48,9 +48,10 @@ def _add_compare(sub) -> None:
             "the SDE coefficients. Writes compare.json and PNG figures."
         ),
     )
-    add_config_arguments(parser, DEFAULTS)
+    add_config_arguments(parser)
     group = parser.add_argument_group("experiment")
     group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
+    add_depth_arguments(group, default=("T", 1.0))
     _add_input_arguments(group)
     _add_sample_arguments(group)
     _add_comparison_arguments(group)
