@@ -137,6 +137,18 @@ def resolve_depth(args: argparse.Namespace, width: int) -> tuple[int, float]:
     return depth, depth / width
 
 
+def settings_title(config, *, m: int, rho0: float | None, n: int, depth: int, T: float) -> str:
+    """'m = 4, rho0 = 0.3, tau0 = 1, gamma = 0.5, n = 64, depth = 64 (T = 1)': a figure's title.
+
+    `rho0` None: the input covariance was given as a matrix (--v0).
+    """
+    given = f"rho0 = {rho0:g}" if rho0 is not None else "V0 from --v0"
+    return (
+        f"m = {m}, {given}, tau0 = {config.tau0:g}, gamma = {config.gamma:g}, "
+        f"c- = {config.c_minus:g}, n = {n}, depth = {depth} (T = {T:.3g})"
+    )
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     """Options every long-running command shares."""
     group = parser.add_argument_group("run")

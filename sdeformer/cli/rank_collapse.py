@@ -19,6 +19,7 @@ from .common import (
     positive_int,
     progress,
     resolve_depth,
+    settings_title,
     setup_precision,
 )
 
@@ -120,10 +121,10 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
     curves = _curves(args, base, kinds, v0, depth, store)
     sde = _sde_bands(args, base, v0, depth, store) if args.sde else None
     elapsed = time.perf_counter() - started
-    title = (
-        f"m = {args.tokens}, rho0 = {args.rho0:g}, tau0 = {base.tau0:g}, gamma = {base.gamma:g}, "
-        f"n = {args.n}, depth = {depth} (T = {depth / args.n:.3g}), {args.samples} networks"
+    title = settings_title(
+        base, m=args.tokens, rho0=args.rho0, n=args.n, depth=depth, T=depth / args.n
     )
+    title += f", {args.samples} networks per model"
     figure = plot.save_figure(
         plot.rank_collapse_figure(curves, n=args.n, sde=sde, title=title),
         out / "rank_collapse.png",

@@ -44,6 +44,17 @@ def _features_list(features: str | Sequence[str]) -> list[str]:
     return [features] if isinstance(features, str) else list(features)
 
 
+def _feature(src, name: str, index: int | None = None) -> np.ndarray:
+    """One feature of a source's samples, at time index `index` (samples,) or all (samples, k).
+
+    log_mean_var is relative to tr(V_0) of the source at t = 0.
+    """
+    from ..compare.features import features, initial_trace
+
+    vs = src.vs if index is None else src.vs[:, index]
+    return features(vs, trace0=initial_trace(src.ts, src.vs))[name]
+
+
 def rho_density_figure(
     sources,
     *,
@@ -58,15 +69,13 @@ def rho_density_figure(
     Bins by `histogram_bins` (one grid per panel). `title` heads the figure (e.g. the
     settings); `ax`: one Axes per feature or None.
     """
-    from ..compare import features as feature_values
-
     names = _features_list(features)
     fig, axes, new = _axes(ax, len(names), (5 * len(names), 4))
     for ax, name in zip(axes, names, strict=True):
         values = []
         for src in sources:
             i = len(src.ts) - 1 if time is None else src.index_of(time)
-            values.append((src, i, feature_values(src.vs[:, i])[name][src.alive[:, i]]))
+            values.append((src, i, _feature(src, name, i)[src.alive[:, i]]))
         lo = min(float(np.quantile(x, 0.001)) for _, _, x in values)
         hi = max(float(np.quantile(x, 0.999)) for _, _, x in values)
         bins = np.linspace(lo, hi, histogram_bins([x for _, _, x in values], lo, hi) + 1)
@@ -92,13 +101,11 @@ def feature_bands_figure(
 
     Over the surviving paths at each time. `title` heads the figure; `ax`: one Axes per feature.
     """
-    from ..compare import features as feature_values
-
     names = _features_list(features)
     fig, axes, new = _axes(ax, len(names), (6 * len(names), 4))
     for ax, name in zip(axes, names, strict=True):
         for src in sources:
-            f = feature_values(src.vs)[name]  # (samples, k)
+            f = _feature(src, name)  # (samples, k)
             rows = [f[src.alive[:, i], i] for i in range(len(src.ts))]
             mean = [x.mean() for x in rows]
             q05, q25, q75, q95 = np.array(
