@@ -133,7 +133,9 @@ def solve(config, v0, T, num_samples: int, *, key, num_steps: int, **options):
     options.setdefault("save_times", 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return solve_sde(config, v0, T, num_samples, key=key, num_steps=num_steps, **options)
+        return solve_sde(
+            config, v0, T=T, num_samples=num_samples, key=key, num_steps=num_steps, **options
+        )
 
 
 def measure_sde_and_baseline(

@@ -78,7 +78,9 @@ def _sde_row(m: int, paths: int, steps: int, repeat: int) -> dict:
         original = _lapack._splitting_backend
         _lapack._splitting_backend = (lambda: True) if chunk else (lambda: False)
         try:
-            sol = solve_sde(config, v0, 1.0, paths, key=jr.key(0), num_steps=steps, save_times=2)
+            sol = solve_sde(
+                config, v0, T=1.0, num_samples=paths, key=jr.key(0), num_steps=steps, save_times=2
+            )
             sol.vs.block_until_ready()
             return int((sol.exit_reason == 1).sum())
         finally:

@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -81,9 +82,17 @@ def tokens_part(config, m, n, depth, law_samples, explicit_samples, repeats) -> 
     rows = []
     for blocks in (("attention",), ("attention", "mlp")):
         cfg = config.replace(blocks=blocks)
-        law = lambda cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key)  # noqa: E731
-        explicit = lambda cfg=cfg: explicit_covariance_paths(  # noqa: E731
-            cfg, n, depth, v0, explicit_samples, key=key
+        law = partial(
+            law_covariance_paths, cfg, v0, width=n, depth=depth, num_samples=law_samples, key=key
+        )
+        explicit = partial(
+            explicit_covariance_paths,
+            cfg,
+            v0,
+            width=n,
+            depth=depth,
+            num_samples=explicit_samples,
+            key=key,
         )
         jax.block_until_ready(law())  # compile and warm up both
         jax.block_until_ready(explicit())
@@ -140,7 +149,7 @@ def m_part(config, ms, n_min, depth, repeats) -> dict:
             v0 = _v0(m)
             wall, cpu = _time(
                 lambda cfg=cfg, n=n, v0=v0, samples=samples: law_covariance_paths(
-                    cfg, n, depth, v0, samples, key=jr.key(0)
+                    cfg, v0, width=n, depth=depth, num_samples=samples, key=jr.key(0)
                 ),
                 repeats,
             )
@@ -175,7 +184,9 @@ def widths_part(config, widths, m, depth, law_samples, explicit_budget) -> tuple
     rows = []
     for n in widths:
         law_s, _ = _time(
-            lambda n=n: law_covariance_paths(config, n, depth, v0, law_samples, key=key)
+            lambda n=n: law_covariance_paths(
+                config, v0, width=n, depth=depth, num_samples=law_samples, key=key
+            )
         )
         law_rate = law_samples * depth / law_s
         per_layer = weights_per_layer(config, n)
@@ -183,7 +194,7 @@ def widths_part(config, widths, m, depth, law_samples, explicit_budget) -> tuple
         exp_samples = max(1, min(law_samples, int(explicit_budget // (per_layer * exp_depth))))
         exp_s, _ = _time(
             lambda n=n, d=exp_depth, s=exp_samples: explicit_covariance_paths(
-                config, n, d, v0, s, key=key
+                config, v0, width=n, depth=d, num_samples=s, key=key
             ),
             repeats=1,
         )
@@ -208,7 +219,9 @@ def widths_part(config, widths, m, depth, law_samples, explicit_budget) -> tuple
         cfg = config.replace(blocks=blocks)
         for n in widths:
             seconds, _ = _time(
-                lambda n=n, cfg=cfg: law_covariance_paths(cfg, n, depth, v0, law_samples, key=key)
+                lambda n=n, cfg=cfg: law_covariance_paths(
+                    cfg, v0, width=n, depth=depth, num_samples=law_samples, key=key
+                )
             )
             scaling.append(
                 dict(

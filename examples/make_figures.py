@@ -37,8 +37,10 @@ def finite_vs_sde(out: Path) -> Path:
     config = sdf.ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
     v0 = equicorrelated(2, 0.3)
     n, T, samples = 32, 1.0, 4000
-    paths = sdf.law_covariance_paths(config, n, round(T * n), v0, samples, key=jr.key(0))
-    sde = sdf.solve_sde(config, v0, T, samples, key=jr.key(1), num_steps=200)
+    paths = sdf.law_covariance_paths(
+        config, v0, width=n, depth=round(T * n), num_samples=samples, key=jr.key(0)
+    )
+    sde = sdf.solve_sde(config, v0, T=T, num_samples=samples, key=jr.key(1), num_steps=200)
     v_T, alive = sde.final()
     finite = np.asarray(sdf.metrics.correlation(paths[:, -1])[:, 0, 1])
     limit = np.asarray(sdf.metrics.correlation(v_T[alive])[:, 0, 1])
@@ -70,7 +72,13 @@ def rank_collapse(out: Path) -> Path:
     for kind in MODEL_KINDS:
         method = "explicit" if kind == "preln" else "law"
         paths = sdf.sample_covariance_paths(
-            kind_config(base, kind), n, depth, v0, samples, key=jr.key(0), method=method
+            kind_config(base, kind),
+            v0,
+            width=n,
+            depth=depth,
+            num_samples=samples,
+            key=jr.key(0),
+            method=method,
         )
         curves[kind] = collapse_summary(np.asarray(paths))
     return plot.save_figure(plot.rank_collapse_figure(curves, n=n), out / "rank_collapse.png")

@@ -61,7 +61,13 @@ def main(argv: list[str] | None = None) -> dict:
     v0 = equicorrelated(2, args.rho0)
     started = time.perf_counter()
     paths = sharded_covariance_paths(
-        config, args.n, depth, v0, args.samples, key=jr.key(args.seed), method=args.method
+        config,
+        v0,
+        width=args.n,
+        depth=depth,
+        num_samples=args.samples,
+        key=jr.key(args.seed),
+        method=args.method,
     )
     final = gather(paths[:, -1])  # (samples, m, m) on every process
     seconds = time.perf_counter() - started

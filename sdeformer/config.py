@@ -262,16 +262,6 @@ def _check_square(shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"{name} is {shape[0]} x {shape[0]}; need m >= 2 tokens")
 
 
-def check_sampler_sizes(n, depth, num_samples, v0) -> tuple[int, int, int, Array]:
-    """The checked (n, depth, num_samples, v0) of a covariance-path sampler (one rule for all)."""
-    return (
-        check_width(n, name="n"),
-        check_width(depth, name="depth"),
-        check_width(num_samples, name="num_samples"),
-        check_covariance(v0),
-    )
-
-
 def check_covariance(v0, *, name: str = "v0", tol: float = 1e-6) -> Array:
     """Validate an input covariance (host-side): square m x m with m >= 2, finite, symmetric, PSD.
 

@@ -35,7 +35,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .config import ShapedConfig, check_covariance, check_sampler_sizes, check_width
+from ._convention import check_sampler_sizes, check_T, follows_convention
+from .config import ShapedConfig, check_covariance, check_width
 from .finite import METHODS, default_sampler_batch, sample_covariance_paths
 from .sde import SDESolution, solve_sde
 
@@ -193,7 +194,13 @@ class _PathSampler(eqx.Module):
 
     def __call__(self, sample_key, v0):
         return sample_covariance_paths(
-            self.config, self.n, self.depth, v0, 1, key=sample_key, method=self.method
+            self.config,
+            v0,
+            width=self.n,
+            depth=self.depth,
+            num_samples=1,
+            key=sample_key,
+            method=self.method,
         )[0]
 
 
@@ -208,17 +215,19 @@ class _SDEPath(eqx.Module):
         options = dict(self.options)
         if isinstance(options.get("save_times"), tuple):
             options["save_times"] = np.asarray(options["save_times"])
-        sol = solve_sde(self.config, v0, self.T, 1, key=path_key, **options)
+        sol = solve_sde(self.config, v0, T=self.T, num_samples=1, key=path_key, **options)
         return sol.ts, sol.vs[0], sol.alive[0], sol.exit_time[0], sol.exit_reason[0]
 
 
+@follows_convention
 def sharded_covariance_paths(
     config: ShapedConfig,
-    n: int,
-    depth: int,
     v0: ArrayLike,
-    num_samples: int,
     *,
+    width: int,
+    depth: int | None = None,
+    T: float | None = None,
+    num_samples: int,
     key: PRNGKeyArray,
     method: str = "law",
     devices: int | Sequence[jax.Device] | Mesh | None = None,
@@ -229,17 +238,21 @@ def sharded_covariance_paths(
     Same arguments as `sdeformer.sample_covariance_paths` (`method` "law" or "explicit") plus
     `devices` (None: all devices of all processes; an int k: the first k; a list of devices; or
     a `Mesh` with one axis named "samples"). Sample i equals
-    `sample_covariance_paths(config, n, depth, v0, 1, key=jr.split(key, num_samples)[i],
-    method=method)[0]` for any number of devices. `batch_size` samples run at once per device
-    (default: as many as fit 256 MiB, as for the unsharded samplers). num_samples need not be a
+    `sample_covariance_paths(config, v0, width=width, depth=depth, num_samples=1,
+    key=jr.split(key, num_samples)[i], method=method)[0]` for any number of devices.
+    `batch_size` samples run at once per device (default: as many as fit 256 MiB, as for the
+    unsharded samplers). num_samples need not be a
     multiple of the device count (the keys are padded and the padding is dropped).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is invalid; choose one of {METHODS}")
-    n, depth, num_samples, v0 = check_sampler_sizes(n, depth, num_samples, v0)
+    n, depth, num_samples, v0 = check_sampler_sizes(width, depth, T, num_samples, v0)
     # The full host-side validation (width vs tokens, missing law faces, ...), abstractly.
     jax.eval_shape(
-        lambda k: sample_covariance_paths(config, n, depth, v0, 1, key=k, method=method), key
+        lambda k: sample_covariance_paths(
+            config, v0, width=n, depth=depth, num_samples=1, key=k, method=method
+        ),
+        key,
     )
     if batch_size is None:
         batch_size = default_sampler_batch(method, config, n, v0.shape[-1])
@@ -253,12 +266,13 @@ def sharded_covariance_paths(
     )
 
 
+@follows_convention
 def sharded_solve_sde(
     config: ShapedConfig,
     v0: ArrayLike,
+    *,
     T: float,
     num_samples: int,
-    *,
     key: PRNGKeyArray,
     devices: int | Sequence[jax.Device] | Mesh | None = None,
     batch_size: int | None = None,
@@ -268,12 +282,16 @@ def sharded_solve_sde(
 
     `solver_options` are those of `sdeformer.solve_sde` (save_times, num_steps, dt0, solver,
     bound, width, ...). Path i equals path 0 of
-    `solve_sde(config, v0, T, 1, key=jr.split(key, num_samples)[i], ...)` for any number of
-    devices. `batch_size` paths run at once per device (default: all of a device's paths).
+    `solve_sde(config, v0, T=T, num_samples=1, key=jr.split(key, num_samples)[i], ...)` for
+    any number of devices. `batch_size` paths run at once per device (default: all of a
+    device's paths).
     """
     v0 = check_covariance(v0)
     # Validate the options on the host once (abstractly), so errors come before any sharding.
-    jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, **solver_options), key)
+    check_T(T)
+    jax.eval_shape(
+        lambda k: solve_sde(config, v0, T=T, num_samples=1, key=k, **solver_options), key
+    )
     options = dict(solver_options)
     if options.get("save_times") is not None and not isinstance(options["save_times"], int):
         options["save_times"] = tuple(float(t) for t in np.asarray(options["save_times"]).ravel())

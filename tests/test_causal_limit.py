@@ -260,7 +260,7 @@ def _causal_sigma(cfg, v):
 def test_one_step_moments_of_causal_networks(case, key):
     cfg, v, pairs = CASES[case]
     m = v.shape[0]
-    est = sf.one_step_moments(cfg, N_WIDTH, v, pairs, key=jr.fold_in(key, case))
+    est = sf.one_step_moments(cfg, v, width=N_WIDTH, num_samples=pairs, key=jr.fold_in(key, case))
     drift = _causal.causal_attention_drift(cfg, v)
     assert float(_z(est.drift, est.drift_se, drift).max()) < Z, (est.drift, drift, est.drift_se)
     lin, att = _causal_sigma(cfg, v)

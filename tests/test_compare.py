@@ -120,7 +120,12 @@ def spec_sde():
     """SDE paths of the docs/theory.md section 7 setting at the layer times l / 8 of a width-8
     network."""
     return compare.sde_source(
-        SPEC_CONFIG, SPEC_V0, np.arange(9) / 8, SAMPLES, key=jr.key(7), num_steps=200
+        SPEC_CONFIG,
+        SPEC_V0,
+        times=np.arange(9) / 8,
+        num_samples=SAMPLES,
+        key=jr.key(7),
+        num_steps=200,
     )
 
 
@@ -136,7 +141,9 @@ def test_distances_shrink_with_width(spec_sde):
     sde, _ = spec_sde
     rows = []
     for n in (2, 8, 32):
-        finite = compare.finite_source(SPEC_CONFIG, n, 1.0, SPEC_V0, SAMPLES, key=jr.key(n))
+        finite = compare.finite_source(
+            SPEC_CONFIG, SPEC_V0, width=n, T=1.0, num_samples=SAMPLES, key=jr.key(n)
+        )
         rows.append(compare.width_distances(finite, sde, time=1.0, rounds=20))
     small, middle, large = rows
     assert small["ks"] > 3 * small["ks_noise"] and small["w1"] > 3 * small["w1_noise"]
@@ -152,8 +159,12 @@ def test_distances_shrink_with_width(spec_sde):
 def test_a_source_against_itself_is_within_noise():
     """Two independent law-chain samples at n = 8: every feature's KS p-value is above
     0.001 (Bonferroni for 3 features at a family-wise 0.3 %) with fixed keys."""
-    a = compare.finite_source(SPEC_CONFIG, 8, 1.0, SPEC_V0, SAMPLES, key=jr.key(1), label="a")
-    b = compare.finite_source(SPEC_CONFIG, 8, 1.0, SPEC_V0, SAMPLES, key=jr.key(2), label="b")
+    a = compare.finite_source(
+        SPEC_CONFIG, SPEC_V0, width=8, T=1.0, num_samples=SAMPLES, key=jr.key(1), label="a"
+    )
+    b = compare.finite_source(
+        SPEC_CONFIG, SPEC_V0, width=8, T=1.0, num_samples=SAMPLES, key=jr.key(2), label="b"
+    )
     result = compare.compare_sources(a, b, w1_rounds=50)
     assert all(r.ks_pvalue > 1e-3 for r in result.rows), result.table()
     assert all(abs(r.mean_z) < 3.5 for r in result.rows), result.table()
@@ -170,7 +181,7 @@ def test_sde_exits_are_reported_beside_finite_survival(spec_sde):
 def test_coefficient_table_matches_the_sde():
     """One-step drift and noise of explicit networks at n = 64 against the SDE coefficients:
     every z-score within 4.5 (the estimator's own tests check it tightly; this checks wiring)."""
-    rows = compare.coefficient_table(SPEC_CONFIG, 64, SPEC_V0, 400, key=jr.key(3))
+    rows = compare.coefficient_table(SPEC_CONFIG, SPEC_V0, width=64, num_samples=400, key=jr.key(3))
     assert [r["entry"] for r in rows] == ["0_0", "0_1", "1_1"]
     assert all(abs(r["drift_z"]) < 4.5 and abs(r["noise_z"]) < 4.5 for r in rows), rows
 

@@ -112,8 +112,8 @@ def test_sde_exits_are_counted_and_kept_in_the_quantiles():
     sol = solve_sde(
         CONFIG,
         v0,
-        depth / width,
-        n_samples,
+        T=depth / width,
+        num_samples=n_samples,
         key=jr.key(4),
         save_times=np.array([depth / width]),
         num_steps=sde_num_steps(3, width, depth),

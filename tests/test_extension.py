@@ -123,7 +123,9 @@ def test_missing_faces_are_reported_at_construction():
         with pytest.raises(ValueError, match="'finite_only'.*does not define the limit face"):
             sdf.CovarianceSDE(config)
         with pytest.raises(sdf.MissingFaceError, match="'finite_only'.*law_step"):
-            sdf.law_covariance_paths(config, 8, 1, jnp.eye(2), 1, key=jr.key(0))
+            sdf.law_covariance_paths(
+                config, jnp.eye(2), width=8, depth=1, num_samples=1, key=jr.key(0)
+            )
         block = sdf.registered_blocks()["finite_only"]
         v = jnp.eye(2)
         for face, call in [

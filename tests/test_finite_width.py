@@ -47,7 +47,7 @@ WIDTHS = [
 
 @pytest.mark.parametrize("n, pairs", WIDTHS)
 def test_mlp_drift_is_exact_at_finite_width(n, pairs, key):
-    est = sf.one_step_moments(MLP, n, V3, pairs, key=jr.fold_in(key, n))
+    est = sf.one_step_moments(MLP, V3, width=n, num_samples=pairs, key=jr.fold_in(key, n))
     c = relu_slopes(MLP, n)[2]
     limit = _limit.mlp_drift(MLP, V3)
     assert _drift_z(est, c * limit) < Z
@@ -188,7 +188,7 @@ NOISE_CASES = [(8, 2.0, 40000 if FULL else 8000), (16, 1.0, 40000 if FULL else 8
 @pytest.mark.parametrize("n, ratio, pairs", NOISE_CASES)
 def test_mlp_noise_is_exact_at_finite_width(n, ratio, pairs, key):
     cfg = MLP.replace(mlp_ratio=ratio)
-    est = sf.one_step_moments(cfg, n, V2, pairs, key=jr.fold_in(key, 100 + n))
+    est = sf.one_step_moments(cfg, V2, width=n, num_samples=pairs, key=jr.fold_in(key, 100 + n))
     want = mlp_noise_finite(cfg, V2, n)
     assert _max_z(est.noise, est.noise_se, want) < Z
     # power: the limit kappa_mlp Lin is rejected

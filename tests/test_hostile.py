@@ -47,7 +47,9 @@ def test_jitted_sampler_refuses_bad_traced_v0():
 
     @jax.jit
     def final(v0):
-        return law_covariance_paths(config, 4, 1, v0, 2, key=jr.key(0))[:, -1]
+        return law_covariance_paths(config, v0, width=4, depth=1, num_samples=2, key=jr.key(0))[
+            :, -1
+        ]
 
     assert bool(jnp.all(jnp.isfinite(final(GOOD))))
     for v0, fragment in BAD[::2]:
@@ -63,7 +65,7 @@ def test_sde_refuses_bad_stopping_rule():
         ({"psd_tol": float("inf")}, "psd_tol=inf"),
     ]:
         with pytest.raises(ValueError, match=fragment):
-            solve_sde(ShapedConfig(), GOOD, 1.0, 2, key=jr.key(0), **kwargs)
+            solve_sde(ShapedConfig(), GOOD, T=1.0, num_samples=2, key=jr.key(0), **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -138,12 +140,12 @@ def test_one_step_moments_key_impl_is_explicit():
     cfg = ShapedConfig(blocks=("attention",))
     v = GOOD
     key = jr.key(5)  # threefry
-    default = one_step_moments(cfg, 8, v, 2, key=key)
+    default = one_step_moments(cfg, v, width=8, num_samples=2, key=key)
     rbg = jr.wrap_key_data(jr.bits(key, (4,), jnp.uint32), impl="rbg")
-    same = one_step_moments(cfg, 8, v, 2, key=rbg, key_impl=None)
+    same = one_step_moments(cfg, v, width=8, num_samples=2, key=rbg, key_impl=None)
     assert jnp.array_equal(default.drift, same.drift)  # the documented conversion, exactly
-    kept = one_step_moments(cfg, 8, v, 2, key=key, key_impl=None)
+    kept = one_step_moments(cfg, v, width=8, num_samples=2, key=key, key_impl=None)
     assert not jnp.array_equal(default.drift, kept.drift)  # threefry draws: other networks
     assert jnp.all(jnp.isfinite(kept.drift))
     with pytest.raises(ValueError, match="key_impl='threefry'"):
-        one_step_moments(cfg, 8, v, 2, key=key, key_impl="threefry")
+        one_step_moments(cfg, v, width=8, num_samples=2, key=key, key_impl="threefry")

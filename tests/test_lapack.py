@@ -187,7 +187,7 @@ def test_solve_sde_returns_with_the_exits_counted(m, paths, T, steps, solver, co
         m = {m}
         A = np.random.default_rng(m).standard_normal((m, 2 * m))
         v0 = jnp.asarray(A @ A.T / (4 * m) + 0.5 * np.eye(m), jnp.float32)
-        s = sdf.solve_sde(c, v0, {T}, {paths}, key=jr.key(1), num_steps={steps},
+        s = sdf.solve_sde(c, v0, T={T}, num_samples={paths}, key=jr.key(1), num_steps={steps},
                           save_times=2, solver={solver!r})
         codes = np.bincount(np.asarray(s.exit_reason), minlength=5)
         print(json.dumps([int(x) for x in codes]))

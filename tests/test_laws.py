@@ -119,9 +119,11 @@ SPEC6 = ShapedConfig(tau0=0.3, gamma=0.8, key_width=5, c_plus=0.5, c_minus=-2.0)
 def _both(config, n, depth, v0, samples, key, law_samples=None):
     lkey, ekey = jr.split(key)
     law = sample_covariance_paths(
-        config, n, depth, v0, law_samples or samples, key=lkey, method="law"
+        config, v0, width=n, depth=depth, num_samples=law_samples or samples, key=lkey, method="law"
     )
-    explicit = sample_covariance_paths(config, n, depth, v0, samples, key=ekey, method="explicit")
+    explicit = sample_covariance_paths(
+        config, v0, width=n, depth=depth, num_samples=samples, key=ekey, method="explicit"
+    )
     assert law.shape == (law_samples or samples, depth + 1, *v0.shape)
     assert explicit.shape == (samples, depth + 1, *v0.shape)
     assert np.isfinite(np.asarray(law)).all()
@@ -136,7 +138,9 @@ def test_spec6_one_layer_attention(key, full):
     law, explicit = _both(config, 12, 1, V0_3, samples, key)
     result = compare_paths(law, explicit, layers=[1])
     assert result.ok, str(result)
-    wrong = law_covariance_paths(config.replace(out_proj=True), 12, 1, V0_3, samples, key=key)
+    wrong = law_covariance_paths(
+        config.replace(out_proj=True), V0_3, width=12, depth=1, num_samples=samples, key=key
+    )
     assert not compare_paths(wrong, explicit, layers=[1]).ok
 
 
@@ -203,19 +207,40 @@ def test_chain_matches_explicit_n128(key, full):
 
 def test_law_errors(key):
     with pytest.raises(ValueError, match="method='bogus'.*'law', 'explicit'"):
-        sample_covariance_paths(ShapedConfig(), 8, 2, V0_3, 3, key=key, method="bogus")
+        sample_covariance_paths(
+            ShapedConfig(), V0_3, width=8, depth=2, num_samples=3, key=key, method="bogus"
+        )
     with pytest.raises(ValueError, match="n=2, m=3"):
-        law_covariance_paths(ShapedConfig(), 2, 1, V0_3, 2, key=key)
+        law_covariance_paths(ShapedConfig(), V0_3, width=2, depth=1, num_samples=2, key=key)
     with pytest.raises(MissingFaceError, match="LayerNorm"):
-        law_covariance_paths(ShapedConfig(blocks=("preln_attention",)), 8, 1, V0_3, 2, key=key)
+        law_covariance_paths(
+            ShapedConfig(blocks=("preln_attention",)),
+            V0_3,
+            width=8,
+            depth=1,
+            num_samples=2,
+            key=key,
+        )
     with pytest.raises(MissingFaceError, match="LayerNorm"):
         sample_covariance_paths(
-            ShapedConfig(blocks=("attention", "preln_mlp")), 8, 1, V0_3, 2, key=key
+            ShapedConfig(blocks=("attention", "preln_mlp")),
+            V0_3,
+            width=8,
+            depth=1,
+            num_samples=2,
+            key=key,
         )
     with pytest.raises(ValueError, match="n=10 is not divisible by heads=4"):
-        law_covariance_paths(ShapedConfig(heads=4, out_proj=True), 10, 1, V0_3, 2, key=key)
+        law_covariance_paths(
+            ShapedConfig(heads=4, out_proj=True),
+            V0_3,
+            width=10,
+            depth=1,
+            num_samples=2,
+            key=key,
+        )
     with pytest.raises(ValueError, match="not positive semi-definite"):
-        law_covariance_paths(ShapedConfig(), 8, 1, -V0_3, 2, key=key)
+        law_covariance_paths(ShapedConfig(), -V0_3, width=8, depth=1, num_samples=2, key=key)
 
 
 def test_width_equal_to_tokens(key):
@@ -329,7 +354,7 @@ def test_factor_chain_matches_eigh_reference(case, key, full):
     config, n, v0 = FACTOR_CASES[case]
     samples = 12_000 if full else 3_000
     lkey, rkey = jr.split(jr.fold_in(key, len(case)))
-    law = law_covariance_paths(config, n, 2, v0, samples, key=lkey)
+    law = law_covariance_paths(config, v0, width=n, depth=2, num_samples=samples, key=lkey)
     ref = _ref_paths(config, n, 2, v0, samples, rkey)
     result = compare_paths(law, ref, layers=[1, 2])
     assert result.ok, f"{case}: {result}"
@@ -371,7 +396,10 @@ def test_singular_covariance_is_finite(key):
             ShapedConfig(gamma=0.6, key_width=2),
             ShapedConfig(heads=2, out_proj=True, blocks=("standard_attention",)),
         ):
-            paths = np.asarray(law_covariance_paths(config, 8, 3, v0, 16, key=key), np.float64)
+            paths = np.asarray(
+                law_covariance_paths(config, v0, width=8, depth=3, num_samples=16, key=key),
+                np.float64,
+            )
             assert np.isfinite(paths).all(), (name, config)
             # PSD up to float32 round-off of entries of size about 1
             assert (np.linalg.eigvalsh(paths) > -1e-4).all(), (name, config)

@@ -71,11 +71,13 @@ def test_input_from_covariance_is_exact():
 def test_explicit_paths_shape_start_and_batching(key):
     cfg = ShapedConfig(heads=2, key_width=4)
     v0 = equicorrelated(3, 0.2)
-    paths = explicit_covariance_paths(cfg, 16, 5, v0, 6, key=key)
+    paths = explicit_covariance_paths(cfg, v0, width=16, depth=5, num_samples=6, key=key)
     assert paths.shape == (6, 6, 3, 3)
     np.testing.assert_allclose(paths[:, 0], jnp.broadcast_to(v0, (6, 3, 3)), atol=1e-5)
     np.testing.assert_allclose(paths, jnp.swapaxes(paths, -1, -2), atol=1e-5)
-    again = explicit_covariance_paths(cfg, 16, 5, v0, 6, key=key, batch_size=3)
+    again = explicit_covariance_paths(
+        cfg, v0, width=16, depth=5, num_samples=6, key=key, batch_size=3
+    )
     np.testing.assert_allclose(paths, again, rtol=1e-5, atol=1e-6)
     assert not np.allclose(paths[0, -1], paths[1, -1])
 
@@ -94,7 +96,9 @@ def test_bad_input_covariance(v0, fragment):
     with pytest.raises(ValueError, match=fragment):
         check_covariance(v0)
     with pytest.raises(ValueError, match=fragment):
-        explicit_covariance_paths(ShapedConfig(), 8, 2, v0, 2, key=jr.key(0))
+        explicit_covariance_paths(
+            ShapedConfig(), v0, width=8, depth=2, num_samples=2, key=jr.key(0)
+        )
 
 
 def test_bad_sizes():
@@ -107,7 +111,12 @@ def test_bad_sizes():
         args = {"n": 8, "depth": 2, "num_samples": 2} | kwargs
         with pytest.raises(ValueError, match=fragment):
             explicit_covariance_paths(
-                ShapedConfig(), args["n"], args["depth"], v0, args["num_samples"], key=jr.key(0)
+                ShapedConfig(),
+                v0,
+                width=args["n"],
+                depth=args["depth"],
+                num_samples=args["num_samples"],
+                key=jr.key(0),
             )
 
 
@@ -121,8 +130,12 @@ def test_rank_collapse_unshaped_vs_shaped(key):
     """
     v0 = equicorrelated(4, 0.3)
     base = ShapedConfig(gamma=0.5, key_width=16)
-    unshaped = explicit_covariance_paths(kind_config(base, "unshaped"), 64, 64, v0, 16, key=key)
-    shaped = explicit_covariance_paths(kind_config(base, "shaped"), 64, 64, v0, 16, key=key)
+    unshaped = explicit_covariance_paths(
+        kind_config(base, "unshaped"), v0, width=64, depth=64, num_samples=16, key=key
+    )
+    shaped = explicit_covariance_paths(
+        kind_config(base, "shaped"), v0, width=64, depth=64, num_samples=16, key=key
+    )
     rho_unshaped = np.asarray(metrics.mean_correlation(unshaped[:, -1]))
     rho_shaped = np.asarray(metrics.mean_correlation(shaped[:, -1]))
     assert rho_unshaped.mean() > 0.99

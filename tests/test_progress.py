@@ -88,9 +88,9 @@ def test_solve_sde_reports_paths_when_stderr_is_a_file(capsys):
     from sdeformer.sde import solve_sde
 
     v0 = 0.5 * jnp.eye(3) + 0.5
-    args = (ShapedConfig(), v0, 0.5, 6)
-    quiet = solve_sde(*args, key=jr.key(0), num_steps=20, batch_size=3)
-    loud = solve_sde(*args, key=jr.key(0), num_steps=20, batch_size=3, progress=True)
+    kw = dict(T=0.5, num_samples=6, key=jr.key(0), num_steps=20, batch_size=3)
+    quiet = solve_sde(ShapedConfig(), v0, **kw)
+    loud = solve_sde(ShapedConfig(), v0, **kw, progress=True)
     assert jnp.array_equal(quiet.vs, loud.vs)  # progress does not change the paths
     err = capsys.readouterr().err
     assert "SDE paths: 6/6 paths" in err and "paths/s" in err
@@ -105,6 +105,6 @@ def test_law_chain_reports_layers_when_stderr_is_a_file(capsys):
     from sdeformer.compare import finite_source
 
     v0 = 0.5 * jnp.eye(3) + 0.5
-    finite_source(ShapedConfig(), 8, 1.0, v0, 5, key=jr.key(0), progress=True)
+    finite_source(ShapedConfig(), v0, width=8, T=1.0, num_samples=5, key=jr.key(0), progress=True)
     err = capsys.readouterr().err
     assert "law n=8 (law chain): 40/40 layers" in err and "layers/s" in err

@@ -202,11 +202,11 @@ def test_solve_sde_exponential_never_leaves_the_cone(key):
     v0 = (q * jnp.array([1.0, 1e-2, 1e-4, 1e-6])) @ q.T
     v0 = np.asarray(0.5 * (v0 + v0.T), np.float64)
     kw = dict(num_samples=256, key=key, num_steps=5, save_times=2)
-    expo = solve_sde(config, v0, 1.0, solver="exponential", **kw).summary()
-    euler = solve_sde(config, v0, 1.0, solver="euler", **kw).summary()
+    expo = solve_sde(config, v0, T=1.0, solver="exponential", **kw).summary()
+    euler = solve_sde(config, v0, T=1.0, solver="euler", **kw).summary()
     assert expo["left_psd_cone"] == 0 and expo["non_finite"] == 0, expo
     assert euler["left_psd_cone"] > 10, euler
-    eye = solve_sde(config, np.eye(m), 1.0, solver="exponential", **kw).summary()
+    eye = solve_sde(config, np.eye(m), T=1.0, solver="exponential", **kw).summary()
     assert eye["left_psd_cone"] == 0 and eye["non_finite"] == 0, eye
     with pytest.raises(ValueError, match="positive definite v0"):
-        solve_sde(config, np.ones((m, m)), 1.0, solver="exponential", **kw)
+        solve_sde(config, np.ones((m, m)), T=1.0, solver="exponential", **kw)

@@ -442,7 +442,9 @@ def test_save_load_and_views_of_the_real_result_classes(tmp_path):
     from sdeformer.results import SOLUTION_DIMS
 
     v0 = jnp.array([[1.0, 0.3], [0.3, 1.0]])
-    sol = solve_sde(ShapedConfig(gamma=0.4), v0, 0.2, 6, key=jr.key(0), num_steps=4, save_times=3)
+    sol = solve_sde(
+        ShapedConfig(gamma=0.4), v0, T=0.2, num_samples=6, key=jr.key(0), num_steps=4, save_times=3
+    )
     back = SDESolution.load(sol.save(tmp_path / "sol.npz"))
     for name in SOLUTION_DIMS:
         np.testing.assert_array_equal(np.asarray(getattr(back, name)), getattr(sol, name))

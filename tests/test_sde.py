@@ -65,7 +65,7 @@ N_PAIRS = 8000 if FULL else 2000
     ],
 )
 def test_one_step_moments_match_the_limit(cfg, wrong, key):
-    est = sf.one_step_moments(cfg, N_WIDTH, V3, N_PAIRS, key=key)
+    est = sf.one_step_moments(cfg, V3, width=N_WIDTH, num_samples=N_PAIRS, key=key)
     sde = sf.CovarianceSDE(cfg)
     drift = sde.drift(V3)
     if cfg.blocks == ("mlp",):
@@ -84,7 +84,7 @@ def test_one_step_moments_match_the_limit(cfg, wrong, key):
 def test_attention_noise_heads_factor(key):
     """The attention part of Sigma_att, from n Cov(E[dV | W^Q, W^K]) (no Lin-term noise)."""
     cfg = sf.ShapedConfig(tau0=0.8, gamma=0.7, heads=2, blocks=("attention",), key_width=8)
-    est = sf.one_step_moments(cfg, N_WIDTH, V3, N_PAIRS, key=key)
+    est = sf.one_step_moments(cfg, V3, width=N_WIDTH, num_samples=N_PAIRS, key=key)
     m = V3.shape[0]
     att = sf.blocks._limit.mix_tensor(V3, sf.blocks._limit.attention_k(V3))
 
@@ -98,8 +98,8 @@ def test_attention_noise_heads_factor(key):
 
 def test_one_step_moments_reproducible(key):
     cfg = sf.ShapedConfig(key_width=4, blocks=("attention",))
-    a = sf.one_step_moments(cfg, 16, V3, 8, key=key)
-    b = sf.one_step_moments(cfg, 16, V3, 8, key=key)
+    a = sf.one_step_moments(cfg, V3, width=16, num_samples=8, key=key)
+    b = sf.one_step_moments(cfg, V3, width=16, num_samples=8, key=key)
     np.testing.assert_array_equal(a.noise, b.noise)
     np.testing.assert_array_equal(a.drift, b.drift)
 
@@ -130,7 +130,9 @@ def test_euler_weak_order_on_the_linear_case(key):
     exact = scipy.linalg.expm(T * lmap) @ m0
     paths = 40000 if FULL else 20000
     for steps in (4, 16):
-        sol = sf.solve_sde(LINEAR, V2, T, paths, key=key, num_steps=steps, bound=np.inf)
+        sol = sf.solve_sde(
+            LINEAR, V2, T=T, num_samples=paths, key=key, num_steps=steps, bound=np.inf
+        )
         # at most 1 in 1000 paths leaves the PSD cone at these steps; their frozen last state
         # moves the moments by < 1e-3 of a standard deviation, far below the Monte Carlo error
         assert sol.summary()["survived"] >= paths - paths // 1000
@@ -157,10 +159,10 @@ def test_solver_is_reproducible_and_masks_exits(key):
     cfg = sf.ShapedConfig(tau0=0.3, gamma=0.8, blocks=("attention",))
     v0 = jnp.array([[1.0, 0.5], [0.5, 1.0]])
     kwargs = dict(key=key, num_steps=50, save_times=6, bound=3.0)
-    sol = sf.solve_sde(cfg, v0, 1.0, 300, **kwargs)
-    again = sf.solve_sde(cfg, v0, 1.0, 300, **kwargs)
+    sol = sf.solve_sde(cfg, v0, T=1.0, num_samples=300, **kwargs)
+    again = sf.solve_sde(cfg, v0, T=1.0, num_samples=300, **kwargs)
     np.testing.assert_array_equal(sol.vs, again.vs)
-    other = sf.solve_sde(cfg, v0, 1.0, 300, **{**kwargs, "key": jr.fold_in(key, 1)})
+    other = sf.solve_sde(cfg, v0, T=1.0, num_samples=300, **{**kwargs, "key": jr.fold_in(key, 1)})
     assert not np.array_equal(sol.vs, other.vs)
     summary = sol.summary()
     assert summary["crossed_bound"] > 0 and summary["survived"] > 0
@@ -184,13 +186,15 @@ def test_solver_is_reproducible_and_masks_exits(key):
 
 def test_psd_and_non_finite_exits_are_reported(key):
     near_singular = jnp.array([[1.0, 0.999], [0.999, 1.0]])
-    sol = sf.solve_sde(LINEAR.replace(gamma=0.9), near_singular, 1.0, 200, key=key, num_steps=4)
+    sol = sf.solve_sde(
+        LINEAR.replace(gamma=0.9), near_singular, T=1.0, num_samples=200, key=key, num_steps=4
+    )
     assert sol.summary()["left_psd_cone"] > 0
     assert bool(jnp.all(jnp.isfinite(sol.vs)))
     # a violent attention drift with no bound: the state overflows and is reported non-finite
     hot = sf.ShapedConfig(tau0=0.01, gamma=0.9, blocks=("attention",))
     v0 = jnp.array([[30.0, 1.0], [1.0, 1.0]])
-    sol = sf.solve_sde(hot, v0, 1.0, 20, key=key, num_steps=4, bound=np.inf)
+    sol = sf.solve_sde(hot, v0, T=1.0, num_samples=20, key=key, num_steps=4, bound=np.inf)
     assert sol.summary()["non_finite"] > 0
     assert bool(jnp.all(jnp.isfinite(sol.vs)))
 
@@ -199,7 +203,9 @@ def test_float64_and_stratonovich_solvers(key):
     with jax.enable_x64(True):
         v0 = jnp.asarray(V2, jnp.float64)
         for solver in ("euler", "heun"):
-            sol = sf.solve_sde(LINEAR, v0, T, 2000, key=key, num_steps=8, solver=solver)
+            sol = sf.solve_sde(
+                LINEAR, v0, T=T, num_samples=2000, key=key, num_steps=8, solver=solver
+            )
             assert sol.vs.dtype == jnp.float64
             vt = np.asarray(sol.vs[:, -1])
             se = vt.std(0) / np.sqrt(vt.shape[0])
@@ -208,13 +214,15 @@ def test_float64_and_stratonovich_solvers(key):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="solver"):
-        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), solver="rk4")
+        sf.solve_sde(LINEAR, V2, T=1.0, num_samples=2, key=jr.key(0), solver="rk4")
     with pytest.raises(ValueError, match="removed"):
-        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), solver="spark")
+        sf.solve_sde(LINEAR, V2, T=1.0, num_samples=2, key=jr.key(0), solver="spark")
     with pytest.raises(ValueError, match="enable_x64"):
-        sf.solve_sde(LINEAR, V2, 1.0, 2, key=jr.key(0), dtype=jnp.float64)
+        sf.solve_sde(LINEAR, V2, T=1.0, num_samples=2, key=jr.key(0), dtype=jnp.float64)
     with pytest.raises(ValueError, match="no covariance SDE limit"):
-        sf.solve_sde(sf.ShapedConfig(blocks=("preln_mlp",)), V2, 1.0, 2, key=jr.key(0))
+        sf.solve_sde(
+            sf.ShapedConfig(blocks=("preln_mlp",)), V2, T=1.0, num_samples=2, key=jr.key(0)
+        )
 
 
 # --- the O(m^3) solver against the dense formulation, batching, memory, recompilation --------
@@ -251,7 +259,9 @@ def test_law_matches_the_dense_formulation(m, key):
     sde = sf.CovarianceSDE(cfg)
     v0 = 0.8 * jnp.eye(m) + 0.2 * jnp.ones((m, m)) / m
     T, steps, paths = 0.2, 10, 6000
-    sol = sf.solve_sde(cfg, v0, T, paths, key=key, num_steps=steps, save_times=2, bound=np.inf)
+    sol = sf.solve_sde(
+        cfg, v0, T=T, num_samples=paths, key=key, num_steps=steps, save_times=2, bound=np.inf
+    )
     # the reference never stops; a PSD exit here is rare enough (< 1 in 1000) not to matter
     assert sol.summary()["survived"] >= paths - paths // 1000
     i, j = np.triu_indices(m)
@@ -278,17 +288,17 @@ def test_batching_keeps_paths_and_no_recompilation(key, capsys, compiles):
     """Batches of 4 (padded) give the same paths as one batch; new T, bound and dt0 reuse the
     compiled solver (no XLA compilation); progress=True shows a bar over the batches."""
     kwargs = dict(key=key, num_steps=4, save_times=3)
-    one = sf.solve_sde(LINEAR, V2, 0.2, 10, **kwargs)
-    batched = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, **kwargs)
+    one = sf.solve_sde(LINEAR, V2, T=0.2, num_samples=10, **kwargs)
+    batched = sf.solve_sde(LINEAR, V2, T=0.2, num_samples=10, batch_size=4, **kwargs)
     assert batched.stats["num_batches"] == 3 and one.stats["num_batches"] == 1
     np.testing.assert_array_equal(one.vs, batched.vs)
     np.testing.assert_array_equal(one.exit_reason, batched.exit_reason)
     before = compiles.count
-    later = sf.solve_sde(LINEAR, V2, 0.3, 10, **{**kwargs, "key": key}, bound=5.0)
-    sf.solve_sde(LINEAR, V2, 0.3, 10, key=key, dt0=0.075, save_times=3)
+    later = sf.solve_sde(LINEAR, V2, T=0.3, num_samples=10, **{**kwargs, "key": key}, bound=5.0)
+    sf.solve_sde(LINEAR, V2, T=0.3, num_samples=10, key=key, dt0=0.075, save_times=3)
     assert compiles.count == before
     # progress within a batch is a host callback in the solver: its own program, same paths
-    again = sf.solve_sde(LINEAR, V2, 0.2, 10, batch_size=4, progress=True, **kwargs)
+    again = sf.solve_sde(LINEAR, V2, T=0.2, num_samples=10, batch_size=4, progress=True, **kwargs)
     np.testing.assert_array_equal(again.vs, one.vs)
     assert "SDE paths" in capsys.readouterr().err
     np.testing.assert_allclose(later.ts, [0.0, 0.15, 0.3], rtol=1e-6)
@@ -323,7 +333,7 @@ def test_memory_estimate_and_too_large_paths():
     estimate = sde_memory_estimate(m, k, batch)
     assert used / 2 <= estimate <= 2 * used, (estimate, used)
     with pytest.raises(ValueError, match=r"m = 40 tokens .* MiB .* memory_budget"):
-        sf.solve_sde(cfg, jnp.eye(m), 1.0, 4, key=jr.key(0), memory_budget=10_000)
+        sf.solve_sde(cfg, jnp.eye(m), T=1.0, num_samples=4, key=jr.key(0), memory_budget=10_000)
 
 
 def test_heun_from_the_identity_and_causal_stack(key):
@@ -331,7 +341,9 @@ def test_heun_from_the_identity_and_causal_stack(key):
     differentiates the Cholesky factor, not an eigendecomposition); the causal stack with heads,
     Wo and an MLP ratio solves; the finite-width drift enters through `width`."""
     cfg = sf.ShapedConfig(tau0=1.0, gamma=0.5, heads=2, out_proj=True, mlp_ratio=2.0, causal=True)
-    sol = sf.solve_sde(cfg, jnp.eye(3), 0.1, 200, key=key, num_steps=10, solver="heun")
+    sol = sf.solve_sde(
+        cfg, jnp.eye(3), T=0.1, num_samples=200, key=key, num_steps=10, solver="heun"
+    )
     summary = sol.summary()
     assert summary["non_finite"] == 0 and summary["survived"] >= 190
     assert bool(jnp.all(jnp.isfinite(sol.vs)))
@@ -346,6 +358,8 @@ def test_many_tokens_smoke(key):
     """m = 64: a few paths of the full layer run, stay finite and report their exits."""
     m = 64
     v0 = 0.5 * jnp.eye(m) + 0.5 * jnp.ones((m, m)) / m
-    sol = sf.solve_sde(sf.ShapedConfig(), v0, 0.01, 3, key=key, num_steps=5, save_times=2)
+    sol = sf.solve_sde(
+        sf.ShapedConfig(), v0, T=0.01, num_samples=3, key=key, num_steps=5, save_times=2
+    )
     assert sol.vs.shape == (3, 2, m, m) and bool(jnp.all(jnp.isfinite(sol.vs)))
     assert sol.summary()["survived"] == 3

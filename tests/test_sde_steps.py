@@ -50,7 +50,9 @@ def test_suggested_steps_leave_the_cone_no_more_than_finer_steps():
     steps = sdf.suggest_num_steps(config, v0, 1.0)
 
     def left(k):
-        sol = sdf.solve_sde(config, v0, 1.0, paths, key=jr.key(5), num_steps=k, save_times=2)
+        sol = sdf.solve_sde(
+            config, v0, T=1.0, num_samples=paths, key=jr.key(5), num_steps=k, save_times=2
+        )
         return float(np.mean(np.asarray(sol.exit_reason) == 1))
 
     at_rule, finer, coarse = left(steps), left(4 * steps), left(max(steps // 8, 2))

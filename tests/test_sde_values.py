@@ -34,8 +34,8 @@ def test_values_give_the_paths_of_the_config(config, key):
     """An SDE built from another config with this config's values as JAX values: same paths."""
     other = config.replace(tau0=3.0, gamma=0.1, c_plus=1.0, c_minus=1.0)
     kwargs = dict(key=key, num_steps=40, save_times=5)
-    want = sf.solve_sde(config, V0, 0.5, 16, **kwargs)
-    got = sf.solve_sde(other, V0, 0.5, 16, values=_own(config), **kwargs)
+    want = sf.solve_sde(config, V0, T=0.5, num_samples=16, **kwargs)
+    got = sf.solve_sde(other, V0, T=0.5, num_samples=16, values=_own(config), **kwargs)
     np.testing.assert_allclose(got.vs, want.vs, rtol=2e-5, atol=1e-6)
     np.testing.assert_array_equal(got.exit_reason, want.exit_reason)
 
@@ -49,14 +49,16 @@ def test_a_grid_in_one_call_with_common_random_numbers(key, compiles):
     grid = sf.solve_sde(
         CONFIG,
         V0,
-        0.5,
-        3 * paths,
+        T=0.5,
+        num_samples=3 * paths,
         values={"gamma": np.repeat(gammas, paths)},
         brownian_ids=np.tile(np.arange(paths), 3),
         **kwargs,
     )
     for i, gamma in enumerate(gammas):
-        cell = sf.solve_sde(CONFIG.replace(gamma=float(gamma)), V0, 0.5, paths, **kwargs)
+        cell = sf.solve_sde(
+            CONFIG.replace(gamma=float(gamma)), V0, T=0.5, num_samples=paths, **kwargs
+        )
         np.testing.assert_allclose(
             grid.vs[i * paths : (i + 1) * paths], cell.vs, rtol=2e-5, atol=1e-6
         )
@@ -64,8 +66,8 @@ def test_a_grid_in_one_call_with_common_random_numbers(key, compiles):
     sf.solve_sde(
         CONFIG,
         V0,
-        0.5,
-        3 * paths,
+        T=0.5,
+        num_samples=3 * paths,
         values={"gamma": np.repeat(gammas * 0.9, paths)},
         brownian_ids=np.tile(np.arange(paths), 3),
         **kwargs,
@@ -77,8 +79,8 @@ def test_batches_keep_the_values_of_their_paths(key):
     """Batching a grid does not mix the values of paths in different batches."""
     values = {"tau0": np.linspace(0.8, 2.0, 10)}
     kwargs = dict(key=key, num_steps=20, save_times=2, values=values)
-    one = sf.solve_sde(CONFIG, V0, 0.3, 10, **kwargs)
-    batched = sf.solve_sde(CONFIG, V0, 0.3, 10, batch_size=4, **kwargs)
+    one = sf.solve_sde(CONFIG, V0, T=0.3, num_samples=10, **kwargs)
+    batched = sf.solve_sde(CONFIG, V0, T=0.3, num_samples=10, batch_size=4, **kwargs)
     np.testing.assert_array_equal(one.vs, batched.vs)
 
 
@@ -103,7 +105,7 @@ def test_batches_keep_the_values_of_their_paths(key):
 )
 def test_bad_values_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        sf.solve_sde(CONFIG, V0, 0.5, 4, key=jr.key(0), num_steps=4, **kwargs)
+        sf.solve_sde(CONFIG, V0, T=0.5, num_samples=4, key=jr.key(0), num_steps=4, **kwargs)
 
 
 def test_with_values_reads_like_the_config():
@@ -117,7 +119,15 @@ def _mean_rho(values, key):
     """Mean over paths of the mean token correlation at T, no exits (bound inf)."""
     v0 = jnp.asarray(V0, jnp.result_type(float))  # float64 under jax.enable_x64
     sol = sf.solve_sde(
-        CONFIG, v0, 0.5, 64, key=key, num_steps=50, save_times=2, bound=jnp.inf, values=values
+        CONFIG,
+        v0,
+        T=0.5,
+        num_samples=64,
+        key=key,
+        num_steps=50,
+        save_times=2,
+        bound=jnp.inf,
+        values=values,
     )
     v = sol.vs[:, -1]
     d = jnp.sqrt(jnp.diagonal(v, axis1=-2, axis2=-1))

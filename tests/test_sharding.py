@@ -39,17 +39,17 @@ config = ShapedConfig(gamma=0.4)
 v0 = equicorrelated(2, 0.3)
 key = jr.key(7)
 # 7 samples on 4 devices: padded to 8, trimmed back to 7.
-paths = sharded_covariance_paths(config, 8, 4, v0, 7, key=key, devices=4)
+paths = sharded_covariance_paths(config, v0, width=8, depth=4, num_samples=7, key=key, devices=4)
 out["law_shape"] = list(paths.shape)
 out["law_devices"] = len(paths.sharding.device_set)
-ref = np.stack([np.asarray(law_covariance_paths(config, 8, 4, v0, 1, key=k)[0])
-                for k in jr.split(key, 7)])
+ref = np.stack([np.asarray(law_covariance_paths(config, v0, width=8, depth=4, num_samples=1,
+                                                key=k)[0]) for k in jr.split(key, 7)])
 out["law_max_diff"] = float(np.abs(np.asarray(paths) - ref).max())
 out["law_distinct"] = int(len({float(x) for x in np.asarray(paths)[:, -1, 0, 1]}))
 # 6 paths on 4 devices, again with padding.
 options = dict(num_steps=20, save_times=3, bound=50.0)
-sol = sharded_solve_sde(config, v0, 0.5, 6, key=key, devices=4, **options)
-one = sharded_solve_sde(config, v0, 0.5, 6, key=key, devices=1, **options)
+sol = sharded_solve_sde(config, v0, T=0.5, num_samples=6, key=key, devices=4, **options)
+one = sharded_solve_sde(config, v0, T=0.5, num_samples=6, key=key, devices=1, **options)
 out["sde_shape"] = list(sol.vs.shape)
 out["sde_ts"] = np.asarray(sol.ts).tolist()
 out["sde_reasons"] = np.asarray(sol.exit_reason).tolist()
@@ -106,7 +106,8 @@ from sdeformer import ShapedConfig
 from sdeformer.rank_collapse import equicorrelated
 from sdeformer.sharding import gather, sharded_covariance_paths
 paths = sharded_covariance_paths(
-    ShapedConfig(gamma=0.4), 8, 4, equicorrelated(2, 0.3), 7, key=jr.key(7)
+    ShapedConfig(gamma=0.4), equicorrelated(2, 0.3), width=8, depth=4, num_samples=7,
+    key=jr.key(7)
 )
 out = {"devices": jax.device_count(), "processes": jax.process_count(),
        "local": len(paths.addressable_shards), "paths": np.asarray(gather(paths)).tolist()}
@@ -208,7 +209,13 @@ def test_two_processes_equal_one_process(tmp_path):
                 proc.kill()
     single = np.asarray(
         sharded_covariance_paths(
-            ShapedConfig(gamma=0.4), 8, 4, equicorrelated(2, 0.3), 7, key=jr.key(7), devices=1
+            ShapedConfig(gamma=0.4),
+            equicorrelated(2, 0.3),
+            width=8,
+            depth=4,
+            num_samples=7,
+            key=jr.key(7),
+            devices=1,
         )
     )
     for out in results:
@@ -233,22 +240,31 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="devices=\\[\\] is invalid"):
         sample_mesh([])
     with pytest.raises(ValueError, match="method='bogus'"):
-        sharded_covariance_paths(config, 8, 2, v0, 4, key=jr.key(0), method="bogus")
+        sharded_covariance_paths(
+            config, v0, width=8, depth=2, num_samples=4, key=jr.key(0), method="bogus"
+        )
     with pytest.raises(ValueError, match="num_samples=0"):
-        sharded_covariance_paths(config, 8, 2, v0, 0, key=jr.key(0))
+        sharded_covariance_paths(config, v0, width=8, depth=2, num_samples=0, key=jr.key(0))
     with pytest.raises(ValueError, match="n=2, m=3"):
-        sharded_covariance_paths(config, 2, 2, jnp.eye(3), 4, key=jr.key(0))
+        sharded_covariance_paths(config, jnp.eye(3), width=2, depth=2, num_samples=4, key=jr.key(0))
     with pytest.raises(ValueError, match="not symmetric"):
         sharded_covariance_paths(
-            config, 8, 2, jnp.array([[1.0, 0.5], [0.0, 1.0]]), 4, key=jr.key(0)
+            config,
+            jnp.array([[1.0, 0.5], [0.0, 1.0]]),
+            width=8,
+            depth=2,
+            num_samples=4,
+            key=jr.key(0),
         )
     with pytest.raises(ValueError, match="solver"):
-        sharded_solve_sde(config, v0, 1.0, 4, key=jr.key(0), solver="rk4")
+        sharded_solve_sde(config, v0, T=1.0, num_samples=4, key=jr.key(0), solver="rk4")
     with pytest.raises(ValueError, match="bound"):
-        sharded_solve_sde(config, v0, 1.0, 4, key=jr.key(0), bound=float("nan"))
+        sharded_solve_sde(config, v0, T=1.0, num_samples=4, key=jr.key(0), bound=float("nan"))
     mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
     with pytest.raises(ValueError, match="one-axis mesh"):
-        sharded_covariance_paths(config, 8, 2, v0, 4, key=jr.key(0), devices=mesh)
+        sharded_covariance_paths(
+            config, v0, width=8, depth=2, num_samples=4, key=jr.key(0), devices=mesh
+        )
 
 
 def test_multihost_entry_without_coordinator_is_single_process():

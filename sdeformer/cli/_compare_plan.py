@@ -49,10 +49,10 @@ def _pilot(plan, times: np.ndarray, args: argparse.Namespace):
         return sde, f"{args.plan_pilot} SDE paths"
     src = compare.finite_source(
         plan.config,
-        n,
-        plan.depth / n,
         plan.v0,
-        args.plan_pilot,
+        width=n,
+        depth=plan.depth,
+        num_samples=args.plan_pilot,
         key=key,
         method="law",
         bound=args.bound,

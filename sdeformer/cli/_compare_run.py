@@ -177,10 +177,10 @@ def _finite_unit(store, plan: ComparePlan, method: str, key, args: argparse.Name
         return _samples_from(label, store.load_arrays(method))
     src = compare.finite_source(
         plan.config,
-        n,
-        plan.depth / n,
         plan.v0,
-        plan.sizes[method],
+        width=n,
+        T=plan.depth / n,
+        num_samples=plan.sizes[method],
         key=key,
         method=method,
         bound=args.bound,
@@ -199,7 +199,9 @@ def _moments_unit(store, plan: ComparePlan, key, n: int) -> list:
 
     if store.has("moments"):
         return store.load("moments")
-    moments = compare.coefficient_table(plan.config, n, plan.v0, plan.moment_samples, key=key)
+    moments = compare.coefficient_table(
+        plan.config, plan.v0, width=n, num_samples=plan.moment_samples, key=key
+    )
     store.save("moments", moments)
     return moments
 

@@ -185,7 +185,13 @@ def _solve_sde(config, v0, times, num_samples: int, key, args, width: int, label
     from .. import compare
 
     sde, solution = compare.sde_source(
-        config, v0, times, num_samples, key=key, label=label, **_sde_options(args, width)
+        config,
+        v0,
+        times=times,
+        num_samples=num_samples,
+        key=key,
+        label=label,
+        **_sde_options(args, width),
     )
     return sde, compare.exit_summary(solution)
 
@@ -211,7 +217,9 @@ def _check_finite_source(config, n: int, depth: int, v0, method: str) -> None:
     from ..finite import sample_covariance_paths
 
     jax.eval_shape(
-        lambda k: sample_covariance_paths(config, n, depth, v0, 1, key=k, method=method),
+        lambda k: sample_covariance_paths(
+            config, v0, width=n, depth=depth, num_samples=1, key=k, method=method
+        ),
         jr.key(0),
     )
 
@@ -232,7 +240,10 @@ def _check_sde_source(config, v0, T: float, args: argparse.Namespace, width: int
     _resolve_steps(config, v0, T, args)
     options = _sde_options(args, width)
     options.pop("progress")
-    jax.eval_shape(lambda k: solve_sde(config, v0, T, 1, key=k, save_times=2, **options), jr.key(0))
+    jax.eval_shape(
+        lambda k: solve_sde(config, v0, T=T, num_samples=1, key=k, save_times=2, **options),
+        jr.key(0),
+    )
 
 
 def _check_run_inputs(args: argparse.Namespace) -> None:

@@ -146,10 +146,10 @@ def _width_row(plan: SweepPlan, i: int, n: int, sde_samples: _SweepSde, key, arg
         )
     finite = compare.finite_source(
         plan.config,
-        n,
-        plan.times[n],
         plan.v0,
-        args.samples,
+        width=n,
+        T=plan.times[n],
+        num_samples=args.samples,
         key=jr.fold_in(key, n),
         method=args.method,
         bound=args.bound,

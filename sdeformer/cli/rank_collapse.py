@@ -246,9 +246,15 @@ def _curves(args: argparse.Namespace, base, kinds, v0, depth: int, store) -> dic
             for c in range(chunks):
                 size = min(chunk, args.samples - c * chunk)
                 paths = sharded_covariance_paths(
-                    cfg, args.n, depth, v0, size, key=jr.fold_in(kind_key, c),
-                    method="explicit", devices=args.devices,
-                )  # fmt: skip
+                    cfg,
+                    v0,
+                    width=args.n,
+                    depth=depth,
+                    num_samples=size,
+                    key=jr.fold_in(kind_key, c),
+                    method="explicit",
+                    devices=args.devices,
+                )
                 parts.append(np.asarray(gather(paths)))
                 bar.update(1)
             summary = collapse_summary(np.concatenate(parts))

@@ -19,30 +19,21 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from .._convention import depth_for as depth_for
+from .._convention import follows_convention, resolve_depth
 from .rows import z_score
 from .samples import CovarianceSamples
 
 
-def depth_for(T: float, n: int) -> int:
-    """Depth d = round(T n) of a network of width n at depth-to-width ratio T (at least 1)."""
-    if not (math.isfinite(T) and T > 0):
-        raise ValueError(f"T={T!r} is invalid; pass a depth-to-width ratio T > 0")
-    depth = round(T * n)
-    if depth < 1:
-        raise ValueError(
-            f"T={T!r} at width n={n} gives round(T n) = 0 layers; pass T >= {0.5 / n:.3g} or a "
-            "larger width"
-        )
-    return depth
-
-
+@follows_convention
 def finite_source(
     config,
-    n: int,
-    T: float,
     v0,
-    num_samples: int,
     *,
+    width: int,
+    T: float | None = None,
+    depth: int | None = None,
+    num_samples: int,
     key,
     method: str = "law",
     bound: float = 1e3,
@@ -52,7 +43,7 @@ def finite_source(
     devices: int | None = None,
     progress: bool = False,
 ) -> CovarianceSamples:
-    """Covariance samples of finite networks of width n and depth round(T n) at init.
+    """Covariance samples of finite networks of `width` n and `depth` d (or d = round(T n)) at init.
 
     `method`: "law" (the exact covariance chain, fast) or "explicit" (networks with all their
     weights). Times are layer times l / n (every `every`-th layer and the last); paths stop where
@@ -75,7 +66,7 @@ def finite_source(
     from .._progress import Progress
     from ..finite import sample_covariance_paths
 
-    depth = depth_for(T, n)
+    n, depth = resolve_depth(width, depth, T)
     label = label or f"{method} n={n}"
     m = int(np.shape(v0)[-1])
     per_sample = (depth + 1) * m * m * 4
@@ -83,12 +74,19 @@ def finite_source(
     def sample(count, chunk_key):
         if devices is None:
             return sample_covariance_paths(
-                config, n, depth, v0, count, key=chunk_key, method=method
+                config, v0, width=n, depth=depth, num_samples=count, key=chunk_key, method=method
             )
         from ..sharding import gather, sharded_covariance_paths
 
         paths = sharded_covariance_paths(
-            config, n, depth, v0, count, key=chunk_key, method=method, devices=devices
+            config,
+            v0,
+            width=n,
+            depth=depth,
+            num_samples=count,
+            key=chunk_key,
+            method=method,
+            devices=devices,
         )
         return gather(paths)
 
@@ -115,12 +113,13 @@ def finite_source(
     return CovarianceSamples.concatenate(parts)
 
 
+@follows_convention
 def sde_source(
     config,
     v0,
+    *,
     times,
     num_samples: int,
-    *,
     key,
     num_steps: int = 1000,
     bound: float = 1e3,
@@ -144,8 +143,8 @@ def sde_source(
     solution = solve_sde(
         config,
         v0,
-        float(times.max()),
-        num_samples,
+        T=float(times.max()),
+        num_samples=num_samples,
         key=key,
         save_times=times,
         num_steps=num_steps,
@@ -170,7 +169,8 @@ def exit_summary(solution) -> dict:
     return summary
 
 
-def coefficient_table(config, n: int, v, num_samples: int, *, key) -> list[dict]:
+@follows_convention
+def coefficient_table(config, v, *, width: int, num_samples: int, key) -> list[dict]:
     """One-step drift and noise of finite networks at V = `v` and width n beside the SDE's.
 
     Rows for every upper-triangular entry (a, b): the Monte Carlo estimates of n E[dV_ab] and
@@ -182,7 +182,7 @@ def coefficient_table(config, n: int, v, num_samples: int, *, key) -> list[dict]
     from ..sde import CovarianceSDE
 
     sde = CovarianceSDE(config)
-    est = one_step_moments(config, n, v, num_samples, key=key)
+    est = one_step_moments(config, v, width=width, num_samples=num_samples, key=key)
     v = jnp.asarray(v, dtype=est.drift.dtype)
     drift, noise = np.asarray(sde.drift(v)), np.asarray(sde.noise_covariance(v))
     rows = []

@@ -132,8 +132,8 @@ def _solve(config, v0, T, num_samples, key, num_steps, bound, dtype, values, bro
     return solve_sde(
         config,
         v0,
-        T,
-        num_samples,
+        T=T,
+        num_samples=num_samples,
         key=key,
         save_times=np.linspace(0.0, T, HELD_SAVES),
         num_steps=num_steps,

@@ -16,6 +16,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
+from .._convention import follows_convention, resolve_depth
 from ..config import ShapedConfig, check_width
 from ._features import DEFINITIONS, FEATURES, QUANTILES, sample_features
 from ._intervals import Estimate, proportion_interval, quantile_interval
@@ -176,12 +177,14 @@ def _check_inputs(v0, width, depth, num_samples, collapse_threshold, bound, at_d
     return v0, width, depth, num_samples, tuple(sorted(depths))
 
 
+@follows_convention
 def forecast(
     config: ShapedConfig,
     v0,
     *,
     width: int,
-    depth: int,
+    depth: int | None = None,
+    T: float | None = None,
     num_samples: int,
     key,
     method: str = "law",
@@ -193,7 +196,8 @@ def forecast(
     """Forecast the token covariance of networks of `config` at initialisation.
 
     Arguments: `v0` (m, m) the input covariance (symmetric PSD, positive diagonal); `width` n,
-    `depth` d; `num_samples` independent networks (or paths); `key` a JAX key; `method` one of
+    `depth` d (or `T`: d = round(T n)); `num_samples` independent networks (or paths); `key` a
+    JAX key; `method` one of
     "law" (exact in law at width n), "explicit" (networks with their weights), "sde" (the limit
     SDE at T = d / n) or "finite-width-sde" (the SDE with width n's exact drifts); "auto" is
     refused (not available yet). `collapse_threshold`: near-collapse is mean_rho >= it. `bound`:
@@ -205,6 +209,7 @@ def forecast(
     or a method without a face for `config.blocks` (Pre-LN blocks have neither a law chain nor
     an SDE limit: use "explicit").
     """
+    width, depth = resolve_depth(width, depth, T)
     v0, width, depth, num_samples, depths = _check_inputs(
         v0, width, depth, num_samples, collapse_threshold, bound, at_depths, dtype
     )

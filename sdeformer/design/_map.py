@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import ShapedConfig
+from .._convention import follows_convention, resolve_depth
 from ._cells import check_parameter, configured, grid_num_steps, sde_endpoint
 from ._forecast import _check_inputs, forecast
 from ._paths import check_method
@@ -229,6 +230,7 @@ class _Grid:
         return out
 
 
+@follows_convention
 def phase_map(
     config: ShapedConfig,
     v0,
@@ -236,7 +238,8 @@ def phase_map(
     x,
     y,
     width: int,
-    depth: int,
+    depth: int | None = None,
+    T: float | None = None,
     num_samples: int,
     key,
     method: str = "sde",
@@ -257,6 +260,7 @@ def phase_map(
     Every input is checked before any sampling: a ValueError names a bad value and the fix.
     """
     (x_name, xs), (y_name, ys) = _check_grid(config, x, y, method)
+    width, depth = resolve_depth(width, depth, T)
     v0, width, depth, num_samples, _ = _check_inputs(
         v0, width, depth, num_samples, collapse_threshold, bound, None, dtype
     )

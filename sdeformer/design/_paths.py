@@ -107,7 +107,14 @@ def depth_states(
     index = np.asarray(depths)
     if method in ("law", "explicit"):
         samples = finite_source(
-            config, width, depth / width, v0, num_samples, key=key, method=method, bound=bound
+            config,
+            v0,
+            width=width,
+            T=depth / width,
+            num_samples=num_samples,
+            key=key,
+            method=method,
+            bound=bound,
         )
         vs, alive = samples.vs[:, index], samples.alive[:, index]
         return DepthStates(depths, vs, ~alive, np.zeros_like(alive))
@@ -116,8 +123,8 @@ def depth_states(
     samples, solution = sde_source(
         config,
         v0,
-        index / width,
-        num_samples,
+        times=index / width,
+        num_samples=num_samples,
         key=key,
         num_steps=steps,
         bound=bound,

@@ -29,6 +29,7 @@ import jax.random as jr
 import numpy as np
 
 from .. import ShapedConfig
+from .._convention import follows_convention, resolve_depth
 from ._cells import check_parameter, configured, endpoint_mean_rho, grid_num_steps
 from ._forecast import _check_inputs, forecast
 from ._intervals import Estimate
@@ -124,6 +125,7 @@ def _check_tune(config, params, statistic, target, ranges, threshold, scale):
     return params, box
 
 
+@follows_convention
 def tune(
     config: ShapedConfig,
     v0,
@@ -132,7 +134,8 @@ def tune(
     statistic: str,
     target: float,
     width: int,
-    depth: int,
+    depth: int | None = None,
+    T: float | None = None,
     key,
     ranges: dict | None = None,
     num_samples: int = 256,
@@ -156,6 +159,7 @@ def tune(
     params, box = _check_tune(
         config, params, statistic, target, ranges, collapse_threshold, surrogate_scale
     )
+    width, depth = resolve_depth(width, depth, T)
     v0, width, depth, num_samples, _ = _check_inputs(
         v0, width, depth, num_samples, collapse_threshold, bound, None, dtype
     )

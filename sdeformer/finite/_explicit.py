@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._convention import check_sampler_sizes, follows_convention
 from .._linalg import gram, psd_sqrt
 from ..blocks import Block, block_types
-from ..config import ShapedConfig, check_sampler_sizes, check_width
+from ..config import ShapedConfig, check_width
 
 
 class ShapedTransformer(eqx.Module):
@@ -123,13 +124,15 @@ def _explicit_paths(config, n, depth, v0, num_samples, key, batch_size):
     return jax.lax.map(one_path, jr.split(key, num_samples), batch_size=batch_size)
 
 
+@follows_convention
 def explicit_covariance_paths(
     config: ShapedConfig,
-    n: int,
-    depth: int,
     v0: ArrayLike,
-    num_samples: int,
     *,
+    width: int,
+    depth: int | None = None,
+    T: float | None = None,
+    num_samples: int,
     key: PRNGKeyArray,
     batch_size: int | None = None,
 ) -> Float[Array, "samples layers m m"]:
@@ -140,7 +143,7 @@ def explicit_covariance_paths(
     a time (default: as many as fit 256 MiB of weights). `v0` is the input covariance; the input
     itself is `input_from_covariance(v0, n)`. Returns an array of shape (num_samples, d+1, m, m).
     """
-    n, depth, num_samples, v0 = check_sampler_sizes(n, depth, num_samples, v0)
+    n, depth, num_samples, v0 = check_sampler_sizes(width, depth, T, num_samples, v0)
     if batch_size is None:
         batch_size = default_batch_size(config, n)
     batch_size = min(check_width(batch_size, name="batch_size"), num_samples)

@@ -16,10 +16,11 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._convention import check_sampler_sizes, follows_convention
 from .._linalg import cov_factor, symmetrize
 from .._wishart import complement_dof
 from ..blocks import MissingFaceError, block_types
-from ..config import ShapedConfig, check_sampler_sizes, check_width
+from ..config import ShapedConfig, check_width
 from ._explicit import default_batch_size, explicit_covariance_paths
 
 METHODS = ("law", "explicit")
@@ -112,28 +113,31 @@ def _law_paths(config, n, depth, v0, num_samples, key, batch_size):
     return jax.lax.map(one_path, jr.split(key, num_samples), batch_size=batch_size)
 
 
+@follows_convention
 def law_covariance_paths(
     config: ShapedConfig,
-    n: int,
-    depth: int,
     v0: ArrayLike,
-    num_samples: int,
     *,
+    width: int,
+    depth: int | None = None,
+    T: float | None = None,
+    num_samples: int,
     key: PRNGKeyArray,
     batch_size: int | None = None,
 ) -> Float[Array, "samples layers m m"]:
     """Covariance paths V_0..V_d sampled from the exact finite-width law (no n x n matrix).
 
     Same signature, shapes and law as `explicit_covariance_paths`: `config` fixes the blocks of
-    a layer, `n` the width (n >= m), `depth` the number of layers d, `v0` the m x m input
-    covariance and `num_samples` the number of independent networks. The chain runs under
+    a layer, `v0` is the m x m input covariance, `width` the width n (n >= m), `depth` the
+    number of layers d (or `T`: d = round(T n)) and `num_samples` the number of independent
+    networks. The chain runs under
     `lax.scan` over depth (memory flat in depth) and is vmapped over `batch_size` samples at a
     time (default: `law_batch_size`). Returns (num_samples, d + 1, m, m).
 
     Raises `MissingFaceError` for blocks without an exact law (Pre-LN) and `ValueError` for
     n < m or invalid sizes.
     """
-    n, depth, num_samples, v0 = check_sampler_sizes(n, depth, num_samples, v0)
+    n, depth, num_samples, v0 = check_sampler_sizes(width, depth, T, num_samples, v0)
     m = v0.shape[-1]
     complement_dof(n, m)  # raises for n < m
     check_law(config, n, m)
@@ -155,13 +159,15 @@ def default_sampler_batch(method: str, config: ShapedConfig, n: int, m: int) -> 
     return default_batch_size(config, n)
 
 
+@follows_convention
 def sample_covariance_paths(
     config: ShapedConfig,
-    n: int,
-    depth: int,
     v0: ArrayLike,
-    num_samples: int,
     *,
+    width: int,
+    depth: int | None = None,
+    T: float | None = None,
+    num_samples: int,
     key: PRNGKeyArray,
     method: str = "law",
     batch_size: int | None = None,
@@ -178,4 +184,13 @@ def sample_covariance_paths(
         sampler = explicit_covariance_paths
     else:
         raise ValueError(f"method={method!r} is invalid; choose one of {METHODS}")
-    return sampler(config, n, depth, v0, num_samples, key=key, batch_size=batch_size)
+    return sampler(
+        config,
+        v0,
+        width=width,
+        depth=depth,
+        T=T,
+        num_samples=num_samples,
+        key=key,
+        batch_size=batch_size,
+    )

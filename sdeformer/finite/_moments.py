@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._convention import follows_convention
 from .._linalg import gram
 from ..blocks import ShapedMLP, block_types
 from ..blocks._attention import AbstractAttention
@@ -128,12 +129,13 @@ def _layer_sample(config, n, x0, blocks, sign):
     return drift, gram(x) - v0
 
 
+@follows_convention
 def one_step_moments(
     config: ShapedConfig,
-    n: int,
     v: Float[Array, "m m"],
-    num_samples: int,
     *,
+    width: int,
+    num_samples: int,
     key: PRNGKeyArray,
     batch_size: int | None = None,
     key_impl: str | None = "rbg",
@@ -155,7 +157,7 @@ def one_step_moments(
     `noise_covariance(v)` (differences O(1/n) for the shaped blocks, O(1/sqrt n) for the MLP
     drift when c_plus + c_minus != 0).
     """
-    n = check_width(n, name="n")
+    n = check_width(width, name="width")
     num_samples = check_width(num_samples, minimum=2, name="num_samples")
     v = check_covariance(v, name="v")
     if batch_size is None:

@@ -39,6 +39,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import ArrayLike, PRNGKeyArray
 
+from .._convention import check_T, follows_convention
 from .._progress import Progress
 from ..config import ShapedConfig, check_covariance, check_values, check_width
 from ._batch import solve_batch
@@ -134,12 +135,13 @@ def _path_values(config, values, brownian_ids, num_samples: int, dtype):
     return out, ids
 
 
+@follows_convention
 def solve_sde(
     config: ShapedConfig,
     v0: ArrayLike,
+    *,
     T: float | ArrayLike,
     num_samples: int | None = None,
-    *,
     key: PRNGKeyArray,
     width: int | None = None,
     save_times: int | ArrayLike | None = None,
@@ -193,6 +195,7 @@ def solve_sde(
     Path i is a function of (key, i) only: the same key gives the same paths, and the first k
     paths of a run with more samples or another batch size are the same.
     """
+    check_T(T)
     num_samples, steps, dt0, T_value = _check_run(num_samples, solver, T, num_steps, dt0)
     v0, dtype = _initial_state(v0, solver, dtype)
     m = v0.shape[-1]
