@@ -201,7 +201,7 @@ def test_compare_and_sweep_commands(spec_sde, tmp_path, capsys):
     assert law["features"]["pairs_compared"] == 1 and not law["features"]["pair_subset"]
     assert {r["feature"] for r in law["rows"]} == {"rho_0_1", "logvar_0", "logvar_1"}
     assert law["verdicts"]["above noise"] <= 1, law["verdicts"]  # n = 8 is close to the SDE
-    assert (out / "compare.json").exists() and (out / "rho_density.png").exists()
+    assert (out / "compare.json").exists() and (out / "feature_density.png").exists()
     sweep = tmp_path / "sweep"
     args = ["sweep-width", "--widths", "2,8", "--samples", str(SAMPLES), "--shared-sde", *small]
     assert main([*args, "--out", str(sweep)]) == 0

@@ -146,6 +146,14 @@ def test_summary_features_match_metrics():
     np.testing.assert_allclose(f[:, 1], metrics.min_correlation_eigenvalue(v), rtol=1e-4)
     np.testing.assert_allclose(f[:, 2], metrics.stable_rank(metrics.correlation(v)), rtol=1e-5)
     np.testing.assert_allclose(f[:, 3], np.log(np.diagonal(vs, 0, 1, 2)).std(axis=1))
+    assert f.shape[1] == 4  # log_mean_var needs tr(V_0)
+    # NumPy input is measured in NumPy, in float64 (the same definitions as for JAX arrays)
+    assert metrics.mean_correlation(vs).dtype == np.float64
+    np.testing.assert_allclose(metrics.mean_correlation(vs), f[:, 0], rtol=1e-14)
+    growth = compare.summary_features(vs, ["log_mean_var"], trace0=2.5)[:, 0]
+    np.testing.assert_allclose(growth, np.log(np.trace(vs, axis1=1, axis2=2) / 2.5), rtol=1e-14)
+    with pytest.raises(ValueError, match="log_mean_var.*trace0"):
+        compare.summary_features(vs, ["log_mean_var"])
 
 
 def _wishart_source(label, seed, size, m, k=3, dof=None):
@@ -158,16 +166,16 @@ def _wishart_source(label, seed, size, m, k=3, dof=None):
 
 def test_many_tokens_smoke_at_m_64():
     """m = 64, 600 samples per source from one law: all 2016 pairs, 64 log variances and the
-    4 summaries at two times in one vectorised comparison. Verdicts are family-wise (Bonferroni
-    at 5 % over the rows of one time): no row is "above noise" (fixed seeds); the table
-    shows the summaries and the worst rows only; a changed law (fewer degrees of freedom: more
-    spread) is seen by the summaries."""
+    5 summaries (log_mean_var relative to tr V at t = 0) at two times in one vectorised
+    comparison. Verdicts are family-wise (Bonferroni at 5 % over the rows of one time): no row
+    is "above noise" (fixed seeds); the table shows the summaries and the worst rows only; a
+    changed law (fewer degrees of freedom: more spread) is seen by the summaries."""
     a = _wishart_source("a", 1, 600, 64)
     b = _wishart_source("b", 2, 600, 64)
     started = time.perf_counter()
     result = compare.compare_sources(a, b, times=[0.5, 1.0], w1_rounds=100)
     elapsed = time.perf_counter() - started
-    assert len(result.rows) == 2 * (4 + 2016 + 64)
+    assert len(result.rows) == 2 * (5 + 2016 + 64)
     counts = result.verdict_counts()
     assert counts["above noise"] == 0, counts
     # the per-row 95 % noise levels are exceeded in about 5 % of rows (binomial sd 0.3 %)
@@ -175,7 +183,7 @@ def test_many_tokens_smoke_at_m_64():
     assert 0.01 < over < 0.09, over
     table = result.table()
     assert "mean_rho" in table and "min_eig_rho" in table and "showing" in table
-    assert table.count("\n| 1 |") <= 4 + 16  # summaries + 8 worst pairs + 8 worst log variances
+    assert table.count("\n| 1 |") <= 5 + 16  # summaries + 8 worst pairs + 8 worst log variances
     assert elapsed < 60, elapsed  # seconds on a loaded 2-core machine; about 5 s unloaded
     spread = _wishart_source("c", 3, 600, 64, dof=96)
     changed = compare.compare_sources(a, spread, feature_names=["stable_rank_rho", "mean_rho"])

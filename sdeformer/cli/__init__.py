@@ -122,6 +122,8 @@ def _write_run_files(command_parser, args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     if args.command == "run" or out is None or not Path(out).is_dir():
         return  # `run` is `compare`, which wrote its own files
+    if getattr(args, "plan", False):
+        return  # `compare --plan` writes nothing
     write_json(Path(out) / "config.json", resolved_options(command_parser, args))
     write_json(
         Path(out) / "provenance.json",

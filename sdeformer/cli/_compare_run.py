@@ -26,7 +26,7 @@ from ._compare_sources import (
     _save_every,
     _solve_sde,
 )
-from .common import config_from_args, progress
+from .common import config_from_args, csv_list, progress, resolve_depth, settings_title
 
 EXPLICIT_DEFAULT_MAX = 400
 """Explicit networks when --explicit-samples is not given: --samples, but no more than this."""
@@ -44,6 +44,7 @@ class ComparePlan:
     every: int
     moment_samples: int
     settings: dict
+    feature_names: list[str] | None = None
 
     @property
     def m(self) -> int:
@@ -57,13 +58,11 @@ class ComparePlan:
 
 def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
     """The checked plan of a run (`ValueError` naming the fix before the folder is created)."""
-    from .. import compare
-
     config = config_from_args(args)
     v0 = _input_covariance(args, dtype)
     m = int(v0.shape[0])
     n = args.width
-    depth = compare.depth_for(args.T, n)
+    depth, T = resolve_depth(args, n)
     methods = ["law", "explicit"] if args.method == "both" else [args.method]
     sizes = {
         "law": args.samples,
@@ -74,6 +73,7 @@ def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
     moment_samples = args.moment_samples if m <= MOMENT_TABLE_MAX_TOKENS else 0
     # Every input is checked before the output directory is created.
     _check_run_inputs(args)
+    feature_names = _checked_features(args.features, m)
     for method in methods:
         _check_finite_source(config, n, depth, v0, method)
     _check_sde_source(config, v0, depth / n, args, n)
@@ -85,7 +85,8 @@ def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
     settings = {
         "config": config.to_dict(),
         "width": n,
-        "T": args.T,
+        "T": T,
+        "depth": depth,
         "v0": np.asarray(v0).tolist(),
         "method": args.method,
         "num_samples": {k: sizes[k] for k in (*methods, "sde")},
@@ -98,7 +99,45 @@ def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
         "seed": args.seed,
         "float64": args.float64,
     }
-    return ComparePlan(config, v0, depth, methods, sizes, every, moment_samples, settings)
+    return ComparePlan(
+        config, v0, depth, methods, sizes, every, moment_samples, settings, feature_names
+    )
+
+
+def _checked_features(text: str | None, m: int) -> list[str] | None:
+    """The canonical names of `--features` (None: the default set), or a ValueError naming them.
+
+    Refused before any work: an unknown name, with the valid forms at this m (from
+    `compare.canonical_name`).
+    """
+    from .. import compare
+
+    if text is None:
+        return None
+    names = csv_list(text)
+    if not names:
+        raise ValueError(f"--features {text!r} names no feature; e.g. --features mean_rho,rho_0_1")
+    try:
+        return list(dict.fromkeys(compare.canonical_name(name, m) for name in names))
+    except ValueError as err:
+        raise ValueError(f"--features: {err}") from None
+
+
+FIGURE_FEATURES = 6
+"""Most panels of a compare figure (the first of --features, or of the default figure set)."""
+
+
+def figure_features(plan: ComparePlan) -> list[str]:
+    """The features compare's figures show: --features (the first few), else a default.
+
+    The default is mean_rho, min_eig_rho and log_mean_var (the design forecast's features) and
+    rho_0_1 from m = 3 tokens on, rho_0_1 and logvar_0 at m = 2.
+    """
+    if plan.feature_names is not None:
+        return plan.feature_names[:FIGURE_FEATURES]
+    if plan.m >= 3:
+        return ["mean_rho", "min_eig_rho", "log_mean_var", "rho_0_1"]
+    return ["rho_0_1", "logvar_0"]
 
 
 def _samples_arrays(src, *, failed: bool) -> dict:
@@ -167,7 +206,7 @@ def _moments_unit(store, plan: ComparePlan, key, n: int) -> list:
     return moments
 
 
-def _times(plan: ComparePlan, n: int) -> tuple[np.ndarray, list[float]]:
+def compare_grid(plan: ComparePlan, n: int) -> tuple[np.ndarray, list[float]]:
     """(saved times, compared times): the layer times every source is saved at, and T/2, T."""
     # every source is saved at these layer times (those of `CovarianceSamples.from_paths`)
     layers = np.arange(plan.depth + 1)
@@ -208,7 +247,7 @@ def _sample_units(store, plan: ComparePlan, times, compare_times, args, created:
     return sde, exits, finite, moments
 
 
-def _compare_all(finite: dict, sde, compare_times, args: argparse.Namespace) -> dict:
+def _compare_all(finite: dict, sde, compare_times, args: argparse.Namespace, feature_names):
     """Each finite source against the SDE at the compared times."""
     from .. import compare
 
@@ -222,6 +261,7 @@ def _compare_all(finite: dict, sde, compare_times, args: argparse.Namespace) -> 
             max_pairs=args.max_pairs,
             pair_seed=args.pair_seed,
             max_failed_fraction=args.max_failed_fraction,
+            feature_names=feature_names,
         )
         for method, src in finite.items()
     }
@@ -236,7 +276,7 @@ def run_compare(plan: ComparePlan, args: argparse.Namespace) -> tuple[dict, dict
     from ..results import ResultStore, write_json
 
     out = Path(args.out)
-    times, compare_times = _times(plan, args.width)
+    times, compare_times = compare_grid(plan, args.width)
     created = not out.exists()
     # One unit per source (arrays, .npz) and one for the moments table: a killed run resumes.
     store = ResultStore(out, "compare", plan.settings, overwrite=args.overwrite)
@@ -245,12 +285,20 @@ def run_compare(plan: ComparePlan, args: argparse.Namespace) -> tuple[dict, dict
     reused += ["moments"] if plan.moment_samples > 0 and store.has("moments") else []
     sde, exits, finite, moments = _sample_units(store, plan, times, compare_times, args, created)
     sampled = time.perf_counter()
-    comparisons = _compare_all(finite, sde, compare_times, args)
+    comparisons = _compare_all(finite, sde, compare_times, args, plan.feature_names)
     compared = time.perf_counter()
     sources = [*finite.values(), sde]
+    shown = figure_features(plan)
+    title = _figure_title(plan, args, float(times[-1]))
     figures = [
-        plot.save_figure(plot.rho_density_figure(sources), out / "rho_density.png"),
-        plot.save_figure(plot.feature_bands_figure(sources), out / "rho_bands.png"),
+        plot.save_figure(
+            plot.rho_density_figure(sources, features=shown, title=title),
+            out / "feature_density.png",
+        ),
+        plot.save_figure(
+            plot.feature_bands_figure(sources, features=shown, title=title),
+            out / "feature_bands.png",
+        ),
     ]
     report = {
         "command": "compare",
@@ -269,5 +317,12 @@ def run_compare(plan: ComparePlan, args: argparse.Namespace) -> tuple[dict, dict
         "comparisons": {k: c.to_dict() for k, c in comparisons.items()},
         "one_step_moments": moments,
         "figures": [str(f) for f in figures],
+        "figure_features": shown,
     }
     return report, comparisons, write_json(out / "compare.json", report)
+
+
+def _figure_title(plan: ComparePlan, args: argparse.Namespace, T: float) -> str:
+    """The settings of the run, for the figures' titles."""
+    rho0 = None if args.v0 is not None else args.rho0
+    return settings_title(plan.config, m=plan.m, rho0=rho0, n=args.width, depth=plan.depth, T=T)

@@ -9,11 +9,7 @@ import argparse
 
 import numpy as np
 
-from ..config import ShapedConfig
 from .common import check_devices, positive_int
-
-DEFAULTS = ShapedConfig(tau0=1.0, gamma=0.4, c_minus=-1.0)
-"""The setting checked in docs/theory.md section 7 (m = 2, rho0 = 0.3, T = 1)."""
 
 MOMENT_TABLE_MAX_TOKENS = 8
 """The one-step moment table needs the dense noise tensor (m^4 entries): small m only."""
@@ -34,9 +30,6 @@ def _add_input_arguments(group) -> None:
         default=None,
         help="input covariance as rows separated by ';' (e.g. '1,0.3;0.3,1'); overrides "
         "--tokens and --rho0",
-    )
-    group.add_argument(
-        "--T", type=float, default=1.0, help="depth-to-width ratio T = d / n (default: 1.0)"
     )
     group.add_argument(
         "--steps",

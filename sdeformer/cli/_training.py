@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import ShapedConfig
 from ..train.data import DATASETS, make_tasks
 from ..train.group import GroupTrainer
 from ..train.lm import POSITIONS
@@ -108,7 +107,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_config_arguments(
         parser,
-        ShapedConfig(),
         fields=TRAIN_CONFIG_FIELDS,
         group=model,
         help_prefix="shaped model: ",

@@ -32,9 +32,12 @@ CONFIG_HELP = {
 }
 
 
+MODEL_DEFAULTS = ShapedConfig()
+"""The model defaults of every command: `ShapedConfig()`'s own (one default everywhere)."""
+
+
 def add_config_arguments(
     parser: argparse.ArgumentParser,
-    defaults: ShapedConfig,
     *,
     fields: tuple[str, ...] | None = None,
     group=None,
@@ -43,17 +46,18 @@ def add_config_arguments(
 ) -> None:
     """One option per ShapedConfig field (--tau0, --gamma, ..., --blocks attention,mlp).
 
-    `fields`: only these fields (default: all); `group`: the argument group to add them to
-    (default: a new "model configuration (ShapedConfig)" group); `help_prefix` starts each help
-    text; `unset_booleans`: the boolean options default to None (not given), which
-    `config_from_args` reads as the config's default.
+    Every option defaults to `MODEL_DEFAULTS` (`ShapedConfig()`), in every command. `fields`:
+    only these fields (default: all); `group`: the argument group to add them to (default: a
+    new "model configuration (ShapedConfig)" group); `help_prefix` starts each help text;
+    `unset_booleans`: the boolean options default to None (not given), which `config_from_args`
+    reads as the config's default.
     """
     if group is None:
         group = parser.add_argument_group("model configuration (ShapedConfig)")
     names = [f.name for f in dataclasses.fields(ShapedConfig)] if fields is None else fields
     for name in names:
         flag = "--" + name.replace("_", "-")
-        default = getattr(defaults, name)
+        default = getattr(MODEL_DEFAULTS, name)
         help_text = f"{help_prefix}{CONFIG_HELP[name]} (default: {default})"
         if name in ("out_proj", "causal"):
             group.add_argument(
@@ -86,6 +90,64 @@ def config_from_args(
         if name in values and values[name] is None:
             del values[name]
     return ShapedConfig(**values)
+
+
+def add_depth_arguments(group, *, default: tuple[str, float]) -> None:
+    """`--depth d` or `--T T` (at most one of them; T = d / n), and the command's default.
+
+    `default` is ("depth", d) or ("T", T): what a command line without either uses.
+    `resolve_depth` turns them into (depth, T).
+    """
+    kind, value = default
+    either = group.add_mutually_exclusive_group()
+    either.add_argument(
+        "--depth",
+        type=positive_int,
+        default=None,
+        help="depth d in layers; give --depth or --T, not both"
+        + (f" (default: {value:g})" if kind == "depth" else ""),
+    )
+    either.add_argument(
+        "--T",
+        type=float,
+        default=None,
+        help="depth-to-width ratio T = d / n (depth round(T n)); give --depth or --T, not both"
+        + (f" (default: {value:g})" if kind == "T" else ""),
+    )
+    group.set_defaults(depth_default=default)
+
+
+def resolve_depth(args: argparse.Namespace, width: int) -> tuple[int, float]:
+    """(depth d, T = d / width) from `--depth` or `--T` (ValueError if both are given).
+
+    `--T` gives depth round(T n) (at least 1 layer), and the T returned is d / n exactly.
+    """
+    from ..compare import depth_for
+
+    depth, T = getattr(args, "depth", None), getattr(args, "T", None)
+    if depth is not None and T is not None:
+        raise ValueError(
+            f"--depth {depth} and --T {T:g} are both given (one may come from --config); give "
+            "one of them: T = depth / width"
+        )
+    if depth is None and T is None:
+        kind, value = args.depth_default
+        depth, T = (int(value), None) if kind == "depth" else (None, float(value))
+    if depth is None:
+        depth = depth_for(T, width)
+    return depth, depth / width
+
+
+def settings_title(config, *, m: int, rho0: float | None, n: int, depth: int, T: float) -> str:
+    """'m = 4, rho0 = 0.3, tau0 = 1, gamma = 0.5, n = 64, depth = 64 (T = 1)': a figure's title.
+
+    `rho0` None: the input covariance was given as a matrix (--v0).
+    """
+    given = f"rho0 = {rho0:g}" if rho0 is not None else "V0 from --v0"
+    return (
+        f"m = {m}, {given}, tau0 = {config.tau0:g}, gamma = {config.gamma:g}, "
+        f"c- = {config.c_minus:g}, n = {n}, depth = {depth} (T = {T:.3g})"
+    )
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:

@@ -10,10 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ._compare_plan import check_plan_arguments, plan_report, print_plan
 from ._compare_run import EXPLICIT_DEFAULT_MAX as EXPLICIT_DEFAULT_MAX
-from ._compare_run import plan_compare, run_compare
+from ._compare_run import compare_grid, plan_compare, run_compare
 from ._compare_sources import (
-    DEFAULTS,
     MOMENT_TABLE_MAX_TOKENS,
     _add_input_arguments,
     _exits_line,
@@ -21,6 +21,7 @@ from ._compare_sources import (
 )
 from .common import (
     add_config_arguments,
+    add_depth_arguments,
     add_devices_argument,
     add_run_arguments,
     markdown_table,
@@ -48,12 +49,14 @@ def _add_compare(sub) -> None:
             "the SDE coefficients. Writes compare.json and PNG figures."
         ),
     )
-    add_config_arguments(parser, DEFAULTS)
+    add_config_arguments(parser)
     group = parser.add_argument_group("experiment")
     group.add_argument("--width", type=positive_int, default=64, help="width n (default: 64)")
+    add_depth_arguments(group, default=("T", 1.0))
     _add_input_arguments(group)
     _add_sample_arguments(group)
     _add_comparison_arguments(group)
+    _add_plan_arguments(parser.add_argument_group("sample-size planning"))
     add_run_arguments(parser, "results/compare")
     parser.set_defaults(func=compare_command)
 
@@ -93,8 +96,46 @@ def _add_sample_arguments(group) -> None:
     )
 
 
+def _add_plan_arguments(group) -> None:
+    """`--plan` and its gap, power and pilot size."""
+    group.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the samples per source needed to detect a gap of --plan-gap in each "
+        "feature's mean at power --plan-power and the verdict's level (sd from a pilot of the "
+        "law chain), then stop: nothing is sampled beyond the pilot or written",
+    )
+    group.add_argument(
+        "--plan-gap",
+        type=float,
+        default=0.02,
+        help="the gap in a feature's mean to detect, in the feature's units (default: 0.02)",
+    )
+    group.add_argument(
+        "--plan-power",
+        type=float,
+        default=0.8,
+        help="probability of detecting the gap (default: 0.8)",
+    )
+    group.add_argument(
+        "--plan-pilot",
+        type=positive_int,
+        default=300,
+        help="pilot samples of the law chain that set each feature's sd (default: 300)",
+    )
+
+
 def _add_comparison_arguments(group) -> None:
     """How the laws are compared, and the one-step moment table."""
+    group.add_argument(
+        "--features",
+        default=None,
+        help="comma-separated features to compare and plot, e.g. mean_rho,min_eig_rho,"
+        "log_mean_var,rho_0_1 (names: rho_a_b, logvar_a, mean_rho, min_eig_rho, log_mean_var, "
+        "stable_rank_rho, logvar_spread; the design forecast's features are the same); "
+        "default: every pair up to --max-pairs, every logvar_a and, from m = 3 on, the "
+        "summaries (the figures show mean_rho, min_eig_rho, log_mean_var and rho_0_1)",
+    )
     group.add_argument(
         "--mode",
         choices=("survival", "stopped"),
@@ -124,7 +165,17 @@ def _add_comparison_arguments(group) -> None:
 def compare_command(args: argparse.Namespace) -> int:
     """Run `sdeformer compare` with the parsed `args`; returns the exit status (0)."""
     dtype = setup_precision(args)
+    if args.plan:
+        check_plan_arguments(args)
     plan = plan_compare(args, dtype)
+    if args.plan:  # a plan writes nothing: not even --out
+        times, compare_times = compare_grid(plan, args.width)
+        report = plan_report(plan, times, compare_times, args)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print_plan(report)
+        return 0
     report, comparisons, report_path = run_compare(plan, args)
     if args.json:
         print(json.dumps(report))

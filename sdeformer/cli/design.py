@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import ShapedConfig
 from ._design_tools import map_command, print_report, tune_command, write_report
 from .common import add_config_arguments, config_from_args, csv_list, positive_int, setup_precision
 
@@ -38,7 +37,7 @@ def _add_design(sub) -> None:
         choices=ACTIONS,
         help="forecast; map (a phase map over --x and --y); tune (--tune to a --target)",
     )
-    add_config_arguments(parser, ShapedConfig())
+    add_config_arguments(parser)
     _add_forecast_arguments(parser.add_argument_group("forecast"))
     _add_tool_arguments(parser.add_argument_group("map and tune"))
     run = parser.add_argument_group("run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._compare_sources import DEFAULTS, _add_input_arguments, _steps_note
+from ._compare_sources import _add_input_arguments, _steps_note
 from ._sweep_run import plan_sweep, run_sweep
 from .common import (
     add_config_arguments,
@@ -31,12 +31,19 @@ def _add_sweep_width(sub) -> None:
             "above noise. One result unit per width: an interrupted sweep resumes."
         ),
     )
-    add_config_arguments(parser, DEFAULTS)
+    add_config_arguments(parser)
     group = parser.add_argument_group("experiment")
     group.add_argument(
         "--widths",
         default="2,3,4,6,8,12,16,32",
         help="comma-separated widths (default: 2,3,4,6,8,12,16,32)",
+    )
+    group.add_argument(
+        "--T",
+        type=float,
+        default=1.0,
+        help="depth-to-width ratio T = d / n, the same at every width (depth round(T n)) "
+        "(default: 1.0)",
     )
     _add_input_arguments(group)
     group.add_argument(

@@ -8,9 +8,10 @@ energy distance, permutation and `scipy.stats.kstwo` noise levels), `samples`
 (`CovarianceSamples`: one grid, one stopping rule, PSD exits as failures), `rows` (one feature's
 two laws at one time: `FeatureComparison`, `compare_arrays`), `comparison` (`compare_sources` and
 its `Comparison`: table, verdict levels), `sources` (finite networks and the SDE on the layer
-grid), `width_sweep` (width sweeps), `rates` (unbiased power-law fits), `term_fits` (fits in the
-theory's form and over replications), `simulate` and `simulate_design` (coverage studies of the
-rate fit and of the convergence procedure).
+grid), `planning` (samples per source to detect a gap at the verdict's level), `width_sweep`
+(width sweeps), `rates` (unbiased power-law fits), `term_fits` (fits in the theory's form and
+over replications), `simulate` and `simulate_design` (coverage studies of the rate fit and of
+the convergence procedure).
 """
 
 from __future__ import annotations
@@ -36,12 +37,17 @@ from .features import canonical_name as canonical_name
 from .features import features as features
 from .features import select_pairs as select_pairs
 from .features import summary_features as summary_features
+from .planning import SamplePlan as SamplePlan
+from .planning import detection_power as detection_power
+from .planning import plan_from_pilot as plan_from_pilot
+from .planning import plan_samples as plan_samples
 from .rates import PowerLawFit as PowerLawFit
 from .rates import fit_power_law as fit_power_law
 from .rates import loglog_fit as loglog_fit
 from .rows import FeatureComparison as FeatureComparison
 from .rows import compare_arrays as compare_arrays
 from .rows import compare_feature as compare_feature
+from .rows import verdict_alpha as verdict_alpha
 from .rows import z_score as z_score
 from .samples import FAILURE_REASONS as FAILURE_REASONS
 from .samples import CovarianceSamples as CovarianceSamples

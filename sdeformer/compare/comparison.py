@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from .features import SUMMARY_FEATURES, FeatureSet, canonical_name
+from .features import SUMMARY_FEATURES, FeatureSet, canonical_name, initial_trace
 from .rows import FeatureComparison as FeatureComparison
 from .rows import compare_arrays as compare_arrays
 from .rows import compare_feature as compare_feature
@@ -241,7 +241,8 @@ def compare_sources(
     `DiscretisationError` is raised when their fraction exceeds `max_failed_fraction` in either
     source (more solver steps fix it).
     `feature_names` defaults to `FeatureSet.default(m, max_pairs=..., seed=pair_seed)`: every pair
-    up to `max_pairs` (default `features.MAX_PAIRS`), every log variance and the summaries.
+    up to `max_pairs` (default `features.MAX_PAIRS`), every log variance and the summaries
+    (`log_mean_var` relative to tr(V_0) of `a` at t = 0, when `a` starts there).
     """
     from .features import MAX_PAIRS
 
@@ -251,11 +252,15 @@ def compare_sources(
         raise ValueError(f"{a.label} has m={a.m} tokens and {b.label} m={b.m}")
     if times is None:
         times = [float(min(a.ts[-1], b.ts[-1]))]
+    trace0 = initial_trace(a.ts, a.vs)  # tr(V_0), for log_mean_var
     if feature_names is not None:
-        fs = FeatureSet.from_names(feature_names, a.m)
+        fs = FeatureSet.from_names(feature_names, a.m, trace0=trace0)
     else:
         fs = FeatureSet.default(
-            a.m, max_pairs=MAX_PAIRS if max_pairs is None else max_pairs, seed=pair_seed
+            a.m,
+            max_pairs=MAX_PAIRS if max_pairs is None else max_pairs,
+            seed=pair_seed,
+            trace0=trace0,
         )
     rows, stopped_a, stopped_b, failed_a, failed_b = [], {}, {}, {}, {}
     for src in (a, b):

@@ -7,7 +7,13 @@ rho_ab = V_ab / sqrt(V_aa V_bb) of tokens a and b, `logvar_a` is log V_aa, and t
 - `mean_rho`: the mean off-diagonal correlation (1 under rank collapse);
 - `min_eig_rho`: the smallest eigenvalue of the correlation matrix R (0 under rank collapse);
 - `stable_rank_rho`: tr(R)^2 / tr(R^2) = m^2 / ||R||_F^2, between 1 and m;
-- `logvar_spread`: the standard deviation over tokens of log V_aa.
+- `logvar_spread`: the standard deviation over tokens of log V_aa;
+- `log_mean_var`: log( tr(V) / tr(V_0) ), the growth of the mean token variance from the input
+  V_0 (it needs V_0: `trace0`, taken from a source's samples at t = 0).
+
+`mean_rho`, `min_eig_rho` and `log_mean_var` are the features of the design forecast
+(`sdeformer.design`), which computes them here; the correlation measures are those of
+`sdeformer.metrics` (one definition for NumPy and JAX arrays).
 
 At many tokens the m(m-1)/2 pairs are too many to compare one by one: `select_pairs` keeps every
 pair up to `max_pairs` and otherwise a uniform random subset drawn with a fixed seed (recorded in
@@ -21,9 +27,10 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
-import scipy.linalg
 
-SUMMARY_FEATURES = ("mean_rho", "min_eig_rho", "stable_rank_rho", "logvar_spread")
+from .. import metrics
+
+SUMMARY_FEATURES = ("mean_rho", "min_eig_rho", "stable_rank_rho", "logvar_spread", "log_mean_var")
 """Features that summarise all tokens (see the module docstring)."""
 
 MAX_PAIRS = 2048
@@ -91,6 +98,7 @@ class FeatureSet:
     summaries: tuple[str, ...]
     subset: bool = False
     seed: int | None = None
+    trace0: float | None = None
 
     @classmethod
     def default(
@@ -100,34 +108,37 @@ class FeatureSet:
         max_pairs: int | None = MAX_PAIRS,
         seed: int = PAIR_SEED,
         summaries: bool | None = None,
+        trace0: float | None = None,
     ) -> FeatureSet:
         """Every pair (or a subset), every log variance, and the summary features when m >= 3.
 
         Every pair up to `max_pairs` (else a seeded random subset); the summary features by
-        default when m >= 3 (at m = 2 they repeat rho_0_1).
+        default when m >= 3 (at m = 2 they repeat rho_0_1), `log_mean_var` only with `trace0`.
         """
         a, b, subset = select_pairs(m, max_pairs=max_pairs, seed=seed)
         use_summaries = m >= 3 if summaries is None else summaries
+        chosen = tuple(f for f in SUMMARY_FEATURES if trace0 is not None or f != "log_mean_var")
         return cls(
             m,
             a,
             b,
             np.arange(m),
-            SUMMARY_FEATURES if use_summaries else (),
+            chosen if use_summaries else (),
             subset,
             seed if subset else None,
+            trace0,
         )
 
     @classmethod
-    def from_names(cls, names, m: int) -> FeatureSet:
-        """The features named (any name `canonical_name` accepts)."""
+    def from_names(cls, names, m: int, *, trace0: float | None = None) -> FeatureSet:
+        """The features named (any name `canonical_name` accepts); `trace0` for log_mean_var."""
         canon = list(dict.fromkeys(canonical_name(n, m) for n in names))
         pairs = [tuple(int(g) for g in _RHO.match(n).groups()) for n in canon if _RHO.match(n)]
         tokens = [int(_LOGVAR.match(n).group(1)) for n in canon if _LOGVAR.match(n)]
         summaries = tuple(n for n in canon if n in SUMMARY_FEATURES)
         a = np.array([p[0] for p in pairs], dtype=np.int64)
         b = np.array([p[1] for p in pairs], dtype=np.int64)
-        return cls(m, a, b, np.array(tokens, dtype=np.int64), summaries)
+        return cls(m, a, b, np.array(tokens, dtype=np.int64), summaries, trace0=trace0)
 
     @property
     def names(self) -> list[str]:
@@ -179,35 +190,43 @@ class FeatureSet:
             scale = np.sqrt(diag)
             rho = vs[:, self.pair_a, self.pair_b] / (scale[:, self.pair_a] * scale[:, self.pair_b])
             logvar = np.log(diag[:, self.tokens])
-        columns = [summary_features(vs, self.summaries)] if self.summaries else []
+        columns = (
+            [summary_features(vs, self.summaries, trace0=self.trace0)] if self.summaries else []
+        )
         return np.concatenate([*columns, rho, logvar], axis=1)
 
 
-def summary_features(vs, names=SUMMARY_FEATURES) -> np.ndarray:
+def summary_features(vs, names=None, *, trace0: float | None = None) -> np.ndarray:
     """The summary features `names` (samples, len(names)) of covariances (samples, m, m).
 
-    The smallest eigenvalue costs one symmetric eigenvalue problem per sample (O(m^3); LAPACK's
-    `dsyevr` for that eigenvalue alone from m = 32 on); the others are O(m^2).
+    `names` defaults to `SUMMARY_FEATURES` (without `log_mean_var` unless `trace0` is given).
+    `trace0` = tr(V_0) is needed for `log_mean_var` (a ValueError without it). The smallest
+    eigenvalue costs one symmetric eigenvalue problem per sample (O(m^3);
+    `metrics.smallest_eigenvalues`); the others are O(m^2).
     """
+    if names is None:
+        names = [f for f in SUMMARY_FEATURES if trace0 is not None or f != "log_mean_var"]
     vs = np.asarray(vs, dtype=np.float64)
-    m = vs.shape[-1]
     diag = np.diagonal(vs, axis1=-2, axis2=-1)
     out = []
     with np.errstate(invalid="ignore", divide="ignore"):
-        inv = 1.0 / np.sqrt(diag)
-        rho = vs * inv[:, :, None]
-        rho *= inv[:, None, :]
+        rho = metrics.correlation(vs)
         for name in names:
             if name == "mean_rho":
-                total = rho.sum(axis=(1, 2)) - np.trace(rho, axis1=1, axis2=2)
-                out.append(total / (m * (m - 1)))
+                out.append(metrics.mean_correlation(vs))
             elif name == "stable_rank_rho":
-                squares = np.einsum("sab,sab->s", rho, rho)
-                out.append(np.trace(rho, axis1=1, axis2=2) ** 2 / squares)
+                out.append(metrics.stable_rank(rho))
             elif name == "min_eig_rho":
-                out.append(_smallest_eigenvalues(rho))
+                out.append(metrics.smallest_eigenvalues(rho))
             elif name == "logvar_spread":
                 out.append(np.log(diag).std(axis=1))
+            elif name == "log_mean_var":
+                if trace0 is None:
+                    raise ValueError(
+                        "log_mean_var = log(tr V / tr V_0) needs the input's trace: pass "
+                        "trace0=tr(V_0) (a source saved at t = 0 gives it)"
+                    )
+                out.append(np.log(np.trace(vs, axis1=-2, axis2=-1) / trace0))
             else:
                 raise ValueError(
                     f"unknown summary feature {name!r}; choose from {SUMMARY_FEATURES}"
@@ -215,29 +234,15 @@ def summary_features(vs, names=SUMMARY_FEATURES) -> np.ndarray:
     return np.stack(out, axis=1)
 
 
-SMALLEST_EIGENVALUE_SUBSET_FROM = 32
-"""From this m on, the smallest eigenvalue comes from LAPACK's `dsyevr` asked for that one
-eigenvalue (1.5x faster than all eigenvalues at m = 64 and 256 on one core; equal to 1e-14);
-below it, NumPy's batched `eigvalsh` (no per-matrix Python call) is faster."""
+def initial_trace(ts, vs) -> float | None:
+    """tr(V_0) of samples `vs` (samples, k, m, m) at times `ts` (k,), if they start at t = 0.
 
-
-def _smallest_eigenvalues(rho: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(np.einsum("sab->s", rho))
-    out = np.full(rho.shape[0], np.nan)
-    if not finite.any():
-        return out
-    good = rho if finite.all() else rho[finite]
-    if rho.shape[-1] < SMALLEST_EIGENVALUE_SUBSET_FROM:
-        # eigvalsh reads the lower triangle only: a symmetric input needs no symmetrising copy
-        out[finite] = np.linalg.eigvalsh(good)[:, 0]
-        return out
-    values = np.empty(good.shape[0])
-    for i, matrix in enumerate(good):
-        # the transpose is the same symmetric matrix in Fortran order (no copy); one eigenvalue
-        w, _, _, _, info = scipy.linalg.lapack.dsyevr(matrix.T, compute_v=0, range="I", il=1, iu=1)
-        values[i] = w[0] if info == 0 else np.nan
-    out[finite] = values
-    return out
+    The mean over samples (every sample of a source starts at the same V_0); None when the
+    first time is not 0.
+    """
+    if ts[0] != 0:
+        return None
+    return float(np.trace(np.asarray(vs[:, 0], dtype=np.float64), axis1=-2, axis2=-1).mean())
 
 
 class Features(Mapping):
@@ -247,10 +252,12 @@ class Features(Mapping):
     every name `canonical_name` accepts (legacy `rho_ab` at m <= 10 too).
     """
 
-    def __init__(self, vs, feature_set: FeatureSet | None = None):
+    def __init__(self, vs, feature_set: FeatureSet | None = None, *, trace0: float | None = None):
         self._vs = np.asarray(vs, dtype=np.float64)
         self._m = self._vs.shape[-1]
-        self._names = (feature_set or FeatureSet.default(self._m, max_pairs=None)).names
+        self._trace0 = trace0
+        default = FeatureSet.default(self._m, max_pairs=None, trace0=trace0)
+        self._names = (feature_set or default).names
         self._cache: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -261,7 +268,8 @@ class Features(Mapping):
         if key not in self._cache:
             lead = self._vs.shape[:-2]
             flat = self._vs.reshape(-1, self._m, self._m)
-            values = FeatureSet.from_names([key], self._m).values(flat)[:, 0]
+            one = FeatureSet.from_names([key], self._m, trace0=self._trace0)
+            values = one.values(flat)[:, 0]
             self._cache[key] = values.reshape(lead)
         return self._cache[key]
 
@@ -272,11 +280,11 @@ class Features(Mapping):
         return len(self._names)
 
 
-def features(vs, feature_set: FeatureSet | None = None) -> Features:
+def features(vs, feature_set: FeatureSet | None = None, *, trace0: float | None = None) -> Features:
     """Scalar features of covariances `vs` (..., m, m): a mapping name -> array (...).
 
-    Keys: every `rho_a_b` and `logvar_a` (and the summaries at m >= 3), or those of
-    `feature_set`; values are computed on access. To compare many features at once use
-    `FeatureSet.values` (one (samples, features) array).
+    Keys: every `rho_a_b` and `logvar_a` (and the summaries at m >= 3, `log_mean_var` when
+    `trace0` = tr(V_0) is given), or those of `feature_set`; values are computed on access. To
+    compare many features at once use `FeatureSet.values` (one (samples, features) array).
     """
-    return Features(vs, feature_set)
+    return Features(vs, feature_set, trace0=trace0)

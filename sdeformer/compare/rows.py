@@ -22,6 +22,21 @@ from scipy import stats
 
 from . import distances as dist
 
+VERDICT_LEVEL = 0.05
+"""Default family-wise level of the verdicts of one time."""
+
+
+def verdict_alpha(num_features: int, level: float = VERDICT_LEVEL) -> float:
+    """The per-test level alpha = level / (2 F) of a row's verdict among F features (two tests).
+
+    Bonferroni over the F features of one time and the two tests of a row (KS and means).
+    """
+    if num_features < 1:
+        raise ValueError(f"num_features={num_features}: need at least one feature")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: pass a family-wise level in (0, 1), e.g. 0.05")
+    return level / (2 * num_features)
+
 
 def z_score(difference, se):
     """The z-score difference / se, NaN where se is 0 or non-finite (undetermined, never 0)."""
@@ -101,7 +116,7 @@ def compare_arrays(
     time: float = 0.0,
     w1_rounds: int = 200,
     seed: int = 0,
-    level: float = 0.05,
+    level: float = VERDICT_LEVEL,
 ) -> list[FeatureComparison]:
     """Compare two samples (size_a, F) and (size_b, F) of the features `names`, all at once.
 
@@ -130,6 +145,7 @@ def compare_arrays(
     ks_noise = dist.ks_noise(x.shape[0], y.shape[0])
     w1 = dist.wasserstein1(x, y)
     w1_noise = dist.wasserstein_noise(x, y, rounds=w1_rounds, seed=seed)
+    alpha = verdict_alpha(len(names), level)
     return [
         FeatureComparison(
             feature=name,
@@ -151,7 +167,7 @@ def compare_arrays(
             ks_pvalue=float(pvalue[i]),
             w1=float(w1[i]),
             w1_noise=float(w1_noise[i]),
-            alpha=level / (2 * len(names)),
+            alpha=alpha,
         )
         for i, name in enumerate(names)
     ]

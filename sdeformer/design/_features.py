@@ -5,13 +5,16 @@ With rho_ab = V_ab / sqrt(V_aa V_bb) the token correlations (docs/theory.md sect
 - `mean_rho` = 2 / (m (m - 1)) sum_{a < b} rho_ab, 1 under full rank collapse;
 - `min_eig_rho` = lambda_min(rho), 0 when the tokens' directions are linearly dependent;
 - `log_mean_var` = log( tr(V_d) / tr(V_0) ), the growth of the mean token variance.
+
+They are the comparison layer's features of the same names (`sdeformer.compare.features`),
+computed there, so `sdeformer compare --features` compares what a forecast reports.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import metrics
+from ..compare.features import summary_features
 
 FEATURES = ("mean_rho", "min_eig_rho", "log_mean_var")
 """Feature names, in the order they are reported."""
@@ -45,12 +48,8 @@ def sample_features(vs: np.ndarray, v0: np.ndarray) -> dict[str, np.ndarray]:
     """
     vs = np.asarray(vs, dtype=np.float64)
     trace0 = float(np.trace(np.asarray(v0, dtype=np.float64)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = {
-            "mean_rho": np.asarray(metrics.mean_correlation(vs), dtype=np.float64),
-            "min_eig_rho": np.asarray(metrics.min_correlation_eigenvalue(vs), dtype=np.float64),
-            "log_mean_var": np.log(np.trace(vs, axis1=-2, axis2=-1) / trace0),
-        }
+    columns = summary_features(vs.reshape(-1, *vs.shape[-2:]), FEATURES, trace0=trace0)
+    out = {name: columns[:, i].reshape(vs.shape[:-2]) for i, name in enumerate(FEATURES)}
     for name, values in out.items():
         bad = int((~np.isfinite(values)).sum())
         if bad:

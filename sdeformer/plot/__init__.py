@@ -9,78 +9,16 @@ selects the non-interactive Agg backend, since it writes PNG files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
-from .results.files import atomic_path
-
-
-def _pyplot():
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _axes(ax, panels: int, figsize, **subplots):
-    """(figure, flat list of `panels` axes, whether the figure is new) for `ax` or a new figure."""
-    if ax is None:
-        fig, axes = _pyplot().subplots(
-            subplots.pop("nrows", 1), subplots.pop("ncols", panels), figsize=figsize, **subplots
-        )
-        return fig, list(np.ravel(axes)), True
-    axes = list(np.ravel(np.asarray(ax, dtype=object)))
-    if len(axes) != panels:
-        raise ValueError(
-            f"ax: this figure has {panels} panel(s); pass {panels} Axes, got {len(axes)}"
-        )
-    return axes[0].figure, axes, False
-
-
-def _finish(fig, new: bool):
-    if new:
-        fig.tight_layout()
-    return fig
-
-
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save atomically (never a half-written PNG) and close the figure."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=130, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
-
-
-def rank_collapse_figure(curves: Mapping[str, Mapping[str, np.ndarray]], *, n: int, ax=None):
-    """Mean correlation, stable rank and smallest correlation eigenvalue against layer time l/n.
-
-    `curves[kind]` holds the arrays of `rank_collapse.collapse_summary` for one model kind.
-    Bands are +-2 standard errors over samples. `ax`: three Axes (one per measure) or None.
-    """
-    fig, axes, new = _axes(ax, 3, (13, 3.8))
-    panels = [
-        ("mean_correlation", "mean off-diagonal correlation"),
-        ("stable_rank", "stable rank tr(V)^2 / tr(V^2)"),
-        ("min_eigenvalue", "smallest eigenvalue of correlation"),
-    ]
-    for ax, (measure, label) in zip(axes, panels, strict=True):
-        for kind, curve in curves.items():
-            mean = np.asarray(curve[f"{measure}_mean"])
-            se = np.asarray(curve[f"{measure}_se"])
-            t = np.arange(mean.shape[0]) / n
-            (line,) = ax.plot(t, mean, label=kind)
-            ax.fill_between(t, mean - 2 * se, mean + 2 * se, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("layer time t = l / n")
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    if new:
-        fig.suptitle(f"Rank collapse at initialisation (n = {n})")
-    return _finish(fig, new)
-
+from ._base import _axes, _finish, _pyplot
+from ._base import save_figure as save_figure
+from ._compare import feature_bands_figure as feature_bands_figure
+from ._compare import histogram_bins as histogram_bins
+from ._compare import rank_collapse_figure as rank_collapse_figure
+from ._compare import rho_density_figure as rho_density_figure
 
 # ------------------------------------------------------------------------------------------- ntk
 
@@ -236,68 +174,6 @@ def ntk_kernel_error_figure(units, fits, *, ax=None):
     axes[1].legend(fontsize=7)
     if new:
         fig.suptitle("Empirical vs infinite-width NTK, and lazy training")
-    return _finish(fig, new)
-
-
-# --------------------------------------------------------------------- finite networks vs SDE
-
-
-def rho_density_figure(sources, *, feature: str = "rho_0_1", time: float | None = None, ax=None):
-    """Histograms (densities) of one feature at one time (default: the last) for each source.
-
-    `sources` is a sequence of `compare.CovarianceSamples`; only paths alive at that time count.
-    """
-    from .compare import features
-
-    fig, (ax,), new = _axes(ax, 1, (6, 4))
-    values = []
-    for src in sources:
-        i = len(src.ts) - 1 if time is None else src.index_of(time)
-        x = features(src.vs[:, i])[feature][src.alive[:, i]]
-        values.append((src, i, x))
-    lo = min(float(np.quantile(x, 0.001)) for _, _, x in values)
-    hi = max(float(np.quantile(x, 0.999)) for _, _, x in values)
-    bins = np.linspace(lo, hi, 50)
-    for src, _, x in values:
-        ax.hist(
-            x, bins=bins, density=True, histtype="step", lw=1.6, label=f"{src.label} ({x.size})"
-        )
-    t = values[0][0].ts[values[0][1]]
-    ax.set_xlabel(feature.replace("_", " "))
-    ax.set_ylabel("density")
-    ax.set_title(f"law of {feature} at t = {t:.3g}", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _finish(fig, new)
-
-
-def feature_bands_figure(sources, *, feature: str = "rho_0_1", ax=None):
-    """Mean and 5-95 % / 25-75 % quantile bands of one feature over t for each source.
-
-    Over the surviving paths at each time.
-    """
-    from .compare import features
-
-    fig, (ax,), new = _axes(ax, 1, (7, 4))
-    for src in sources:
-        f = features(src.vs)[feature]  # (samples, k)
-        mean, q05, q25, q75, q95 = [], [], [], [], []
-        for i in range(len(src.ts)):
-            x = f[src.alive[:, i], i]
-            mean.append(x.mean())
-            a, b, c, d = np.quantile(x, [0.05, 0.25, 0.75, 0.95])
-            q05.append(a)
-            q25.append(b)
-            q75.append(c)
-            q95.append(d)
-        (line,) = ax.plot(src.ts, mean, lw=1.8, label=f"{src.label} mean")
-        ax.fill_between(src.ts, q05, q95, color=line.get_color(), alpha=0.12)
-        ax.fill_between(src.ts, q25, q75, color=line.get_color(), alpha=0.22)
-    ax.set_xlabel("t = layer / n")
-    ax.set_ylabel(feature.replace("_", " "))
-    ax.set_title(f"{feature}: mean, 25-75 % and 5-95 % bands", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
     return _finish(fig, new)
 
 
