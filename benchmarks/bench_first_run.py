@@ -15,6 +15,7 @@ order the programs wrongly. Writes the four times of every program with the mach
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import jax
@@ -72,6 +73,7 @@ def main(argv=None) -> dict:
             )
     data = {
         "commit": commit(),
+        "command": " ".join(["python -m benchmarks.bench_first_run", *sys.argv[1:]]),
         "settings": vars(args),
         "load": {"before": load_before, "after": load_average()},
         "rows": rows,

@@ -62,9 +62,10 @@ def _check_positional(fn, args: tuple) -> None:
             f"{len(args)} positional arguments (after v0: {extra}). Call {usage}. The sizes "
             "(width, depth or T, num_samples) are keywords since sdeformer 0.2 (CHANGELOG)."
         )
-    if len(args) == 2 and np.ndim(args[1]) != 2 and not isinstance(args[1], jax.core.Tracer):
+    if len(args) == 2 and np.ndim(args[1]) == 0 and not isinstance(args[1], jax.core.Tracer):
         raise TypeError(
-            f"{name}: v0={_describe(args[1])} is not an m x m covariance; v0 comes right after "
+            f"{name}: v0={_describe(args[1])} is a number, not an m x m covariance; v0 comes "
+            "right after "
             f"config and the sizes are keywords (a width or a depth in v0's place?). Call {usage}"
         )
 

@@ -55,7 +55,9 @@ def test_old_positional_order_names_the_convention():
 
 
 def test_a_size_in_v0s_place_names_the_swap():
-    with pytest.raises(TypeError, match="v0=8 is not an m x m covariance.*a width or a depth"):
+    with pytest.raises(
+        TypeError, match="v0=8 is a number, not an m x m covariance.*a width or a depth"
+    ):
         sdf.law_covariance_paths(CONFIG, 8, width=8, depth=4, num_samples=2, key=jr.key(0))
     with pytest.raises(TypeError, match="the first argument is an array of shape \\(2, 2\\)"):
         sdf.solve_sde(V0, CONFIG, T=1.0, num_samples=2, key=jr.key(0))

@@ -104,7 +104,7 @@ def test_bad_input_covariance(v0, fragment):
 def test_bad_sizes():
     v0 = jnp.eye(2)
     for kwargs, fragment in [
-        ({"n": 0}, "n=0"),
+        ({"n": 0}, "width=0"),
         ({"depth": 0}, "depth=0"),
         ({"num_samples": 0}, "num_samples=0"),
     ]:

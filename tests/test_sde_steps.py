@@ -66,6 +66,7 @@ def test_compare_refuses_a_coarse_step_before_any_work(tmp_path, capsys):
     solver, and writes nothing; the count it names runs in the same folder."""
     out = tmp_path / "c"
     small = ["compare", "--tokens", "8", "--width", "8", "--method", "law", "--no-progress"]
+    small += ["--gamma", "0.4"]  # DEFAULT's gamma
     small += ["--samples", "64", "--moment-samples", "0", "--out", str(out)]
     assert main([*small, "--steps", "10"]) == 2
     err = capsys.readouterr().err

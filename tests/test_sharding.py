@@ -78,7 +78,7 @@ out["cli_devices_equal"] = curves[1] == curves[4]
 out["cli_se"] = curves[4]["shaped"]["mean_correlation_se"][-1]
 # compare and sweep-width --devices: the finite sources (law chain, explicit networks) on 4
 # devices equal those on 1 (10 samples: padded to 12); the SDE runs on one device either way.
-small = ["--tokens", "2", "--T", "0.5", "--steps", "20", "--no-progress", "--json"]
+small = ["--tokens", "2", "--T", "0.5", "--steps", "50", "--no-progress", "--json"]
 runs = {
     "compare": ["compare", "--width", "8", "--samples", "10", "--explicit-samples", "6",
                 "--moment-samples", "0", *small],
