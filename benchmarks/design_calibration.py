@@ -105,15 +105,23 @@ def statistics(fc) -> dict[str, dict]:
 
 
 def _forecast(spec: dict, width: int, method: str, samples: int, key) -> dict:
-    fc = forecast(
-        spec["config"],
-        equicorrelated(spec["m"], spec["rho0"]),
-        width=width,
-        T=spec["T"],
-        num_samples=samples,
-        key=key,
-        method=method,
-    )
+    """One forecast's record; a forecast the tool refuses is recorded with its reason.
+
+    (The forecast refuses, for instance, a sample whose token variance reached 0, where the
+    correlations are undefined. The refusal is part of the result: its cell is not trusted.)
+    """
+    try:
+        fc = forecast(
+            spec["config"],
+            equicorrelated(spec["m"], spec["rho0"]),
+            width=width,
+            T=spec["T"],
+            num_samples=samples,
+            key=key,
+            method=method,
+        )
+    except ValueError as err:
+        return {"method": method, "width": width, "refused": str(err)}
     return {
         "method": method,
         "width": width,
@@ -173,24 +181,26 @@ def rows_of(specs: list[dict], units: dict, profile: Profile) -> list[dict]:
             if limit is not None:
                 candidates["sde"] = limit["forecasts"][0]
             for method, sde in candidates.items():
-                errs = errors(sde, by["law"])
-                worst = max(errs, key=lambda k: errs[k]["error"])
-                rows.append(
-                    {
-                        "config": spec["id"],
-                        "m": spec["m"],
-                        "T": spec["T"],
-                        "width": width,
-                        "method": method,
-                        "errors": errs,
-                        "max_error": errs[worst]["error"],
-                        "worst": worst,
-                        "meets": all(e["error"] <= GOAL + Z * e["se"] for e in errs.values()),
-                        "seconds": {"law": by["law"]["seconds"], method: sde["seconds"]},
-                        "sde_p_left_psd_cone": sde["p_left_psd_cone"],
-                    }
-                )
+                row = {"config": spec["id"], "m": spec["m"], "T": spec["T"], "width": width}
+                rows.append({**row, "method": method, **_compared(sde, by["law"])})
     return rows
+
+
+def _compared(sde: dict, law: dict) -> dict:
+    """The errors of one SDE forecast against the law chain's, or why there are none."""
+    refused = [f"{f['method']}: {f['refused']}" for f in (sde, law) if "refused" in f]
+    if refused:
+        return {"refused": "; ".join(refused), "meets": False, "max_error": None}
+    errs = errors(sde, law)
+    worst = max(errs, key=lambda k: errs[k]["error"])
+    return {
+        "errors": errs,
+        "max_error": errs[worst]["error"],
+        "worst": worst,
+        "meets": all(e["error"] <= GOAL + Z * e["se"] for e in errs.values()),
+        "seconds": {"law": law["seconds"], sde["method"]: sde["seconds"]},
+        "sde_p_left_psd_cone": sde["p_left_psd_cone"],
+    }
 
 
 def summarise(rows: list[dict], profile: Profile) -> list[dict]:
@@ -202,6 +212,7 @@ def summarise(rows: list[dict], profile: Profile) -> list[dict]:
                 mine = [r for r in rows if (r["method"], r["T"], r["width"]) == (method, T, width)]
                 if not mine:
                     continue
+                compared = [r for r in mine if r["max_error"] is not None] or [{"max_error": None}]
                 cells.append(
                     {
                         "method": method,
@@ -209,15 +220,23 @@ def summarise(rows: list[dict], profile: Profile) -> list[dict]:
                         "width": width,
                         "configs": len(mine),
                         "meet": sum(r["meets"] for r in mine),
+                        "refused": sum("refused" in r for r in mine),
                         "trusted": all(r["meets"] for r in mine),
-                        "max_error": max(r["max_error"] for r in mine),
-                        "median_max_error": float(np.median([r["max_error"] for r in mine])),
-                        "median_se": float(
-                            np.median([e["se"] for r in mine for e in r["errors"].values()])
-                        ),
+                        **_spread(compared),
                     }
                 )
     return cells
+
+
+def _spread(rows: list[dict]) -> dict:
+    """Largest and median max error, and the median se, over the compared rows (None: none)."""
+    if rows[0]["max_error"] is None:
+        return {"max_error": None, "median_max_error": None, "median_se": None}
+    return {
+        "max_error": max(r["max_error"] for r in rows),
+        "median_max_error": float(np.median([r["max_error"] for r in rows])),
+        "median_se": float(np.median([e["se"] for r in rows for e in r["errors"].values()])),
+    }
 
 
 def summary(data: dict) -> str:
@@ -227,11 +246,11 @@ def summary(data: dict) -> str:
             c["method"],
             f"{c['T']:g}",
             str(c["width"]),
-            f"{c['meet']}/{c['configs']}",
+            f"{c['meet']}/{c['configs']}" + (f" ({c['refused']} refused)" if c["refused"] else ""),
             "yes" if c["trusted"] else "no",
-            f"{c['max_error']:.3f}",
-            f"{c['median_max_error']:.3f}",
-            f"{c['median_se']:.4f}",
+            c["max_error"],
+            c["median_max_error"],
+            c["median_se"],
         ]
         for c in data["cells"]
     ]
@@ -272,16 +291,16 @@ def figure(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def fitted_costs(units: dict, specs: list[dict], samples: int) -> dict:
+def fitted_costs(units: dict, specs: list[dict], samples: int, widths) -> dict:
     """Per method, seconds = a + b * work by least squares over the run's forecasts (a, b >= 0).
 
     work = N d m^2 for the law chain, N * steps * m^2 for the SDEs (`design._auto`).
     """
-    m_of = {s["id"]: s["m"] for s in specs}
     points: dict[str, list] = {}
-    for name, unit in units.items():
-        m = m_of[int(name[len("config") : len("config") + 3])]
-        for f in unit["forecasts"]:
+    for spec in specs:
+        m = spec["m"]
+        done = (units.get(unit_name(spec, w)) for w in (None, *widths))
+        for f in (f for unit in done if unit for f in unit["forecasts"] if "refused" not in f):
             steps = f["depth"] if f["method"] == "law" else f["num_steps"]
             points.setdefault(f["method"], []).append((samples * steps * m**2, f))
     costs = {}
@@ -309,7 +328,9 @@ def package_table(data: dict, units: dict, specs: list[dict]) -> dict:
         },
         "cells": data["cells"],
         "costs": {
-            data["machine"]["backend"]: fitted_costs(units, specs, data["settings"]["samples"])
+            data["machine"]["backend"]: fitted_costs(
+                units, specs, data["settings"]["samples"], data["settings"]["widths"]
+            )
         },
     }
 

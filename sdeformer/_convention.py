@@ -50,23 +50,24 @@ def _usage(fn) -> str:
 
 
 def _check_positional(fn, args: tuple) -> None:
-    name, usage = fn.__name__, _usage(fn)
+    name = fn.__name__  # the usage line is only built for a message (not on every call)
     if args and not isinstance(args[0], ShapedConfig):
         raise TypeError(
-            f"{name}: the first argument is {_describe(args[0])}, not a ShapedConfig; call {usage}"
+            f"{name}: the first argument is {_describe(args[0])}, not a ShapedConfig; "
+            f"call {_usage(fn)}"
         )
     if len(args) > 2:
         extra = ", ".join(_describe(a) for a in args[2:])
         raise TypeError(
             f"{name} takes config and v0 positionally and everything else by keyword; it got "
-            f"{len(args)} positional arguments (after v0: {extra}). Call {usage}. The sizes "
+            f"{len(args)} positional arguments (after v0: {extra}). Call {_usage(fn)}. The sizes "
             "(width, depth or T, num_samples) are keywords since sdeformer 0.2 (CHANGELOG)."
         )
     if len(args) == 2 and np.ndim(args[1]) == 0 and not isinstance(args[1], jax.core.Tracer):
         raise TypeError(
             f"{name}: v0={_describe(args[1])} is a number, not an m x m covariance; v0 comes "
-            "right after "
-            f"config and the sizes are keywords (a width or a depth in v0's place?). Call {usage}"
+            "right after config and the sizes are keywords (a width or a depth in v0's place?). "
+            f"Call {_usage(fn)}"
         )
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._convention import check_sampler_sizes, check_T, follows_convention
+from ._convention import check_sampler_sizes, follows_convention
 from .config import ShapedConfig, check_covariance, check_width
 from .finite import METHODS, default_sampler_batch, sample_covariance_paths
 from .sde import SDESolution, solve_sde
@@ -288,7 +288,6 @@ def sharded_solve_sde(
     """
     v0 = check_covariance(v0)
     # Validate the options on the host once (abstractly), so errors come before any sharding.
-    check_T(T)
     jax.eval_shape(
         lambda k: solve_sde(config, v0, T=T, num_samples=1, key=k, **solver_options), key
     )

@@ -2,7 +2,6 @@
 
 import warnings
 
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
@@ -100,4 +99,3 @@ def test_every_public_sampler_follows_it():
         assert all(p.kind in rest for p in params[2:]), fn
         names = {p.name for p in params}
         assert "n" not in names and "key" in names, fn
-    assert jnp.allclose(sdf.equicorrelated(3, 0.5)[0, 1], 0.5)

@@ -121,3 +121,27 @@ def test_errors_rule_and_summary_on_synthetic_units():
     assert by["sde"]["errors"]["p_collapse"]["se"] == pytest.approx(se)
     cells = {c["method"]: c for c in calib.summarise(rows, profile)}
     assert cells["finite-width-sde"]["trusted"] and not cells["sde"]["trusted"]
+    # a forecast the tool refused: recorded with its reason, its cell not trusted
+    refused = {"method": "law", "width": 8, "refused": "mean_rho is not finite"}
+    units[calib.unit_name(spec, 8)] = {"forecasts": [refused, close]}
+    rows = calib.rows_of([spec], units, profile)
+    assert all(not r["meets"] and "law: mean_rho is not finite" in r["refused"] for r in rows)
+    cells = calib.summarise(rows, profile)
+    assert all(c["refused"] == 1 and not c["trusted"] and c["max_error"] is None for c in cells)
+    assert "1/1" not in calib.summary(
+        {"cells": cells, "machine": {"cpu_model": "x"}, "load_average": None,
+         "provenance": {"git_commit": "c"}}
+    )  # fmt: skip
+
+
+def test_costs_are_fitted_from_the_measured_forecasts():
+    profile = calib.Profile(2, (8,), 100)
+    specs = calib.configs(profile)
+    units = {}
+    for spec in specs:  # seconds = 1 + 1e-6 * N d m^2 exactly
+        depth = round(spec["T"] * 8)
+        seconds = 1 + 1e-6 * 100 * depth * spec["m"] ** 2
+        law = {"method": "law", "depth": depth, "num_steps": None, "seconds": seconds}
+        units[calib.unit_name(spec, 8)] = {"forecasts": [law]}
+    costs = calib.fitted_costs(units, specs, 100, (8,))
+    assert costs["law"]["a"] == pytest.approx(1) and costs["law"]["b"] == pytest.approx(1e-6)

@@ -72,23 +72,12 @@ def finite_source(
     per_sample = (depth + 1) * m * m * 4
 
     def sample(count, chunk_key):
+        sizes = dict(width=n, depth=depth, num_samples=count, key=chunk_key, method=method)
         if devices is None:
-            return sample_covariance_paths(
-                config, v0, width=n, depth=depth, num_samples=count, key=chunk_key, method=method
-            )
+            return sample_covariance_paths(config, v0, **sizes)
         from ..sharding import gather, sharded_covariance_paths
 
-        paths = sharded_covariance_paths(
-            config,
-            v0,
-            width=n,
-            depth=depth,
-            num_samples=count,
-            key=chunk_key,
-            method=method,
-            devices=devices,
-        )
-        return gather(paths)
+        return gather(sharded_covariance_paths(config, v0, **sizes, devices=devices))
 
     def draw(count, chunk_key):
         if not progress:

@@ -190,9 +190,7 @@ def tune(
     settings = {
         **_settings(params, box, width, depth, m, num_samples, steps, tolerance),
         "collapse_threshold": collapse_threshold,
-        "surrogate": None
-        if statistic != "p_collapse"
-        else f"mean(sigmoid((mean_rho - {collapse_threshold:g}) / {surrogate_scale:g}))",
+        "surrogate": _surrogate(statistic, collapse_threshold, surrogate_scale),
         "bound": bound if math.isfinite(bound) else None,
         "config": config.to_dict(),
     }
@@ -227,6 +225,13 @@ def _objective(g, params, box, target, history: list):
         return (value - target, grad * span) if gradient else value - target
 
     return f, lo, span
+
+
+def _surrogate(statistic: str, threshold: float, scale: float) -> str | None:
+    """The smooth stand-in the search uses for p_collapse (None for the other statistics)."""
+    if statistic != "p_collapse":
+        return None
+    return f"mean(sigmoid((mean_rho - {threshold:g}) / {scale:g}))"
 
 
 def _settings(params, box, width, depth, m, num_samples, steps, tolerance) -> dict:

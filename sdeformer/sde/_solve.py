@@ -195,7 +195,6 @@ def solve_sde(
     Path i is a function of (key, i) only: the same key gives the same paths, and the first k
     paths of a run with more samples or another batch size are the same.
     """
-    check_T(T)
     num_samples, steps, dt0, T_value = _check_run(num_samples, solver, T, num_steps, dt0)
     v0, dtype = _initial_state(v0, solver, dtype)
     m = v0.shape[-1]
@@ -229,9 +228,8 @@ def _check_run(num_samples, solver: str, T, num_steps, dt0):
             "general_shark and adaptive steps were removed: see sdeformer.sde._solve)"
         )
     num_samples = check_width(num_samples, name="num_samples")
+    check_T(T)  # refuses T <= 0, warns when T looks like a depth
     T_value = _concrete(T)
-    if T_value is not None and not (math.isfinite(T_value) and T_value > 0):
-        raise ValueError(f"solve_sde: T={T!r} is invalid; pass a final time T > 0")
     if dt0 is None:
         if num_steps is None:
             raise ValueError("solve_sde: pass num_steps or dt0")
