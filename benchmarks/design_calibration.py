@@ -120,7 +120,7 @@ def _forecast(spec: dict, width: int, method: str, samples: int, key) -> dict:
             key=key,
             method=method,
         )
-    except ValueError as err:
+    except ValueError as err:  # a refused forecast has no timing: its seconds are not counted
         return {"method": method, "width": width, "refused": str(err)}
     return {
         "method": method,
@@ -358,8 +358,9 @@ def run(profile: Profile, out: Path, *, report_only: bool = False) -> dict:
         done_now += 1
         spent = time.perf_counter() - started
         left = sum(not store.has(unit_name(s, w)) for s, w in todo)
+        seconds = sum(f.get("seconds", 0.0) for f in unit["forecasts"])
         print(
-            f"[{i + 1}/{len(todo)}] {name}: {sum(f['seconds'] for f in unit['forecasts']):.1f} s"
+            f"[{i + 1}/{len(todo)}] {name}: {seconds:.1f} s"
             f" (this run: {done_now} units in {spent:.0f} s, {left} left)",
             flush=True,
         )
