@@ -85,10 +85,10 @@ def ceilings(size: int = 1024, draws: int = 2**22) -> dict:
 
 
 def write_results(name: str, data: dict) -> Path:
-    """Write benchmarks/results/<name>.json (atomically) with the machine description."""
+    """Write benchmarks/results/<name>.json (atomically) with the machine and the commit."""
     from sdeformer.results import write_json
 
-    payload = {"benchmark": name, "machine": machine(), **data}
+    payload = {"benchmark": name, "machine": machine(), "commit": commit(), **data}
     path = write_json(RESULTS / f"{name}.json", payload)
     print(f"\nwrote {path}")
     return path

@@ -213,6 +213,28 @@ def test_provenance_without_git(monkeypatch):
     assert provenance()["git_commit"] is None
 
 
+def test_commit_dirty_for_code_not_for_written_results(tmp_path):
+    """A changed source file marks the commit "+dirty"; a result a run wrote does not."""
+    from sdeformer.results.origin import _git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for path in ("code.py", "benchmarks/results/a.json", "docs/results/b.json"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("0")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = _git_commit(tmp_path)
+    assert clean is not None and not clean.endswith("+dirty")
+    (tmp_path / "benchmarks/results/a.json").write_text("1")
+    (tmp_path / "docs/results/b.json").write_text("1")
+    assert _git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("1")
+    assert _git_commit(tmp_path) == clean + "+dirty"
+
+
 def _age_manifest(directory: Path, version: str = "0.0.1") -> None:
     path = directory / "manifest.json"
     manifest = read_json(path)

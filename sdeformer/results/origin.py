@@ -23,12 +23,19 @@ def package_version() -> str:
 
 _LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "numpy")
 
+RESULT_FOLDERS = ("benchmarks/results", "docs/results", "docs/figures")
+"""Folders that runs write their results into: a change there does not make the code "+dirty"
+(a benchmark that writes its JSON must not mark the next benchmark of the same run dirty)."""
 
-def _git_commit() -> str | None:
-    """The commit of the checkout the package is imported from, or None (no git, no checkout)."""
+
+def _git_commit(root: Path | None = None) -> str | None:
+    """The commit of the checkout at `root` (default: the package's), or None (no git, no checkout).
+
+    "+dirty" marks uncommitted changes to tracked files outside `RESULT_FOLDERS`.
+    """
     import subprocess
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[2] if root is None else root
     if not (root / ".git").exists():
         return None
     try:
@@ -40,7 +47,8 @@ def _git_commit() -> str | None:
             check=False,
         )
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."]
+            + [f":(exclude){folder}" for folder in RESULT_FOLDERS],
             capture_output=True,
             text=True,
             timeout=10,
