@@ -129,3 +129,42 @@ def test_law_map_matches_the_forecast_cell_by_cell():
     fc = forecast(CONFIG.replace(tau0=2.0, c_minus=-0.5), V0, key=jr.key(1), **sizes)
     assert pm.median_mean_rho[1, 1] == pytest.approx(fc.final.features["mean_rho"]["q50"].value)
     assert pm.p_blowup[1, 1] == fc.final.p_blowup.value
+
+
+def test_an_interrupted_map_resumes_to_the_uninterrupted_result(tmp_path):
+    from sdeformer.results import ResultStore
+
+    x, y = grid_axis("tau0", 0.5, 3.0, 2), grid_axis("gamma", 0.2, 0.9, 3)
+    args = dict(x=x, y=y, key=jr.key(1), **SIZES)
+    whole = phase_map(CONFIG, V0, **args)
+
+    def stop_after_first_row(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    store = ResultStore(tmp_path, "design-map", {"map": 1})
+    with pytest.raises(KeyboardInterrupt):
+        phase_map(CONFIG, V0, store=store, progress=stop_after_first_row, **args)
+    assert store.has_arrays("row_0000") and not store.has_arrays("row_0001")
+    first_seconds = store.load_arrays("row_0000")["sec"]
+    resumed = phase_map(CONFIG, V0, store=ResultStore(tmp_path, "design-map", {"map": 1}), **args)
+    np.testing.assert_array_equal(resumed.cell_seconds[0], first_seconds)  # read, not recomputed
+    for name in ("p_collapse", "p_blowup", "median_mean_rho", "p_left_psd_cone"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
+
+
+def test_cli_map_resumes_and_refuses_a_changed_setting(tmp_path, capsys):
+    out = tmp_path / "map"
+    argv = ["design", "map", "--x", "tau0:0.5:3:2", "--y", "gamma:0.2:0.9:2", "--out", str(out)]
+    assert main(argv + CLI_SIZES) == 0
+    first = json.loads((out / "map.json").read_text())
+    assert sorted(p.name for p in (out / "units").iterdir()) == ["row_0000.npz", "row_0001.npz"]
+    assert main(argv + CLI_SIZES) == 0  # every row read back: the same map
+    again = json.loads((out / "map.json").read_text())
+    assert again["p_blowup"] == first["p_blowup"] and again["seconds"] < first["seconds"]
+    capsys.readouterr()
+    changed = [s if s != "100" else "120" for s in CLI_SIZES]  # --samples 120
+    assert main(argv + changed) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "samples" in err and "--overwrite" in err
+    assert main(argv + changed + ["--overwrite"]) == 0

@@ -98,6 +98,7 @@ def parse_ranges(text: str, params) -> dict:
 def map_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
     """Compute the map (every input checked first), then write map.json and map.png."""
     import jax.random as jr
+    import numpy as np
 
     from ..design import phase_map, phase_map_figure
     from ..results import atomic_path
@@ -115,12 +116,20 @@ def map_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
         else:  # redirected: plain lines, no carriage returns
             print(f"cell {done}/{total}", file=sys.stderr)
 
+    settings = {
+        "config": config.to_dict(), "method": args.map_method, "x": [x[0], x[1].tolist()],
+        "y": [y[0], y[1].tolist()], "width": args.width, "depth": args.depth,
+        "v0": np.asarray(v0, dtype=np.float64).tolist(), "samples": args.samples,
+        "collapse_threshold": args.collapse_threshold, "bound": args.bound, "seed": args.seed,
+        "float64": args.float64,
+    }  # fmt: skip
+    store = _OpenedOnUse(Path(args.out), settings, args.overwrite)
     try:
         result = phase_map(
             config, v0, x=x, y=y, width=args.width, depth=args.depth,
             num_samples=args.samples, key=jr.key(args.seed), method=args.map_method,
             collapse_threshold=args.collapse_threshold, bound=args.bound, dtype=dtype,
-            progress=progress,
+            progress=progress, store=store,
         )  # fmt: skip
     except ValueError as err:
         raise ValueError(rename(str(err))) from None
@@ -133,6 +142,35 @@ def map_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
         fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
     return print_report(args, report, result, f"{path}, figure to {figure}")
+
+
+class _OpenedOnUse:
+    """The map's `ResultStore` in --out, opened when `phase_map` first asks for a row.
+
+    `phase_map` checks every input before it asks, so a refused map writes nothing; a rerun
+    with the same settings resumes from the finished rows, one with other settings is refused
+    naming the keys that changed (`ResultsError`, status 2; --overwrite starts afresh).
+    """
+
+    def __init__(self, out: Path, settings: dict, overwrite: bool):
+        self._args, self._store = (out, settings, overwrite), None
+
+    def _opened(self):
+        if self._store is None:
+            from ..results import ResultStore
+
+            out, settings, overwrite = self._args
+            self._store = ResultStore(out, "design-map", settings, overwrite=overwrite)
+        return self._store
+
+    def has_arrays(self, name: str) -> bool:
+        return self._opened().has_arrays(name)
+
+    def load_arrays(self, name: str) -> dict:
+        return self._opened().load_arrays(name)
+
+    def save_arrays(self, name: str, arrays: dict):
+        return self._opened().save_arrays(name, arrays)
 
 
 def tune_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:

@@ -49,12 +49,24 @@ def _add_design(sub) -> None:
         "(default: results/design)",
     )
     run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="map: discard the finished rows in --out instead of resuming from them",
+    )
+    run.add_argument(
+        "--accept-changed",
+        action="store_true",
+        help="map: resume rows in --out written by another sdeformer version (recorded in the "
+        "manifest) instead of refusing them",
+    )
+    run.add_argument(
         "--json", action="store_true", help="print the JSON report to stdout instead of a table"
     )
     run.add_argument(
         "--float64", action="store_true", help="compute in float64 (enables jax_enable_x64)"
     )
-    # the design runs keep no result store: an interrupted one starts again (main's message)
+    # a map keeps its finished rows in --out and resumes (design_command sets resumes); a
+    # forecast or a tune (within a minute at CPU sizes) writes its result once and starts again
     parser.set_defaults(func=design_command, resumes=False)
 
 
@@ -180,6 +192,7 @@ def design_command(args: argparse.Namespace) -> int:
 
     from ..design import forecast
 
+    args.resumes = args.action == "map"  # main's message after an interruption
     dtype = setup_precision(args)
     config = config_from_args(args)
     v0 = _input_covariance(args, dtype)

@@ -175,59 +175,80 @@ class _Grid:
     bound: float
     dtype: object
 
-    def _empty(self) -> dict:
-        shape = (self.ys.size, self.xs.size)
-        return {k: np.zeros(shape) for k in ("p_collapse", "p_blowup", "median", "cone", "sec")}
+    def rows(self, row, total: int, store, progress) -> dict:
+        """Every row of cells by `row(j)` (a dict of arrays over x), resuming from `store`.
 
-    def sde_rows(self, steps: int, threshold: float, progress) -> dict:
-        """The limit SDE, one `solve_sde` call per row of cells.
+        `store`: None, or an object with `has_arrays`, `load_arrays` and `save_arrays`
+        (`sdeformer.results.ResultStore`): row j is the unit `row_<j>`, written when it
+        finishes and read back instead of recomputed on a rerun. Every row is a function of
+        the map's settings and its index alone (one key, one step count), so a resumed map
+        equals an uninterrupted one.
+        """
+        shape = (self.ys.size, self.xs.size)
+        out = {k: np.zeros(shape) for k in _ROW_KEYS}
+        nx = self.xs.size
+        for j in range(self.ys.size):
+            name = f"row_{j:04d}"
+            if store is not None and store.has_arrays(name):
+                done = store.load_arrays(name)
+            else:
+                done = row(j)
+                if store is not None:
+                    store.save_arrays(name, done)
+            for k in _ROW_KEYS:
+                out[k][j] = np.asarray(done[k], dtype=np.float64)
+            if progress is not None:
+                progress((j + 1) * nx, total)
+        return out
+
+    def sde_row(self, j: int, steps: int, threshold: float) -> dict:
+        """Row j by the limit SDE, one `solve_sde` call.
 
         The row's parameters are JAX values, one per path (`solve_sde(values=...)`), so one
         compiled solver serves the whole map; path i of every cell draws Brownian path i
         (`brownian_ids`): common random numbers. A cell's seconds are its row's over the row.
         """
-        out, paths, nx = self._empty(), self.num_samples, self.xs.size
-        for j, yv in enumerate(self.ys):
+        tick = time.perf_counter()
+        paths, nx = self.num_samples, self.xs.size
+        values = {
+            self.x_name: np.repeat(self.xs, paths),
+            self.y_name: np.full(nx * paths, float(self.ys[j])),
+        }
+        end = sde_endpoint(
+            self.config, self.v0, T=self.depth / self.width, num_samples=nx * paths,
+            key=self.key, num_steps=steps, bound=self.bound, dtype=self.dtype,
+            values=values, brownian_ids=np.tile(np.arange(paths), nx),
+        )  # fmt: skip
+        rho = end.mean_rho.reshape(nx, paths)
+        return {
+            "p_collapse": np.mean(rho >= threshold, axis=1),
+            "p_blowup": np.mean(end.stopped.reshape(nx, paths), axis=1),
+            "median": np.median(rho, axis=1),
+            "cone": np.mean(end.left_cone.reshape(nx, paths), axis=1),
+            "sec": np.full(nx, (time.perf_counter() - tick) / nx),
+        }
+
+    def law_row(self, j: int, threshold: float) -> dict:
+        """Row j by the exact law chain, `forecast(method="law")` in every cell."""
+        out = {k: np.zeros(self.xs.size) for k in _ROW_KEYS}
+        for i, xv in enumerate(self.xs):
             tick = time.perf_counter()
-            values = {
-                self.x_name: np.repeat(self.xs, paths),
-                self.y_name: np.full(nx * paths, float(yv)),
-            }
-            end = sde_endpoint(
-                self.config, self.v0, T=self.depth / self.width, num_samples=nx * paths,
-                key=self.key, num_steps=steps, bound=self.bound, dtype=self.dtype,
-                values=values, brownian_ids=np.tile(np.arange(paths), nx),
+            cell = configured(self.config, {self.x_name: xv, self.y_name: self.ys[j]})
+            fc = forecast(
+                cell, self.v0, width=self.width, depth=self.depth,
+                num_samples=self.num_samples, key=self.key, method="law",
+                collapse_threshold=threshold, bound=self.bound, dtype=self.dtype,
             )  # fmt: skip
-            rho = end.mean_rho.reshape(nx, paths)
-            out["p_collapse"][j] = np.mean(rho >= threshold, axis=1)
-            out["p_blowup"][j] = np.mean(end.stopped.reshape(nx, paths), axis=1)
-            out["median"][j] = np.median(rho, axis=1)
-            out["cone"][j] = np.mean(end.left_cone.reshape(nx, paths), axis=1)
-            out["sec"][j] = (time.perf_counter() - tick) / nx
-            if progress is not None:
-                progress((j + 1) * nx, nx * self.ys.size)
+            rho = fc.samples["mean_rho"][:, -1]
+            out["p_collapse"][i] = float(np.mean(rho >= threshold))
+            out["p_blowup"][i] = fc.final.p_blowup.value
+            out["median"][i] = float(np.median(rho))
+            out["sec"][i] = time.perf_counter() - tick
         return out
 
-    def law_cells(self, threshold: float, progress) -> dict:
-        """The exact law chain, `forecast(method="law")` in every cell."""
-        out = self._empty()
-        for j, yv in enumerate(self.ys):
-            for i, xv in enumerate(self.xs):
-                tick = time.perf_counter()
-                cell = configured(self.config, {self.x_name: xv, self.y_name: yv})
-                fc = forecast(
-                    cell, self.v0, width=self.width, depth=self.depth,
-                    num_samples=self.num_samples, key=self.key, method="law",
-                    collapse_threshold=threshold, bound=self.bound, dtype=self.dtype,
-                )  # fmt: skip
-                rho = fc.samples["mean_rho"][:, -1]
-                out["p_collapse"][j, i] = float(np.mean(rho >= threshold))
-                out["p_blowup"][j, i] = fc.final.p_blowup.value
-                out["median"][j, i] = float(np.median(rho))
-                out["sec"][j, i] = time.perf_counter() - tick
-                if progress is not None:
-                    progress(j * self.xs.size + i + 1, self.xs.size * self.ys.size)
-        return out
+
+_ROW_KEYS = ("p_collapse", "p_blowup", "median", "cone", "sec")
+"""The per-cell arrays of one row of a map (a resumable unit)."""
 
 
 @follows_convention
@@ -247,6 +268,7 @@ def phase_map(
     bound: float = 1e3,
     dtype=jnp.float32,
     progress=None,
+    store=None,
 ) -> PhaseMap:
     """Map p_collapse, p_blowup and the median mean_rho at depth d over a grid of two parameters.
 
@@ -255,7 +277,9 @@ def phase_map(
     per cell; `key` one key for every cell (common random numbers); `method` "sde" (the limit
     SDE at T = d / n, `sdeformer.suggest_num_steps` steps at the grid's most demanding cell) or
     "law" (the exact finite-width law chain, `forecast(method="law")` per cell). `progress`: an
-    optional callable (cells done, cells) after each cell.
+    optional callable (cells done, cells) after each row. `store`: None, or a
+    `sdeformer.results.ResultStore` opened for this map's settings: each row of cells is a unit,
+    saved as it finishes and skipped on a rerun (`_Grid.rows`), so an interrupted map resumes.
 
     Every input is checked before any sampling: a ValueError names a bad value and the fix.
     """
@@ -277,9 +301,10 @@ def phase_map(
     if method == "sde":
         box = {x_name: (xs[0], xs[-1]), y_name: (ys[0], ys[-1])}
         steps = grid_num_steps(config, v0, depth / width, box)
-        out = grid.sde_rows(steps, collapse_threshold, progress)
+        row = lambda j: grid.sde_row(j, steps, collapse_threshold)  # noqa: E731
     else:
-        out = grid.law_cells(collapse_threshold, progress)
+        row = lambda j: grid.law_row(j, collapse_threshold)  # noqa: E731
+    out = grid.rows(row, xs.size * ys.size, store, progress)
     return PhaseMap(
         method=method,
         config=config,
