@@ -57,7 +57,13 @@ def test_notebook_reads_the_scale_in_its_first_code_cell(path):
     assert "SDEFORMER_NOTEBOOK_SCALE" in first.source
 
 
-FIGURES = {"01_finite_vs_sde": 3, "02_rank_collapse": 3, "03_training": 3, "04_ntk": 2}
+FIGURES = {
+    "01_finite_vs_sde": 3,
+    "02_rank_collapse": 3,
+    "03_training": 3,
+    "04_ntk": 2,
+    "05_design": 2,
+}
 """Figures each notebook draws (one per `plt.show()` cell)."""
 
 
@@ -109,11 +115,21 @@ def _check_training(text: str) -> None:
     assert "complete: 360/360 runs" in text, text
 
 
+def _check_design(text: str) -> None:
+    assert "Forecast by the exact finite-width law chain" in text, text
+    assert "Forecast by the explicit networks" in text, text
+    assert re.search(r"Phase map \(sde\) over tau0 \(\d+ values", text), text
+    assert "certified by the exact law chain" in text and "converged" in text, text
+    rho = _numbers(r"median mean_rho (-?[\d.]+) \[", text)
+    assert len(rho) == 2 and all(-1.0 <= r <= 1.0 for r in rho), text
+
+
 CONTENT = {
     "01_finite_vs_sde": _check_finite_vs_sde,
     "02_rank_collapse": _check_rank_collapse,
     "03_training": _check_training,
     "04_ntk": _check_ntk,
+    "05_design": _check_design,
 }
 
 
@@ -212,6 +228,7 @@ CITED = {
     "02_rank_collapse": [r"mean correlation at the last layer: (-?[\d.]+)"],
     "04_ntk": [r"lambda_min\(K\) = (-?[\d.]+)", r"predicted bound ([\d.]+)"],
     "03_training": [r"(\d+) runs\n"],
+    "05_design": [r"P\(collapse\) ([\d.]+)\n", r"certified mean_rho:mean = ([\d.]+)"],
 }
 """Printed numbers each take-away must repeat (the last two matches of each pattern)."""
 

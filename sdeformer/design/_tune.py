@@ -73,8 +73,7 @@ class TuneResult:
                 "sde_value": self.sde_value,
                 "converged": self.converged,
                 "history": list(self.history),
-                "gradient": "central finite differences under common random numbers (solve_sde "
-                "is not differentiable in configuration parameters)",
+                "gradient": self.settings.get("gradient"),
             },
             "settings": dict(self.settings),
             "seconds": self.seconds,
