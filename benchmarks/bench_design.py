@@ -6,6 +6,9 @@
   and a second call with another key;
 - **map**: a grid x grid phase map over (tau0 0.5..3, gamma 0.2..0.9) by the limit SDE, the
   issue's goal being 32 x 32 at m = 8 in at most 120 s on a 2-core CPU;
+- **auto**: the method `forecast(method="auto")` picks, and its reason, at each forecast size
+  above and at the profile's `auto_sizes` (m, n = d) with 1000 samples (no sampling: the choice
+  alone; at GPU sizes m up to 256 and n up to 1024);
 - **tune**: `tune(c_minus, mean_rho:mean = 0.3)` at m = 4, n = d = 32, 256 search paths, 1000
   law-chain samples for the certificate (goal: at most 60 s on a 2-core CPU).
 
@@ -39,12 +42,23 @@ class Profile:
     map_width: int
     tune_samples: int
     certify_samples: int
+    auto_sizes: tuple[tuple[int, int], ...] = ()
 
 
 PROFILES = {
-    "cpu": Profile(4, 64, 8, 32, 64, 64, 256, 1000),
-    "gpu": Profile(64, 256, 32, 32, 256, 256, 1024, 4000),
-    "tiny": Profile(2, 8, 2, 3, 8, 8, 32, 64),
+    "cpu": Profile(4, 64, 8, 32, 64, 64, 256, 1000, ((4, 64), (8, 64), (8, 128), (4, 256))),
+    "gpu": Profile(
+        64,
+        256,
+        32,
+        32,
+        256,
+        256,
+        1024,
+        4000,
+        ((32, 256), (64, 256), (128, 512), (256, 256), (256, 1024), (64, 1024)),
+    ),  # fmt: skip
+    "tiny": Profile(2, 8, 2, 3, 8, 8, 32, 64, ((2, 8),)),
 }
 
 
@@ -70,6 +84,19 @@ def measure_forecasts(p: Profile) -> list[dict]:
                      "samples": 1000, "first_s": times[0], "second_s": times[1],
                      "p_blowup": first.final.p_blowup.value})  # fmt: skip
         print(f"forecast {method}: {times[0]:.1f} s first, {times[1]:.1f} s second", flush=True)
+    return rows
+
+
+def auto_choices(p: Profile) -> list[dict]:
+    """`forecast(method="auto")`'s choice (method, reason) at each size, without sampling."""
+    from sdeformer.design._auto import choose_method
+
+    sizes = [(p.forecast_tokens, p.forecast_width), *p.auto_sizes]
+    rows = []
+    for m, n in dict.fromkeys(sizes):
+        choice = choose_method(ShapedConfig(), m, width=n, depth=n, num_samples=1000)
+        rows.append({"m": m, "n": n, "d": n, "samples": 1000, **choice.to_dict()})
+        print(f"auto at m={m}, n=d={n}: {choice.method} ({choice.reason})", flush=True)
     return rows
 
 
@@ -123,6 +150,8 @@ def summary(data: dict) -> list[str]:
     """The `bench_design` table, from its JSON."""
     rows = [[f"forecast {r['method']} (m={r['m']}, n=d={r['n']}, {r['samples']} samples)",
              f"{r['first_s']:.1f} / {r['second_s']:.1f}"] for r in data["forecasts"]]  # fmt: skip
+    rows += [[f"auto at m={r['m']}, n=d={r['n']}: {r['method']}", "-"]
+             for r in data.get("auto", [])]  # fmt: skip
     mp, tn = data["map"], data["tune"]
     rows.append([f"map {mp['grid']}x{mp['grid']} (m={mp['m']}, n=d={mp['n']}, "
                  f"{mp['paths_per_cell']} paths/cell, {mp['sde_num_steps']} steps)",
@@ -142,6 +171,7 @@ def main(argv=None) -> dict:
     data = {"profile": args.profile, "settings": dataclasses.asdict(p),
             "load_average_start": load_average()}  # fmt: skip
     data["forecasts"] = measure_forecasts(p)
+    data["auto"] = auto_choices(p)
     data["map"] = measure_map(p)
     data["tune"] = measure_tune(p)
     data["load_average_end"] = load_average()

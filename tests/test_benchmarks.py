@@ -130,3 +130,21 @@ def test_plan_predicts_the_comparison_with_at_least_m_squared():
     slow = {"status": "ok", "seconds": 100.0, "compile_s": 0.0, "cost": 100.0}
     size, reason = bench_tokens.plan_measure("compare", 256, 2000, [(128, slow)], p)
     assert size is None and "took" in reason
+
+
+def test_bench_design_records_autos_choice_at_every_size():
+    from benchmarks import bench_design
+    from sdeformer.design import METHODS
+
+    rows = bench_design.auto_choices(bench_design.PROFILES["gpu"])
+    assert [(r["m"], r["n"]) for r in rows][0] == (64, 256)
+    assert max(r["m"] for r in rows) == 256 and max(r["n"] for r in rows) == 1024
+    for r in rows:
+        assert r["method"] in METHODS and r["method"] != "auto" and r["reason"]
+        assert {c["method"] for c in r["candidates"]} <= set(METHODS)
+    data = {"forecasts": [], "auto": rows,
+            "map": {"grid": 2, "m": 2, "n": 8, "paths_per_cell": 4, "sde_num_steps": 9,
+                    "seconds": 1.0},
+            "tune": {"search_samples": 4, "evaluations": 3, "certify_samples": 8,
+                     "seconds": 2.0}}  # fmt: skip
+    assert "auto at m=256, n=d=1024" in "\n".join(bench_design.summary(data))
