@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -138,6 +139,11 @@ def covariance_paths(method: str, config, v0, *, width: int, depth: int, num_sam
 
     sampler = law_covariance_paths if method == "law" else explicit_covariance_paths
     return sampler(config, v0, width=width, depth=depth, num_samples=num_samples, key=key)
+
+
+def command_of(module: str, argv: list[str] | None) -> str:
+    """The command line of `python -m benchmarks.<module>` with `argv` (default: this process's)."""
+    return " ".join(["python -m benchmarks." + module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def commit() -> str | None:

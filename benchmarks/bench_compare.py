@@ -20,7 +20,7 @@ import numpy as np
 
 from sdeformer import compare
 
-from ._common import write_results
+from ._common import command_of, write_results
 from ._markdown import summary_table
 from ._ratios import run_line
 
@@ -93,7 +93,10 @@ def main(argv=None) -> dict:
     print("\n".join(summary({"rows": rows})))
     threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    write_results("compare", {"rows": rows, "threads": threads, "load_average": load})
+    command = command_of("bench_compare", argv)
+    write_results(
+        "compare", {"command": command, "rows": rows, "threads": threads, "load_average": load}
+    )
     return {"rows": rows}
 
 

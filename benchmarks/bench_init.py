@@ -26,6 +26,7 @@ from sdeformer.rank_collapse import equicorrelated
 from ._common import (
     best_time,
     ceilings,
+    command_of,
     commit,
     fit_exponent,
     load_average,
@@ -119,7 +120,7 @@ def main(argv=None) -> dict:
         "width_exponent": width_fit,
     }
     print("\n".join(summary(data)))
-    write_results("init", data)
+    write_results("init", {"command": command_of("bench_init", argv), **data})
     return data
 
 

@@ -22,7 +22,7 @@ import jax.random as jr
 
 import sdeformer as sf
 
-from ._common import commit, fit_exponent, load_average, machine
+from ._common import command_of, commit, fit_exponent, load_average, machine
 from ._markdown import summary_table
 from ._ratios import ratio_cell, run_line
 from ._tokens import measure_sde_and_baseline
@@ -131,6 +131,7 @@ def main(argv=None) -> dict:
         "benchmark": "sde",
         "machine": machine(),
         "commit": commit(),
+        "command": command_of("bench_sde", argv),
         "config": config.to_dict(),
         "baseline": "benchmarks._baseline.euler_paths (O(m^3) batched Euler, lax.scan)",
         "load": {"before": load_before, "after": load_average()},

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import jax
 
-from ._common import RESULTS, load_average, machine
+from ._common import RESULTS, command_of, load_average, machine
 from ._tokens_plan import (
     BOUND,
     MEASURES,
@@ -178,6 +178,7 @@ class _Run:
     started: float = 0.0
     load_before: list[float] | None = None
     units: dict = dataclasses.field(default_factory=dict)
+    command: str = ""
 
 
 def _settings(args) -> _Run:
@@ -276,6 +277,7 @@ def _data(run: _Run) -> dict:
         "T": T_FINAL,
         "bound": BOUND,
         "commit": run.commit,
+        "command": run.command,
         "store_commit": run.store_config["commit"],
         "load": {"before": run.load_before, "now": load_average(), "cpu_count": os.cpu_count()},
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "XLA_FLAGS")},
@@ -291,6 +293,7 @@ def main(argv=None) -> dict | None:
         run_size(job, job_profile(job))
         return None
     run = _settings(args)
+    run.command = command_of("bench_tokens", argv)
     _open_store(run)
     p = run.p
     run.isolate = args.isolate == "yes" or (

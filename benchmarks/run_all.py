@@ -33,7 +33,7 @@ from . import (
     bench_tokens,
     bench_train,
 )
-from ._common import DEFAULT_RESULTS, RESULTS, ROOT, load_average, machine
+from ._common import DEFAULT_RESULTS, RESULTS, ROOT, command_of, commit, load_average, machine
 
 SUMMARY = RESULTS / "README.md"
 README = ROOT / "README.md"
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {SUMMARY}")
         return 0
     record = run(args.only, args.profile)
-    record["machine"] = machine()
+    record.update(machine=machine(), commit=commit(), command=command_of("run_all", argv))
     print("\n" + write_summary(record))
     print(f"\nwrote {SUMMARY}")
     return 1 if any(b["status"] != "ok" for b in record["benchmarks"].values()) else 0
