@@ -89,7 +89,7 @@ def measure_forecasts(p: Profile) -> list[dict]:
 
 def auto_choices(p: Profile) -> list[dict]:
     """`forecast(method="auto")`'s choice (method, reason) at each size, without sampling."""
-    from sdeformer.design._auto import choose_method
+    from sdeformer.design import choose_method
 
     sizes = [(p.forecast_tokens, p.forecast_width), *p.auto_sizes]
     rows = []

@@ -163,14 +163,8 @@ class _OpenedOnUse:
             self._store = ResultStore(out, "design-map", settings, overwrite=overwrite)
         return self._store
 
-    def has_arrays(self, name: str) -> bool:
-        return self._opened().has_arrays(name)
-
-    def load_arrays(self, name: str) -> dict:
-        return self._opened().load_arrays(name)
-
-    def save_arrays(self, name: str, arrays: dict):
-        return self._opened().save_arrays(name, arrays)
+    def __getattr__(self, name: str):  # has_arrays, load_arrays, save_arrays
+        return getattr(self._opened(), name)
 
 
 def tune_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:

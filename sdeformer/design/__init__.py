@@ -5,16 +5,19 @@ of four methods (`METHODS`) and returns a `Forecast`: quantiles of the token cor
 variance features with distribution-free intervals, and the probabilities of near-collapse and
 blow-up with exact intervals (docs/design.md). `phase_map` maps p_collapse, p_blowup and the
 median mean_rho over a grid of two parameters; `tune` puts a statistic at depth d on a target
-and certifies it with the exact law chain.
+and certifies it with the exact law chain. `choose_method` is the choice `method="auto"` makes
+(from the shipped calibration table and measured costs), without sampling.
 
 Modules: `_paths` (the samplers and the one stopping rule), `_features` (the features and their
 definitions), `_intervals` (order-statistic and Clopper-Pearson intervals), `_forecast`,
-`_cells` (one limit-SDE evaluation with common random numbers), `_map`, `_tune`, `_figures`
-(matplotlib, imported only when a figure is asked for).
+`_auto` (method="auto"), `_cells` (one limit-SDE evaluation with common random numbers),
+`_map`, `_tune`, `_figures` (matplotlib, imported only when a figure is asked for).
 """
 
 from __future__ import annotations
 
+from ._auto import Choice as Choice
+from ._auto import choose_method as choose_method
 from ._cells import PARAMETERS as PARAMETERS
 from ._features import DEFINITIONS as DEFINITIONS
 from ._features import FEATURES as FEATURES
