@@ -20,6 +20,7 @@ from .design import _add_design
 from .ntk import _add_ntk
 from .rank_collapse import _add_rank_collapse
 from .train import _add_train, _add_train_sweep
+from .train_edges import _add_train_edges
 from .train_study import _add_train_study
 
 # ------------------------------------------------------------------------------------- main
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_train_sweep(sub)
     _add_train_study(sub)
+    _add_train_edges(sub)
     _add_design(sub)
     for command in sub.choices.values():
         add_config_file_argument(command)

@@ -78,7 +78,7 @@ class StepSpec:
 
     def shaping(self, model: LanguageModel, step: Array):
         """The shaping scalars the model uses at `step` (None without shaping scalars)."""
-        if model.arch != "shaped":
+        if model.shaping is None:
             return None
         return self.schedule.apply(model.shaping, model.initial_shaping(), step, self.cfg.steps)
 
@@ -192,7 +192,7 @@ class LaneTrainer:
         if not lrs:
             raise ValueError("lrs is empty; pass at least one learning rate")
         schedule = ShapingSchedule() if schedule is None else schedule
-        if model.arch != "shaped" and schedule.mode != "fixed":
+        if model.shaping is None and schedule.mode != "fixed":
             raise ValueError(
                 f"shaping schedule {schedule.mode!r} needs the shaped architecture; the "
                 f"{model.arch!r} model has no shaping scalars"

@@ -138,3 +138,52 @@ def run_figure(result: dict, *, title: str = "Training run"):
     fig.suptitle(f"{title}: {status}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def edge_figure(edges: list[dict], *, title: str = "Divergence edge"):
+    """Divergence edge lr against depth, one panel per width, one line per kind.
+
+    The line is the largest lr at which no seed diverged; the points are each seed's edge `lo`
+    (survived there, diverged at the next tested lr). A seed that diverged at the smallest lr
+    is drawn at the bottom with a "v", one that never diverged at its `lo` with a "^".
+    """
+    plt = _pyplot()
+    widths = sorted({r["width"] for r in edges})
+    fig, axes = plt.subplots(
+        1, max(len(widths), 1), figsize=(5.0 * max(len(widths), 1), 4.2), squeeze=False
+    )
+    kinds = _kinds(edges)
+    offsets = dict(zip(kinds, np.linspace(-0.08, 0.08, len(kinds)), strict=True))
+    if not edges:
+        axes[0][0].text(
+            0.5, 0.5, "no cell finished yet", ha="center", transform=axes[0][0].transAxes
+        )
+    los = [e["lo"] for r in edges for e in r["per_seed"].values() if e["lo"] is not None]
+    bottom = min(los) / 3.0 if los else 1e-3
+    for ax, width in zip(axes[0], widths, strict=False):
+        for kind in kinds:
+            mine = sorted(
+                (r for r in edges if r["kind"] == kind and r["width"] == width),
+                key=lambda r: r["depth"],
+            )
+            xs = [r["depth"] * 2 ** offsets[kind] for r in mine]
+            ys = [
+                bottom if r["divergence_edge_lr"] is None else r["divergence_edge_lr"] for r in mine
+            ]
+            (line,) = ax.plot(xs, ys, marker="o", label=kind)
+            for x, r in zip(xs, mine, strict=True):
+                for e in r["per_seed"].values():
+                    marker = {"below": "v", "above": "^"}.get(e["censored"], ".")
+                    y = bottom if e["lo"] is None else e["lo"]
+                    ax.plot([x], [y], marker=marker, color=line.get_color(), alpha=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("depth (layers)")
+        ax.set_ylabel("largest peak lr without divergence")
+        ax.set_title(f"width {width}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    if edges:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(title + " (line: no seed diverged; dots: per seed; v/^: censored)", fontsize=10)
+    fig.tight_layout()
+    return fig

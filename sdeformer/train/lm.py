@@ -15,8 +15,17 @@ Model kinds:
   the per-layer shaping scalars of `Shaping` so that a `ShapingSchedule` can anneal ("recover")
   or train ("learn") them. With the shaped values the layer is exactly the blocks' own forward
   pass (tested); the blocks' weights and their `logits` method are reused as they are.
-- "preln": the standard Pre-LN Transformer, blocks ("preln_attention", "preln_mlp"), with a final
-  LayerNorm.
+- "shaped-ln": "shaped" with a final LayerNorm before the readout (same body and weights).
+- "preln": the Pre-LN Transformer, blocks ("preln_attention", "preln_mlp"): `x + Attn(LN(x))`,
+  `x + MLP(LN(x))` with unit residual weights, and a final LayerNorm.
+- "gpt2-preln": the standard (GPT-2) Pre-LN Transformer: "preln" whose residual output weights
+  (`Wo`, or `Wv` without an output projection, and the MLP's `Wpost`) start at
+  `N(0, 1 / (2 d))` instead of `N(0, 1)` (GPT-2's `1 / sqrt(2L)` scaling of the residual
+  projections, L = d layers of two residual branches each). They are trained as they are.
+- "postln": the Post-LN Transformer of Vaswani et al. (2017): `z = LN_1(x + Attn(x))`,
+  `out = LN_2(z + MLP(z))`, unit residual weights, no final LayerNorm (the last layer's output
+  is already normalised). It uses the weights of the Pre-LN blocks (their LayerNorm gains and
+  biases become the post-residual ones).
 """
 
 from __future__ import annotations
@@ -36,7 +45,10 @@ from ..config import ShapedConfig, check_width
 from ..finite import ShapedTransformer
 from .shaping import Shaping
 
-ARCHITECTURES = ("shaped", "preln")
+ARCHITECTURES = ("shaped", "shaped-ln", "preln", "gpt2-preln", "postln")
+SHAPED_ARCHITECTURES = ("shaped", "shaped-ln")
+FINAL_NORM = ("shaped-ln", "preln", "gpt2-preln")
+"""The architectures with a final LayerNorm before the readout."""
 POSITIONS = ("sinusoidal", "learned")
 SHAPED_BLOCKS = ("attention", "mlp")
 PRELN_BLOCKS = ("preln_attention", "preln_mlp")
@@ -56,7 +68,7 @@ def architecture_config(arch: str, base: ShapedConfig | None = None) -> ShapedCo
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
     base = ShapedConfig() if base is None else base
-    blocks = SHAPED_BLOCKS if arch == "shaped" else PRELN_BLOCKS
+    blocks = SHAPED_BLOCKS if arch in SHAPED_ARCHITECTURES else PRELN_BLOCKS
     return base.replace(causal=True, blocks=blocks)
 
 
@@ -108,14 +120,17 @@ class LanguageModel(eqx.Module):
             self.positions = jr.normal(pkey, (max_len, width), dtype)
         else:
             self.positions = None
-        self.body = ShapedTransformer(config, width, depth, key=bkey, dtype=dtype)
-        if arch == "shaped":
+        body = ShapedTransformer(config, width, depth, key=bkey, dtype=dtype)
+        self.body = gpt2_scaled(body) if arch == "gpt2-preln" else body
+        if arch in SHAPED_ARCHITECTURES:
             self.shaping = Shaping.shaped(config, width, depth, dtype)
-            self.final_gain = self.final_bias = None
         else:
             self.shaping = None
+        if arch in FINAL_NORM:
             self.final_gain = jnp.ones((width,), dtype)
             self.final_bias = jnp.zeros((width,), dtype)
+        else:
+            self.final_gain = self.final_bias = None
         self.readout = jr.normal(rkey, (width, vocab), dtype)
 
     @property
@@ -153,7 +168,9 @@ class LanguageModel(eqx.Module):
     ) -> Float[Array, "m n"]:
         """The last layer's hidden state. `shaping` overrides the model's scalars (shaped only)."""
         h = self.embed(tokens)
-        if self.arch == "preln":
+        if self.arch == "postln":
+            return postln_stack(self.body, h)
+        if self.shaping is None:
             return plain_stack(self.body, h)
         return shaped_stack(self.body, self.shaping if shaping is None else shaping, h)
 
@@ -174,6 +191,42 @@ def plain_stack(body: ShapedTransformer, x: Float[Array, "m n"]) -> Float[Array,
         for block in eqx.combine(layer_params, static):
             h = block(h)
         return h, None
+
+    out, _ = jax.lax.scan(layer, x, params)
+    return out
+
+
+def gpt2_scaled(body: ShapedTransformer) -> ShapedTransformer:
+    """`body` (Pre-LN layers) with its residual output weights multiplied by 1 / sqrt(2 d).
+
+    The weights that write into the residual stream are `Wo` (or `Wv` when the attention has no
+    output projection) and the MLP's `Wpost`; there are 2 d residual branches.
+    """
+    scale = 1.0 / math.sqrt(2.0 * body.depth)
+    attn_out = "wo" if body.config.out_proj else "wv"
+    body = eqx.tree_at(
+        lambda b: getattr(b.layers[0], attn_out), body, replace_fn=lambda w: w * scale
+    )
+    return eqx.tree_at(lambda b: b.layers[1].wpost, body, replace_fn=lambda w: w * scale)
+
+
+def postln_stack(body: ShapedTransformer, x: Float[Array, "m n"]) -> Float[Array, "m n"]:
+    """Run the Pre-LN layers of `body` as Post-LN layers under `lax.scan`.
+
+    Each layer is `z = LN_1(h + Attn(h))`, `out = LN_2(z + sqrt(2 / n_h) relu(z Wpre / sqrt(n))
+    Wpost)`: the blocks' weights, with their LayerNorm gains and biases after the residual sum.
+    """
+    if tuple(body.config.blocks) != PRELN_BLOCKS:
+        raise ValueError(f"postln_stack needs the layers {PRELN_BLOCKS}, got {body.config.blocks}")
+    params, static = eqx.partition(body.layers, eqx.is_array)
+
+    def layer(h, layer_params):
+        attn, mlp = eqx.combine(layer_params, static)
+        z = layer_norm(h + attn.branch(h), attn.ln_gain, attn.ln_bias)
+        n, nh = mlp.wpre.shape
+        hidden = jax.nn.relu(z @ mlp.wpre / math.sqrt(n))
+        out = z + math.sqrt(2.0 / nh) * (hidden @ mlp.wpost)
+        return layer_norm(out, mlp.ln_gain, mlp.ln_bias), None
 
     out, _ = jax.lax.scan(layer, x, params)
     return out

@@ -25,6 +25,9 @@ MODEL_KINDS: dict[str, tuple[str, str]] = {
     "shaped-learn": ("shaped", "learn"),
     "preln": ("preln", "fixed"),
     "standard": ("shaped", "standard"),
+    "shaped-ln": ("shaped-ln", "fixed"),
+    "gpt2-preln": ("gpt2-preln", "fixed"),
+    "postln": ("postln", "fixed"),
 }
 """Model kinds of the training comparisons: (architecture, shaping schedule)."""
 
