@@ -122,7 +122,7 @@ PROFILES = {
         compare_samples=2000,
         matmul_flops=1e12,
         limit=30,
-        budget=240,
+        budget=190,
     ),
 }
 

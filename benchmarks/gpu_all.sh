@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark's GPU profile in one call, at most 9.8 minutes in all (fits a 10-minute command):
-# the timeouts below sum to 590 s (530 s for run_all's benchmarks, 60 s for benchmarks.convergence).
+# the timeouts below sum to 590 s (480 s for run_all's benchmarks, 60 s for benchmarks.convergence,
+# 50 s for a resumable slice of the second training study, train-edges --profile gpu).
 #
 #   bash benchmarks/gpu_all.sh         # on a machine with an NVIDIA GPU and a CUDA build of JAX
 #
@@ -41,8 +42,8 @@ echo "gpu_all.sh: $DEVICE; results in $SDEFORMER_BENCH_RESULTS" | tee "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 
 # name and timeout (s), most important first; bench_tokens starts no new size after its own
-# budget (240 s). Each benchmark writes its JSON when it ends (bench_tokens after every size).
-for job in tokens:270 sde:50 laws:60 design:60 train:30 init:30 compare:30; do
+# budget (190 s). Each benchmark writes its JSON when it ends (bench_tokens after every size).
+for job in tokens:220 sde:50 laws:60 design:60 train:30 init:30 compare:30; do
     name=${job%%:*}
     limit=${job##*:}
     start=$(date +%s)
@@ -57,6 +58,14 @@ start=$(date +%s)
 timeout -k 10 60 "$PY" -m benchmarks.convergence --profile gpu 2>&1 | tail -n 20 | tee -a "$LOG"
 echo "gpu_all.sh: convergence exited with ${PIPESTATUS[0]} after $(($(date +%s) - start)) s" \
     "(124: stopped at its 60 s timeout)" | tee -a "$LOG"
+# a slice of the second training study (docs/training.md): SIGTERM at 50 s keeps the finished runs
+# and the current run's checkpoint; rerunning this script (or the same command alone, with a
+# longer timeout) resumes it
+start=$(date +%s)
+timeout -s TERM -k 10 50 "$PY" -m sdeformer.cli train-edges --profile gpu --no-progress \
+    --out "$SDEFORMER_BENCH_RESULTS/train_edges" 2>&1 | tail -n 20 | tee -a "$LOG"
+echo "gpu_all.sh: train-edges exited with ${PIPESTATUS[0]} after $(($(date +%s) - start)) s" \
+    "(124: stopped at its 50 s timeout; resumes)" | tee -a "$LOG"
 "$PY" -m benchmarks.run_all --summary-only >/dev/null 2>&1
 echo "gpu_all.sh: summary in $SDEFORMER_BENCH_RESULTS/README.md" | tee -a "$LOG"
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then

@@ -208,3 +208,21 @@ def test_command_refuses_steps_that_are_not_a_multiple(tmp_path, capsys):
     code = main(["train-edges", "--profile", "tiny", "--steps", "7", "--out", str(tmp_path)])
     assert code == 2
     assert "multiple" in capsys.readouterr().err
+
+
+def test_gpu_profile_runs_at_a_tiny_size(tmp_path, monkeypatch):
+    """The gpu profile's structure (4 heads, its grid and bisection) at a tiny width and length."""
+    from sdeformer.cli import train_edges
+
+    gpu = EDGE_PROFILES["gpu"]
+    assert gpu.heads == 4 and gpu.seq_len == 256 and gpu.seeds >= 5
+    assert gpu.widths == (128, 256, 512) and max(gpu.ratios) == 1.0
+    tiny_gpu = gpu.replace(
+        widths=(8,), ratios=(0.25,), seq_len=8, batch_size=2, steps=10, warmup=2, eval_every=5,
+        eval_batch_size=4, seeds=1, kinds=("shaped", "gpt2-preln"), max_bytes=100_000,
+    )  # fmt: skip
+    monkeypatch.setitem(train_edges.EDGE_PROFILES, "gpu", tiny_gpu)
+    assert main(["train-edges", "--profile", "gpu", "--out", str(tmp_path), "--no-progress"]) == 0
+    report, edges = _edges(tmp_path)
+    assert report["complete"] and set(edges) == {("shaped", 2), ("gpt2-preln", 2)}
+    assert report["settings"]["profile"]["heads"] == 4
