@@ -36,7 +36,7 @@ from sdeformer.config import ShapedConfig
 from sdeformer.design import forecast
 from sdeformer.results import ResultStore, write_json
 from sdeformer.train.data import make_tasks
-from sdeformer.train.edge_report import edge_report, report_table
+from sdeformer.train.edge_report import claim_table, edge_report, report_table, vs_shaped_table
 from sdeformer.train.edge_study import EDGE_PROFILES, Cell
 
 from ._common import ROOT, command_of, commit, load_average, machine, markdown_table
@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report_table(report))
     print()
     print(forecast_table(report))
+    print()
+    print(vs_shaped_table(report))
+    print()
+    print(claim_table(report))
     written = write_json(path, report)
     print(f"{report['cells_done']}/{report['cells_total']} cells; written to {written}")
     return 0

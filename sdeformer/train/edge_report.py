@@ -15,7 +15,8 @@ Per (kind, width, depth), from the runs of `sdeformer train-edges`:
 - `margin_lr`: for margins 2, 5 and 10 %, the largest grid lr whose median final loss is within
   (1 + margin) x the best median, every seed finished (the secondary endpoint's sensitivity).
 - `vs_shaped`: per seed, log2(edge / shaped's edge) (0.5 = one sqrt(2) step) and the best-loss
-  difference (each kind at its own best lr; negative is better than shaped).
+  difference (per seed, the lowest final loss over the grid of each kind; negative is better
+  than shaped).
 
 The decision rule (`claim`) is the one registered in docs/training.md before the run.
 """
@@ -92,16 +93,16 @@ def _loss_summary(mine: dict[int, list[dict]], grid: Sequence[float]) -> dict:
         for lr, row in table.items()
         if all(row.get(s) is not None for s in seeds)
     }
+    per_seed_best = {
+        str(s): min((row[s] for row in table.values() if row.get(s) is not None), default=None)
+        for s in seeds
+    }
     if not medians:
-        return {"best_lr": None, "best_loss": None, "per_seed_best": {}, "margin_lr": {}}
+        return {"best_lr": None, "best_loss": None, "per_seed_best": per_seed_best, "margin_lr": {}}
     best_lr = min(medians, key=medians.get)
     margin_lr = {
         f"{m:g}": max(lr for lr, med in medians.items() if med <= (1 + m) * medians[best_lr])
         for m in MARGINS
-    }
-    per_seed_best = {
-        str(s): min((row[s] for row in table.values() if row.get(s) is not None), default=None)
-        for s in seeds
     }
     return {
         "best_lr": best_lr,
@@ -257,3 +258,32 @@ def save_edge_figures(report: dict, out) -> list:
 
     title = "Divergence edge" + ("" if report["complete"] else " (PARTIAL)")
     return [plot.save_figure(edge_figure(report["edges"], title=title), out / "train_edges.png")]
+
+
+def vs_shaped_table(report: dict) -> str:
+    """Markdown: per (width, depth, kind) the per-seed log2 edge ratios against shaped."""
+    lines = [
+        "| width | depth | kind | log2(edge / shaped's edge) per seed | best-loss difference "
+        "(mean +- 95 % t) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report["vs_shaped"]:
+        ratios = ", ".join(
+            "-" if x is None else f"{x:+.1f}" for x in r["log2_edge_ratio_per_seed"].values()
+        )
+        d = r["best_loss_difference"]
+        diff = "-" if d is None else f"{d['mean']:+.3f} +- {d['ci95'] or 0:.3f}"
+        lines.append(f"| {r['width']} | {r['depth']} | {r['kind']} | {ratios} | {diff} |")
+    return "\n".join(lines)
+
+
+def claim_table(report: dict) -> str:
+    """Markdown: the registered rule's verdict per comparator and (width, depth), then overall."""
+    claim = report.get("claim")
+    if claim is None:
+        return "(the study is not complete: no verdict)"
+    lines = ["| width | depth | comparator | verdict |", "|---|---|---|---|"]
+    for v in claim["per_comparator"]:
+        lines.append(f"| {v['width']} | {v['depth']} | {v['kind']} | {v['verdict']} |")
+    lines.append(f"\nOverall (decided at width {claim['decided_at_width']}): {claim['overall']}")
+    return "\n".join(lines)
