@@ -54,7 +54,7 @@ def test_common_random_numbers_and_cli(grid3, tmp_path):
     # (the same most demanding corner): with one key the cells must agree exactly
     out = tmp_path / "map"
     argv = ["design", "map", "--x", "tau0:0.5:3:2", "--y", "gamma:0.2:0.9:2", "--out", str(out)]
-    assert main(argv + CLI_SIZES + ["--seed", "0"]) == 0
+    assert main(argv + CLI_SIZES + ["--seed", "0", "--workers", "1"]) == 0  # one row at a time
     report = json.loads((out / "map.json").read_text())
     assert (out / "map.png").stat().st_size > 1000
     assert report["command"] == "design map" and report["seed"] == 0
@@ -83,6 +83,24 @@ def test_grid_axis_refuses_empty_ranges():
         grid_axis("tau0", 2.0, 1.0, 4)
     with pytest.raises(ValueError, match="count >= 2"):
         grid_axis("tau0", 1.0, 2.0, 1)
+
+
+def test_rows_at_once_do_not_change_the_map(grid3):
+    # grid3 ran with the default workers (the CPU cores): one row at a time and three at once
+    # must give the same numbers in the same cells
+    x, y = grid_axis("tau0", 0.5, 3.0, 3), grid_axis("gamma", 0.2, 0.9, 3)
+    one = phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), workers=1, **SIZES)
+    three = phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), workers=3, **SIZES)
+    for name in ("p_collapse", "p_blowup", "median_mean_rho", "p_left_psd_cone"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(grid3, name))
+        np.testing.assert_array_equal(getattr(three, name), getattr(grid3, name))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_workers_refused(workers):
+    x, y = ("tau0", [1.0, 2.0]), ("gamma", [0.2, 0.5])
+    with pytest.raises(ValueError, match=f"workers={workers!r} is invalid"):
+        phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), workers=workers, **SIZES)
 
 
 def test_bad_method_refused():
@@ -143,11 +161,12 @@ def test_an_interrupted_map_resumes_to_the_uninterrupted_result(tmp_path):
             raise KeyboardInterrupt
 
     store = ResultStore(tmp_path, "design-map", {"map": 1})
-    with pytest.raises(KeyboardInterrupt):
-        phase_map(CONFIG, V0, store=store, progress=stop_after_first_row, **args)
+    with pytest.raises(KeyboardInterrupt):  # row 1 was in flight beside row 0: not saved
+        phase_map(CONFIG, V0, store=store, progress=stop_after_first_row, workers=2, **args)
     assert store.has_arrays("row_0000") and not store.has_arrays("row_0001")
     first_seconds = store.load_arrays("row_0000")["sec"]
-    resumed = phase_map(CONFIG, V0, store=ResultStore(tmp_path, "design-map", {"map": 1}), **args)
+    reopened = ResultStore(tmp_path, "design-map", {"map": 1})
+    resumed = phase_map(CONFIG, V0, store=reopened, workers=2, **args)
     np.testing.assert_array_equal(resumed.cell_seconds[0], first_seconds)  # read, not recomputed
     for name in ("p_collapse", "p_blowup", "median_mean_rho", "p_left_psd_cone"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))

@@ -22,6 +22,7 @@ from .._convention import follows_convention, resolve_depth
 from ._cells import check_parameter, configured, grid_num_steps, sde_endpoint
 from ._forecast import _check_inputs, forecast
 from ._paths import check_method
+from ._rows import check_workers, run_rows
 
 MAP_METHODS = ("sde", "law")
 """Samplers of a phase map: the limit SDE at T = d / n (default) or the exact law chain."""
@@ -64,7 +65,8 @@ class PhaseMap:
 
     `p_collapse`, `p_blowup`, `median_mean_rho`, `p_left_psd_cone` (SDE only: the part of
     p_blowup that left the cone, an Euler discretisation failure); `seconds` in all and
-    `cell_seconds` per cell (each new parameter value compiles the solver once).
+    `cell_seconds` per cell (its row's wall time over the row's cells; rows computed at once
+    share the CPU, so these overlap).
     """
 
     method: str
@@ -175,32 +177,6 @@ class _Grid:
     bound: float
     dtype: object
 
-    def rows(self, row, total: int, store, progress) -> dict:
-        """Every row of cells by `row(j)` (a dict of arrays over x), resuming from `store`.
-
-        `store`: None, or an object with `has_arrays`, `load_arrays` and `save_arrays`
-        (`sdeformer.results.ResultStore`): row j is the unit `row_<j>`, written when it
-        finishes and read back instead of recomputed on a rerun. Every row is a function of
-        the map's settings and its index alone (one key, one step count), so a resumed map
-        equals an uninterrupted one.
-        """
-        shape = (self.ys.size, self.xs.size)
-        out = {k: np.zeros(shape) for k in _ROW_KEYS}
-        nx = self.xs.size
-        for j in range(self.ys.size):
-            name = f"row_{j:04d}"
-            if store is not None and store.has_arrays(name):
-                done = store.load_arrays(name)
-            else:
-                done = row(j)
-                if store is not None:
-                    store.save_arrays(name, done)
-            for k in _ROW_KEYS:
-                out[k][j] = np.asarray(done[k], dtype=np.float64)
-            if progress is not None:
-                progress((j + 1) * nx, total)
-        return out
-
     def sde_row(self, j: int, steps: int, threshold: float) -> dict:
         """Row j by the limit SDE, one `solve_sde` call.
 
@@ -269,6 +245,7 @@ def phase_map(
     dtype=jnp.float32,
     progress=None,
     store=None,
+    workers: int | None = None,
 ) -> PhaseMap:
     """Map p_collapse, p_blowup and the median mean_rho at depth d over a grid of two parameters.
 
@@ -279,7 +256,9 @@ def phase_map(
     "law" (the exact finite-width law chain, `forecast(method="law")` per cell). `progress`: an
     optional callable (cells done, cells) after each row. `store`: None, or a
     `sdeformer.results.ResultStore` opened for this map's settings: each row of cells is a unit,
-    saved as it finishes and skipped on a rerun (`_Grid.rows`), so an interrupted map resumes.
+    saved as it finishes and skipped on a rerun, so an interrupted map resumes. `workers`: rows
+    computed at once (None: the CPU cores available, 1 on other backends; `_rows.run_rows`);
+    the map does not depend on it.
 
     Every input is checked before any sampling: a ValueError names a bad value and the fix.
     """
@@ -290,6 +269,7 @@ def phase_map(
     )
     m = int(v0.shape[-1])
     check_method(config, method, width, m)
+    workers = check_workers(workers)
     if method == "law" and width < m:
         raise ValueError(f"width={width} is below m={m} tokens; pass a width >= {m}")
     for yv in ys:  # every cell's configuration is valid before any sampling
@@ -304,7 +284,10 @@ def phase_map(
         row = lambda j: grid.sde_row(j, steps, collapse_threshold)  # noqa: E731
     else:
         row = lambda j: grid.law_row(j, collapse_threshold)  # noqa: E731
-    out = grid.rows(row, xs.size * ys.size, store, progress)
+    done = run_rows(
+        row, ys.size, store=store, progress=progress, cells_per_row=xs.size, workers=workers
+    )
+    out = {k: np.stack([np.asarray(r[k], dtype=np.float64) for r in done]) for k in _ROW_KEYS}
     return PhaseMap(
         method=method,
         config=config,
