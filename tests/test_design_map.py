@@ -187,3 +187,39 @@ def test_cli_map_resumes_and_refuses_a_changed_setting(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "another configuration" in err and "samples" in err and "--overwrite" in err
     assert main(argv + changed + ["--overwrite"]) == 0
+
+
+def test_per_row_steps_agree_with_one_common_step_within_monte_carlo_error():
+    # the map before per-row steps: every row in the steps of the grid's most demanding cell,
+    # Brownian increments keyed by the step's times; now each row takes its own (fewer) steps
+    # on one shared Brownian grid. The two are independent samples of the same cells: every
+    # statistic must agree within 4 standard errors of the difference
+    from sdeformer.design._cells import grid_num_steps, sde_endpoint
+    from sdeformer.design._intervals import quantile_interval
+
+    v0, paths, xs, ys = equicorrelated(3, 0.3), 1000, np.array([0.5, 2.0]), np.array([0.3, 0.9])
+    sizes = dict(width=16, depth=16)
+    new = phase_map(CONFIG, v0, x=("tau0", xs), y=("gamma", ys), key=jr.key(3),
+                    num_samples=paths, **sizes)  # fmt: skip
+    common = grid_num_steps(CONFIG, v0, 1.0, {"tau0": (0.5, 2.0), "gamma": (0.3, 0.9)})
+    assert new.row_steps[0] < new.row_steps[1] and new.row_steps[0] < common
+    assert new.num_steps >= common and new.num_steps % new.row_steps[0] == 0
+    assert new.p_blowup.max() > 0.02 and new.p_collapse.max() > 0.02  # something to compare
+    for j, gamma in enumerate(ys):
+        for i, tau0 in enumerate(xs):
+            old = sde_endpoint(
+                CONFIG, v0, T=1.0, num_samples=paths, key=jr.key(4), num_steps=common,
+                bound=1e3, dtype=np.float32, values={"tau0": tau0, "gamma": gamma},
+            )  # fmt: skip
+            pairs = (
+                (new.p_collapse, np.mean(old.mean_rho >= 0.9)),
+                (new.p_blowup, np.mean(old.stopped)),
+                (new.p_left_psd_cone, np.mean(old.left_cone)),
+            )
+            for arr, p_old in pairs:
+                p_new = arr[j, i]
+                se = np.sqrt((p_new * (1 - p_new) + p_old * (1 - p_old)) / paths)
+                assert abs(p_new - p_old) <= 4 * se + 1e-12, (j, i, p_new, p_old)
+            median = quantile_interval(old.mean_rho, 0.5)
+            se = (median.upper - median.lower) / (2 * 1.96)
+            assert abs(new.median_mean_rho[j, i] - median.value) <= 4 * np.sqrt(2) * se
