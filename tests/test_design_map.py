@@ -54,7 +54,7 @@ def test_common_random_numbers_and_cli(grid3, tmp_path):
     # (the same most demanding corner): with one key the cells must agree exactly
     out = tmp_path / "map"
     argv = ["design", "map", "--x", "tau0:0.5:3:2", "--y", "gamma:0.2:0.9:2", "--out", str(out)]
-    assert main(argv + CLI_SIZES + ["--seed", "0"]) == 0
+    assert main(argv + CLI_SIZES + ["--seed", "0", "--workers", "1"]) == 0  # one row at a time
     report = json.loads((out / "map.json").read_text())
     assert (out / "map.png").stat().st_size > 1000
     assert report["command"] == "design map" and report["seed"] == 0
@@ -83,6 +83,24 @@ def test_grid_axis_refuses_empty_ranges():
         grid_axis("tau0", 2.0, 1.0, 4)
     with pytest.raises(ValueError, match="count >= 2"):
         grid_axis("tau0", 1.0, 2.0, 1)
+
+
+def test_rows_at_once_do_not_change_the_map(grid3):
+    # grid3 ran with the default workers (the CPU cores): one row at a time and three at once
+    # must give the same numbers in the same cells
+    x, y = grid_axis("tau0", 0.5, 3.0, 3), grid_axis("gamma", 0.2, 0.9, 3)
+    one = phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), workers=1, **SIZES)
+    three = phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), workers=3, **SIZES)
+    for name in ("p_collapse", "p_blowup", "median_mean_rho", "p_left_psd_cone"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(grid3, name))
+        np.testing.assert_array_equal(getattr(three, name), getattr(grid3, name))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_workers_refused(workers):
+    x, y = ("tau0", [1.0, 2.0]), ("gamma", [0.2, 0.5])
+    with pytest.raises(ValueError, match=f"workers={workers!r} is invalid"):
+        phase_map(CONFIG, V0, x=x, y=y, key=jr.key(0), workers=workers, **SIZES)
 
 
 def test_bad_method_refused():
@@ -143,11 +161,12 @@ def test_an_interrupted_map_resumes_to_the_uninterrupted_result(tmp_path):
             raise KeyboardInterrupt
 
     store = ResultStore(tmp_path, "design-map", {"map": 1})
-    with pytest.raises(KeyboardInterrupt):
-        phase_map(CONFIG, V0, store=store, progress=stop_after_first_row, **args)
+    with pytest.raises(KeyboardInterrupt):  # row 1 was in flight beside row 0: not saved
+        phase_map(CONFIG, V0, store=store, progress=stop_after_first_row, workers=2, **args)
     assert store.has_arrays("row_0000") and not store.has_arrays("row_0001")
     first_seconds = store.load_arrays("row_0000")["sec"]
-    resumed = phase_map(CONFIG, V0, store=ResultStore(tmp_path, "design-map", {"map": 1}), **args)
+    reopened = ResultStore(tmp_path, "design-map", {"map": 1})
+    resumed = phase_map(CONFIG, V0, store=reopened, workers=2, **args)
     np.testing.assert_array_equal(resumed.cell_seconds[0], first_seconds)  # read, not recomputed
     for name in ("p_collapse", "p_blowup", "median_mean_rho", "p_left_psd_cone"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
@@ -168,3 +187,39 @@ def test_cli_map_resumes_and_refuses_a_changed_setting(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "another configuration" in err and "samples" in err and "--overwrite" in err
     assert main(argv + changed + ["--overwrite"]) == 0
+
+
+def test_per_row_steps_agree_with_one_common_step_within_monte_carlo_error():
+    # the map before per-row steps: every row in the steps of the grid's most demanding cell,
+    # Brownian increments keyed by the step's times; now each row takes its own (fewer) steps
+    # on one shared Brownian grid. The two are independent samples of the same cells: every
+    # statistic must agree within 4 standard errors of the difference
+    from sdeformer.design._cells import grid_num_steps, sde_endpoint
+    from sdeformer.design._intervals import quantile_interval
+
+    v0, paths, xs, ys = equicorrelated(3, 0.3), 1000, np.array([0.5, 2.0]), np.array([0.3, 0.9])
+    sizes = dict(width=16, depth=16)
+    new = phase_map(CONFIG, v0, x=("tau0", xs), y=("gamma", ys), key=jr.key(3),
+                    num_samples=paths, **sizes)  # fmt: skip
+    common = grid_num_steps(CONFIG, v0, 1.0, {"tau0": (0.5, 2.0), "gamma": (0.3, 0.9)})
+    assert new.row_steps[0] < new.row_steps[1] and new.row_steps[0] < common
+    assert new.num_steps >= common and new.num_steps % new.row_steps[0] == 0
+    assert new.p_blowup.max() > 0.02 and new.p_collapse.max() > 0.02  # something to compare
+    for j, gamma in enumerate(ys):
+        for i, tau0 in enumerate(xs):
+            old = sde_endpoint(
+                CONFIG, v0, T=1.0, num_samples=paths, key=jr.key(4), num_steps=common,
+                bound=1e3, dtype=np.float32, values={"tau0": tau0, "gamma": gamma},
+            )  # fmt: skip
+            pairs = (
+                (new.p_collapse, np.mean(old.mean_rho >= 0.9)),
+                (new.p_blowup, np.mean(old.stopped)),
+                (new.p_left_psd_cone, np.mean(old.left_cone)),
+            )
+            for arr, p_old in pairs:
+                p_new = arr[j, i]
+                se = np.sqrt((p_new * (1 - p_new) + p_old * (1 - p_old)) / paths)
+                assert abs(p_new - p_old) <= 4 * se + 1e-12, (j, i, p_new, p_old)
+            median = quantile_interval(old.mean_rho, 0.5)
+            se = (median.upper - median.lower) / (2 * 1.96)
+            assert abs(new.median_mean_rho[j, i] - median.value) <= 4 * np.sqrt(2) * se

@@ -84,6 +84,46 @@ def test_batches_keep_the_values_of_their_paths(key):
     np.testing.assert_array_equal(one.vs, batched.vs)
 
 
+def test_one_brownian_grid_serves_every_step_count(key, compiles):
+    """`brownian_steps`: a solve in fewer steps sums the fine increments of the same Brownian
+    path, so it tracks the fine solve path by path (strong error), unlike an independent one;
+    its increment over a step is exactly the sum of the fine ones; a new step count reuses the
+    compiled solver."""
+    from sdeformer.sde import PathBrownian
+
+    kwargs = dict(T=1.0, num_samples=400, save_times=2, brownian_steps=240, max_steps=256)
+    fine = sf.solve_sde(CONFIG, V0, key=key, num_steps=240, **kwargs).vs[:, -1]
+    coarse = sf.solve_sde(CONFIG, V0, key=key, num_steps=60, **kwargs)
+    before = compiles.count
+    sf.solve_sde(CONFIG, V0, key=key, num_steps=80, **kwargs)
+    assert compiles.count == before
+    other = sf.solve_sde(CONFIG, V0, key=jr.key(1), num_steps=240, **kwargs).vs[:, -1]
+    shared = float(jnp.mean(jnp.abs(coarse.vs[:, -1] - fine)))
+    independent = float(jnp.mean(jnp.abs(other - fine)))
+    assert shared < 0.3 * independent, (shared, independent)
+    path = PathBrownian(jnp.array([3, 4], jnp.uint32), jnp.arange(5, dtype=jnp.uint32),
+                        sf.CovarianceSDE(CONFIG).brownian_shape(3))  # fmt: skip
+    whole = path.indexed_sum(6, 3, 0.01)
+    parts = [path.indexed_sum(6 + i, 1, 0.01) for i in range(3)]
+    for name in whole:
+        np.testing.assert_allclose(whole[name], sum(p[name] for p in parts), atol=1e-6)
+        assert abs(float(jnp.std(whole[name])) / 0.03**0.5 - 1) < 0.3  # N(0, 3 x 0.01)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_steps": 7, "brownian_steps": 20},
+        {"num_steps": 4, "brownian_steps": 8, "solver": "heun"},
+        {"num_steps": None, "dt0": 0.125, "brownian_steps": 8},
+    ],
+    ids=["not-a-multiple", "heun", "dt0"],
+)
+def test_bad_brownian_steps_refused(kwargs):
+    with pytest.raises(ValueError, match=r"brownian_steps=\d+ needs solver='euler', num_steps"):
+        sf.solve_sde(CONFIG, V0, T=0.5, num_samples=4, key=jr.key(0), **kwargs)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -129,7 +129,7 @@ def map_command(args: argparse.Namespace, config, v0, dtype, rename) -> int:
             config, v0, x=x, y=y, width=args.width, depth=args.depth,
             num_samples=args.samples, key=jr.key(args.seed), method=args.map_method,
             collapse_threshold=args.collapse_threshold, bound=args.bound, dtype=dtype,
-            progress=progress, store=store,
+            progress=progress, store=store, workers=args.workers,
         )  # fmt: skip
     except ValueError as err:
         raise ValueError(rename(str(err))) from None

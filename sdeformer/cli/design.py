@@ -123,6 +123,12 @@ def _add_tool_arguments(tools) -> None:
     """The grid of `design map` and the search of `design tune`."""
     tools.add_argument("--x", default=None, help="map: NAME:LO:HI:COUNT, e.g. tau0:0.5:3:32")
     tools.add_argument("--y", default=None, help="map: NAME:LO:HI:COUNT, e.g. gamma:0.2:0.9:32")
+    tools.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="map: rows computed at once (default: the CPU cores on a CPU, else 1)",
+    )
     tools.add_argument("--tune", default=None, help="tune: one or two parameters, e.g. tau0,gamma")
     tools.add_argument(
         "--target",

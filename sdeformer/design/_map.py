@@ -19,9 +19,11 @@ import numpy as np
 
 from .. import ShapedConfig
 from .._convention import follows_convention, resolve_depth
-from ._cells import check_parameter, configured, grid_num_steps, sde_endpoint
+from ..sde import rule_steps
+from ._cells import check_parameter, configured, nested_steps, row_needs, sde_endpoint
 from ._forecast import _check_inputs, forecast
 from ._paths import check_method
+from ._rows import check_workers, run_rows
 
 MAP_METHODS = ("sde", "law")
 """Samplers of a phase map: the limit SDE at T = d / n (default) or the exact law chain."""
@@ -64,7 +66,8 @@ class PhaseMap:
 
     `p_collapse`, `p_blowup`, `median_mean_rho`, `p_left_psd_cone` (SDE only: the part of
     p_blowup that left the cone, an Euler discretisation failure); `seconds` in all and
-    `cell_seconds` per cell (each new parameter value compiles the solver once).
+    `cell_seconds` per cell (its row's wall time over the row's cells; rows computed at once
+    share the CPU, so these overlap).
     """
 
     method: str
@@ -86,6 +89,7 @@ class PhaseMap:
     p_left_psd_cone: np.ndarray
     seconds: float
     cell_seconds: np.ndarray
+    row_steps: tuple[int, ...] | None = None
 
     def settings(self) -> dict:
         """The settings of the map, JSON-ready."""
@@ -102,11 +106,15 @@ class PhaseMap:
             "collapse_threshold": self.collapse_threshold,
             "bound": self.bound if math.isfinite(self.bound) else None,
             "sde_num_steps": self.num_steps,
+            "sde_row_steps": None if self.row_steps is None else list(self.row_steps),
             "sde_num_steps_rule": None
             if self.num_steps is None
-            else "sdeformer.suggest_num_steps at the grid's most demanding cell (largest gamma, "
-            "smallest tau0), the same for every cell (common random numbers)",
-            "common_random_numbers": "every cell uses the same key (SDE: the same Brownian paths)",
+            else "row j takes the fewest steps that divide sde_num_steps and keep the step "
+            "rule (sdeformer.suggest_num_steps) at the row's most demanding cell (largest "
+            "gamma, smallest tau0); the Brownian paths are drawn on sde_num_steps steps and "
+            "summed over each row's step, so every row sees the same Brownian paths",
+            "common_random_numbers": "every cell uses the same key and Brownian grid (SDE: the "
+            "same Brownian paths, at its row's step)",
         }
 
     def to_dict(self) -> dict:
@@ -175,38 +183,14 @@ class _Grid:
     bound: float
     dtype: object
 
-    def rows(self, row, total: int, store, progress) -> dict:
-        """Every row of cells by `row(j)` (a dict of arrays over x), resuming from `store`.
-
-        `store`: None, or an object with `has_arrays`, `load_arrays` and `save_arrays`
-        (`sdeformer.results.ResultStore`): row j is the unit `row_<j>`, written when it
-        finishes and read back instead of recomputed on a rerun. Every row is a function of
-        the map's settings and its index alone (one key, one step count), so a resumed map
-        equals an uninterrupted one.
-        """
-        shape = (self.ys.size, self.xs.size)
-        out = {k: np.zeros(shape) for k in _ROW_KEYS}
-        nx = self.xs.size
-        for j in range(self.ys.size):
-            name = f"row_{j:04d}"
-            if store is not None and store.has_arrays(name):
-                done = store.load_arrays(name)
-            else:
-                done = row(j)
-                if store is not None:
-                    store.save_arrays(name, done)
-            for k in _ROW_KEYS:
-                out[k][j] = np.asarray(done[k], dtype=np.float64)
-            if progress is not None:
-                progress((j + 1) * nx, total)
-        return out
-
-    def sde_row(self, j: int, steps: int, threshold: float) -> dict:
-        """Row j by the limit SDE, one `solve_sde` call.
+    def sde_row(self, j: int, steps: int, fine: int, threshold: float) -> dict:
+        """Row j by the limit SDE in `steps` Euler steps, one `solve_sde` call.
 
         The row's parameters are JAX values, one per path (`solve_sde(values=...)`), so one
         compiled solver serves the whole map; path i of every cell draws Brownian path i
-        (`brownian_ids`): common random numbers. A cell's seconds are its row's over the row.
+        (`brownian_ids`) on the map's grid of `fine` steps (`brownian_steps`), each of the
+        row's steps summing `fine / steps` of its increments: common random numbers across
+        rows of other step counts too. A cell's seconds are its row's over the row.
         """
         tick = time.perf_counter()
         paths, nx = self.num_samples, self.xs.size
@@ -217,7 +201,8 @@ class _Grid:
         end = sde_endpoint(
             self.config, self.v0, T=self.depth / self.width, num_samples=nx * paths,
             key=self.key, num_steps=steps, bound=self.bound, dtype=self.dtype,
-            values=values, brownian_ids=np.tile(np.arange(paths), nx),
+            values=values, brownian_ids=np.tile(np.arange(paths), nx), brownian_steps=fine,
+            max_steps=2 ** max(4, math.ceil(math.log2(fine + 2))),  # one compile for all rows
         )  # fmt: skip
         rho = end.mean_rho.reshape(nx, paths)
         return {
@@ -269,17 +254,21 @@ def phase_map(
     dtype=jnp.float32,
     progress=None,
     store=None,
+    workers: int | None = None,
 ) -> PhaseMap:
     """Map p_collapse, p_blowup and the median mean_rho at depth d over a grid of two parameters.
 
     Arguments: `x`, `y` = (name, increasing values) with name in `PARAMETERS` (`grid_axis`
     builds one); `v0` (m, m) the input covariance; `width` n and `depth` d; `num_samples` paths
     per cell; `key` one key for every cell (common random numbers); `method` "sde" (the limit
-    SDE at T = d / n, `sdeformer.suggest_num_steps` steps at the grid's most demanding cell) or
+    SDE at T = d / n, each row in the fewest steps inside the step rule at its most demanding
+    cell that divide the map's Brownian grid, `_cells.nested_steps`) or
     "law" (the exact finite-width law chain, `forecast(method="law")` per cell). `progress`: an
     optional callable (cells done, cells) after each row. `store`: None, or a
     `sdeformer.results.ResultStore` opened for this map's settings: each row of cells is a unit,
-    saved as it finishes and skipped on a rerun (`_Grid.rows`), so an interrupted map resumes.
+    saved as it finishes and skipped on a rerun, so an interrupted map resumes. `workers`: rows
+    computed at once (None: the CPU cores available, 1 on other backends; `_rows.run_rows`);
+    the map does not depend on it.
 
     Every input is checked before any sampling: a ValueError names a bad value and the fix.
     """
@@ -290,6 +279,7 @@ def phase_map(
     )
     m = int(v0.shape[-1])
     check_method(config, method, width, m)
+    workers = check_workers(workers)
     if method == "law" and width < m:
         raise ValueError(f"width={width} is below m={m} tokens; pass a width >= {m}")
     for yv in ys:  # every cell's configuration is valid before any sampling
@@ -297,14 +287,18 @@ def phase_map(
             configured(config, {x_name: xv, y_name: yv})
     started = time.perf_counter()
     grid = _Grid(config, v0, x_name, xs, y_name, ys, width, depth, num_samples, key, bound, dtype)
-    steps = None
+    steps = counts = None
     if method == "sde":
-        box = {x_name: (xs[0], xs[-1]), y_name: (ys[0], ys[-1])}
-        steps = grid_num_steps(config, v0, depth / width, box)
-        row = lambda j: grid.sde_row(j, steps, collapse_threshold)  # noqa: E731
+        T = depth / width
+        needs = row_needs(config, v0, T, (x_name, xs), (y_name, ys))
+        steps, counts = nested_steps(needs, rule_steps(0.0, T))  # floor: T / MAX_DT
+        row = lambda j: grid.sde_row(j, counts[j], steps, collapse_threshold)  # noqa: E731
     else:
         row = lambda j: grid.law_row(j, collapse_threshold)  # noqa: E731
-    out = grid.rows(row, xs.size * ys.size, store, progress)
+    done = run_rows(
+        row, ys.size, store=store, progress=progress, cells_per_row=xs.size, workers=workers
+    )
+    out = {k: np.stack([np.asarray(r[k], dtype=np.float64) for r in done]) for k in _ROW_KEYS}
     return PhaseMap(
         method=method,
         config=config,
@@ -325,4 +319,5 @@ def phase_map(
         p_left_psd_cone=out["cone"],
         seconds=time.perf_counter() - started,
         cell_seconds=out["sec"],
+        row_steps=None if counts is None else tuple(counts),
     )

@@ -24,6 +24,7 @@ import numpy as np
 from ..blocks import MissingFaceError
 from ..compare import CovarianceSamples, finite_source, sde_source
 from ..config import ShapedConfig
+from ._cells import exit_is_covariance
 
 METHODS = ("law", "explicit", "sde", "finite-width-sde")
 """Samplers of a forecast: the exact finite-width law chain, explicit networks, the limit SDE
@@ -133,7 +134,10 @@ def _sde_states(depths, samples: CovarianceSamples, solution, steps: int) -> Dep
     reason = np.asarray(solution.exit_reason)
     alive = samples.alive
     left = (reason == 1)[:, None] & ~alive
-    # from_solution holds the exit state v_exit; outside the cone it is no covariance, so such
-    # paths keep the solver's own held state (the last valid saved one)
-    vs = np.where(left[:, :, None, None], np.asarray(solution.vs), samples.vs)
+    # from_solution holds the exit state v_exit; outside the cone (a cone exit, or a bound
+    # crossing whose Euler step also left the cone) it is no covariance, so such paths keep
+    # the solver's own held state (the last valid saved one)
+    held = ~np.asarray(exit_is_covariance(solution.v_exit)) | (reason == 1)
+    keep = held[:, None] & ~alive
+    vs = np.where(keep[:, :, None, None], np.asarray(solution.vs), samples.vs)
     return DepthStates(tuple(depths), vs, ~alive, left, steps)

@@ -12,7 +12,7 @@ Modules (private; their public names are re-exported here):
 - `_brownian`: `PathBrownian`, counter-based Brownian increments per path;
 - `_psd_scheme`: the positive-definite exponential step and the Euler step it is compared with;
 - `_coupled_paths`: `coupled_run`, several step sizes and schemes driven by one Brownian path;
-- `_steps`: the step rule (`suggest_num_steps`, `step_noise_scale`).
+- `_steps`: the step rule (`suggest_num_steps`, `step_noise_scale`, `step_noise_scales`).
 
 Within the subpackage the solver imports the coefficients, never the other way round.
 """
@@ -51,4 +51,5 @@ from ._steps import STEP_RULE_Z as STEP_RULE_Z
 from ._steps import rule_steps as rule_steps
 from ._steps import rule_z as rule_z
 from ._steps import step_noise_scale as step_noise_scale
+from ._steps import step_noise_scales as step_noise_scales
 from ._steps import suggest_num_steps as suggest_num_steps

@@ -55,6 +55,7 @@ class _CovarianceTerm(diffrax.AbstractTerm):
     stratonovich: bool = eqx.field(static=True)
     weight: float = eqx.field(static=True)
     exponential: bool = eqx.field(static=True, default=False)
+    substeps: Array | None = None  # fine Brownian steps per step (`indexed_sum`), or None
 
     def vf(self, t, y, args):
         # diffrax inspects the shape of vf; the field itself is only used through vf_prod
@@ -62,6 +63,8 @@ class _CovarianceTerm(diffrax.AbstractTerm):
         return jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), y)
 
     def contr(self, t0, t1, **kwargs):
+        if self.substeps is not None:  # drawn in vf_prod, at the step index of the state
+            return t1 - t0, None
         return t1 - t0, self.path.evaluate(t0, t1)
 
     def prod(self, vf, control):
@@ -72,6 +75,10 @@ class _CovarianceTerm(diffrax.AbstractTerm):
 
     def vf_prod(self, t, y, args, control):
         dt, dw = control
+        if self.substeps is not None:  # Euler only (solve_sde): y["step"] counts the steps
+            first = jnp.round(y["step"]).astype(jnp.uint32) * self.substeps.astype(jnp.uint32)
+            fine_dt = dt / self.substeps.astype(y["v"].dtype)
+            dw = self.path.indexed_sum(first, self.substeps, fine_dt)
         v, code = y["v"], y["code"]
         new, safe, factor = _check(v, code, self.bound, self.psd_tol)
         alive = new == 0
@@ -89,29 +96,36 @@ class _CovarianceTerm(diffrax.AbstractTerm):
             inc = jnp.where(alive[:, None, None], drift * dt + noise, 0.0)
         newly = (code == 0) & ~alive
         t = jnp.asarray(t, v.dtype)
-        return {
+        out = {
             "v": inc,
             "code": self.weight * (new - code),
             "exit": self.weight * jnp.where(newly, t, 0.0),
         }
+        return out if self.substeps is None else {**out, "step": jnp.ones((), v.dtype)}
 
 
 @eqx.filter_jit
-def solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_steps, progress):
+def solve_batch(
+    sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_steps, progress, substeps=None
+):
     """(vs, valid, exit_time, exit code, exit state, stats) of the paths `ids` of one batch.
 
     `sde`'s array leaves (its per-path `values`, if any) have the batch as leading axis.
+    `substeps`: None (each step's increment keyed by its times), or an integer JAX value k:
+    Euler step s sums the fine increments k s .. k s + k - 1 (`PathBrownian.indexed_sum`).
     """
     m = v0.shape[-1]
     dtype = v0.dtype
     batch = ids.shape[0]
     zeros = jnp.zeros((batch,), dtype)
     y0 = {"v": jnp.broadcast_to(v0, (batch, m, m)), "code": zeros, "exit": zeros}
+    if substeps is not None:
+        y0["step"] = jnp.zeros((), dtype)
     path = PathBrownian(pair, ids, sde.brownian_shape(m, dtype))
     stratonovich = solver == "heun"
     weight = 2.0 if stratonovich else 1.0
     term = _CovarianceTerm(
-        sde, path, bound, psd_tol, stratonovich, weight, exponential=solver == "exponential"
+        sde, path, bound, psd_tol, stratonovich, weight, solver == "exponential", substeps
     )
     method = diffrax.Heun() if stratonovich else diffrax.Euler()
     saveat = diffrax.SaveAt(
@@ -152,13 +166,17 @@ def solve_batch(sde, v0, ts, t1, dt0, bound, psd_tol, pair, ids, solver, max_ste
     alive = ts[None, :] < exit_time[:, None]
     saved = jnp.swapaxes(saved, 0, 1)  # (batch, k, m, m)
     valid = alive & jnp.all(jnp.isfinite(saved), axis=(-2, -1))
+    # a save time between two steps interpolates them: its state is clean only when the step
+    # that ends after it was checked before the exit (else it mixes in the state that failed)
+    after = jnp.ceil(ts / dt0 - 1e-3) * dt0
+    clean = valid & (after[None, :] < exit_time[:, None])
 
     def fill(prev, inp):
         y, ok = inp
         y = jnp.where(ok[:, None, None], y, prev)
         return y, y
 
-    _, filled = jax.lax.scan(fill, y0["v"], (jnp.swapaxes(saved, 0, 1), jnp.swapaxes(valid, 0, 1)))
+    _, filled = jax.lax.scan(fill, y0["v"], (jnp.swapaxes(saved, 0, 1), jnp.swapaxes(clean, 0, 1)))
     stats = {name: sol.stats[name] for name in ("num_steps", "num_accepted_steps", "max_steps")}
     return (
         jnp.swapaxes(filled, 0, 1),

@@ -26,7 +26,9 @@ class SDESolution(eqx.Module):
 
     - `ts` (k,): save times.
     - `vs` (samples, k, m, m): V at the save times; after a path stops (see `exit_reason`) its
-      last valid saved state is repeated, so `vs` is never NaN. Use `alive` to mask.
+      last valid saved state is repeated, so `vs` is never NaN. Use `alive` to mask. A save
+      time inside the step on which the path stopped (between two steps: an interpolation
+      with the state that failed its check) also holds the last valid state before it.
     - `alive` (samples, k): True where the path had not stopped by that save time.
     - `exit_time` (samples,): the time at which the path stopped (end of the step on which the
       exit happened), `inf` if it survived to T.

@@ -157,6 +157,7 @@ def solve_sde(
     dtype=None,
     values: dict | None = None,
     brownian_ids: ArrayLike | None = None,
+    brownian_steps: int | None = None,
 ):
     """Solve the covariance SDE of `config` from `v0` on [0, T] for `num_samples` paths.
 
@@ -189,12 +190,18 @@ def solve_sde(
     - `brownian_ids`: `(num_samples,)` non-negative integers, the Brownian path each path
       draws (default `arange(num_samples)`): paths with the same id and key see the same
       Brownian increments (common random numbers across parameter points).
+    - `brownian_steps`: None, or a multiple of `num_steps` (Euler only): the Brownian path is
+      drawn on a grid of this many steps, keyed by the fine step's index, and each Euler step
+      sums its `brownian_steps / num_steps` increments; solves with the same key and
+      `brownian_steps` then share their Brownian paths whatever their `num_steps` (common
+      random numbers across step counts), and a new `num_steps` does not recompile.
 
     T, dt0, bound and psd_tol are passed to the compiled solver as values: new values do not
     recompile (the number of save times, of paths per batch and the bucket of max_steps do).
     Path i is a function of (key, i) only: the same key gives the same paths, and the first k
     paths of a run with more samples or another batch size are the same.
     """
+    by_dt0 = dt0 is not None
     num_samples, steps, dt0, T_value = _check_run(num_samples, solver, T, num_steps, dt0)
     v0, dtype = _initial_state(v0, solver, dtype)
     m = v0.shape[-1]
@@ -214,7 +221,8 @@ def solve_sde(
         for x in (T, dt0, bound, psd_tol)
     )
     run = (v0, jnp.asarray(ts), *scalars, jr.bits(key, (2,), jnp.uint32))
-    parts = batches.solve(run, solver, max_steps, progress)
+    substeps = _substeps(brownian_steps, steps, solver, by_dt0)
+    parts = batches.solve(run, solver, max_steps, progress, substeps)
     return _solution(jnp.asarray(ts), parts, num_samples, batches.batch_size)
 
 
@@ -242,6 +250,19 @@ def _check_run(num_samples, solver: str, T, num_steps, dt0):
     if T_value is None or dt_value is None:
         raise ValueError("solve_sde: with a traced T or dt0 pass num_steps, not dt0")
     return num_samples, int(math.ceil(T_value / dt_value - 1e-9)), dt0, T_value
+
+
+def _substeps(brownian_steps, steps: int, solver: str, by_dt0: bool):
+    """Fine Brownian steps per step (an int32 value: no recompile), or None, checked."""
+    if brownian_steps is None:
+        return None
+    fine = check_width(brownian_steps, name="brownian_steps")
+    if solver != "euler" or by_dt0 or fine % steps:
+        raise ValueError(
+            f"solve_sde: brownian_steps={brownian_steps!r} needs solver='euler', num_steps (not "
+            f"dt0) and a multiple of num_steps={steps}; pass e.g. brownian_steps={steps}"
+        )
+    return np.asarray(fine // steps, np.int32)
 
 
 def _initial_state(v0, solver: str, dtype):
@@ -336,7 +357,7 @@ class _Batches(NamedTuple):
         sde = self.sde
         return CovarianceSDE(sde.config, sde.width, {k: v[rows] for k, v in self.values.items()})
 
-    def solve(self, run: tuple, solver: str, max_steps: int, progress: bool) -> list:
+    def solve(self, run: tuple, solver: str, max_steps: int, progress: bool, substeps) -> list:
         """`solve_batch` on every batch, with a progress bar (waited for when it shows)."""
         v0, ts, T, dt0, bound, psd_tol, pair = run
         num_batches = len(self.ids) // self.batch_size
@@ -348,7 +369,7 @@ class _Batches(NamedTuple):
                 with bar.inside(f"SDE batch {i + 1}/{num_batches} ({size} paths)", size):
                     part = solve_batch(
                         self.sde_of(rows), v0, ts, T, dt0, bound, psd_tol, pair,
-                        self.ids[rows], solver, max_steps, progress,
+                        self.ids[rows], solver, max_steps, progress, substeps,
                     )  # fmt: skip
                     if progress and not isinstance(part[0], jax.core.Tracer):
                         jax.block_until_ready(part)  # its progress is reported while it runs

@@ -68,8 +68,8 @@ def rule_z(s2: float, T: float, num_steps: int) -> float:
     return 1.0 / math.sqrt(max(s2, 1e-30) * float(T) / int(num_steps))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _noise_scale(sde, v0, draws):
+def _scale(sde, v0, draws):
+    """s2 of `sde` at a positive definite v0 from `draws` fixed draws (traceable)."""
     factor = _lapack.cholesky(v0)
     shapes = sde.brownian_shape(v0.shape[-1], v0.dtype)
 
@@ -88,16 +88,42 @@ def _noise_scale(sde, v0, draws):
     return jnp.mean(smallest**2)
 
 
+_noise_scale = jax.jit(_scale, static_argnums=(0, 2))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _noise_scales(config, v0, values, draws):
+    return jax.vmap(lambda vals: _scale(CovarianceSDE(config, values=vals), v0, draws))(values)
+
+
+def _whitenable(v0: ArrayLike) -> jax.Array:
+    """V0 symmetrised plus 1e-6 tr(V0)/m I (a singular V0 gets a factor), float32."""
+    v = np.asarray(v0, dtype=np.float64)
+    m = v.shape[-1]
+    v = 0.5 * (v + v.T) + 1e-6 * max(np.trace(v) / m, 1e-30) * np.eye(m)
+    return jnp.asarray(v, jnp.float32)
+
+
+def step_noise_scales(config: ShapedConfig, v0: ArrayLike, values: dict) -> np.ndarray:
+    """`step_noise_scale` at each of k parameter points, `values` {field: (k,) values}.
+
+    One compiled function serves every point (the parameters are JAX values); the draws are
+    those of `step_noise_scale`, so each s2 is its number up to float32 rounding.
+    """
+    arrays = {
+        k: jnp.asarray(np.asarray(v, np.float64).reshape(-1), jnp.float32)
+        for k, v in values.items()
+    }
+    return np.asarray(_noise_scales(config, _whitenable(v0), arrays, NOISE_DRAWS), np.float64)
+
+
 def step_noise_scale(config: ShapedConfig, v0: ArrayLike) -> float:
     """s2 = E[lambda_min(L^-1 dN L^-T)^2] at V0 for dt = 1 (see the module docstring).
 
     A singular V0 is whitened by the factor of V0 + 1e-6 tr(V0)/m I.
     """
-    v = np.asarray(v0, dtype=np.float64)
-    m = v.shape[-1]
-    v = 0.5 * (v + v.T) + 1e-6 * max(np.trace(v) / m, 1e-30) * np.eye(m)
     sde = CovarianceSDE(config)
-    return float(_noise_scale(sde, jnp.asarray(v, jnp.float32), NOISE_DRAWS))
+    return float(_noise_scale(sde, _whitenable(v0), NOISE_DRAWS))
 
 
 def suggest_num_steps(config: ShapedConfig, v0: ArrayLike, T: float, solver: str = "euler") -> int:
