@@ -16,6 +16,7 @@ COMMANDS = (
     "train",
     "train-sweep",
     "train-study",
+    "train-edges",
     "design",
 )
 
