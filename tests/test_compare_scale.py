@@ -263,6 +263,9 @@ def test_results_print_a_short_summary():
     assert "energy2=" in text and "per-path deviations of 200 SDE paths not shown" in text
     assert "_sde_deviations" not in text and len(text) < 800
     assert isinstance(row, dict) and "_sde_deviations" in row
+    text = repr(compare.compare_sources(a, b, times=[0.5, 1.0], w1_rounds=20))
+    assert text.startswith("Comparison('finite' vs 'sde', mode 'survival': ") and len(text) < 300
+    assert "rows at t = 0.5, 1; within noise" in text and "mean_a" not in text
 
 
 def test_table_notes_a_stopped_fraction_difference_beside_above_noise_rows():

@@ -45,6 +45,14 @@ class Comparison:
     failed_b: dict[float, float] = dataclasses.field(default_factory=dict)
     feature_set: dict = dataclasses.field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        times = ", ".join(f"{t:.3g}" for t in self._rows_by_time())
+        counts = ", ".join(f"{k} {v}" for k, v in self.verdict_counts().items())
+        return (
+            f"Comparison({self.label_a!r} vs {self.label_b!r}, mode {self.mode!r}: "
+            f"{len(self.rows)} rows at t = {times}; {counts}; .table() shows them)"
+        )
+
     def save(self, path):
         """Write this comparison to one `.npz` file (see `sdeformer.results.arrays`)."""
         from ..results.arrays import save_arrays_module
