@@ -62,6 +62,13 @@ def test_rank_collapse_writes_and_resumes(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again["curves"] == report["curves"]
     assert (out / "units" / "shaped.json").read_text() == before
+    assert report["resumed"] is None
+    assert again["resumed"] == (
+        f"resumed: reused shaped, unshaped from the earlier run in {out}; computed nothing new"
+    )
+    # The table says so too.
+    assert main(["rank-collapse", *TINY, "--out", str(out), "--kinds", "shaped,unshaped"]) == 0
+    assert "resumed: reused shaped, unshaped from the earlier run" in capsys.readouterr().out
 
 
 def test_foreign_results_are_refused(tmp_path, capsys):

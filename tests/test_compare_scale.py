@@ -263,3 +263,27 @@ def test_results_print_a_short_summary():
     assert "energy2=" in text and "per-path deviations of 200 SDE paths not shown" in text
     assert "_sde_deviations" not in text and len(text) < 800
     assert isinstance(row, dict) and "_sde_deviations" in row
+    text = repr(compare.compare_sources(a, b, times=[0.5, 1.0], w1_rounds=20))
+    assert text.startswith("Comparison('finite' vs 'sde', mode 'survival': ") and len(text) < 300
+    assert "rows at t = 0.5, 1; within noise" in text and "mean_a" not in text
+
+
+def test_table_notes_a_stopped_fraction_difference_beside_above_noise_rows():
+    """Where rows are above noise and the sources stop significantly different fractions of
+    their paths (two-proportion z > 3), the table says so; not without above-noise rows, and not
+    when the fractions agree (power both ways)."""
+    a = _wishart_source("a", 3, 1000, 3)
+    b = _wishart_source("b", 4, 1000, 3, dof=3)  # another law: more spread, rows above noise
+    b_stopped = compare.CovarianceSamples("b", b.ts, b.vs, b.alive.copy())
+    b_stopped.alive[:60, -1] = False  # 6 % of b's paths stop before t = 1, none of a's
+    differs = compare.compare_sources(a, b_stopped, times=[0.5, 1.0], w1_rounds=50)
+    notes = differs.stopping_notes()
+    assert len(notes) == 1 and notes[0].startswith("note: at t=1 the sources stop"), notes
+    assert "a 0.00%, b 6.00%" in notes[0] and notes[0] in differs.table()
+    above = [r.feature for r in differs.rows if r.time == 1.0 and r.verdict == "above noise"]
+    assert above and ", ".join(above) in notes[0]
+    assert compare.compare_sources(a, b, times=[0.5, 1.0], w1_rounds=50).stopping_notes() == []
+    same = _wishart_source("b", 4, 1000, 3)  # a's law: no row above noise, so no note
+    same.alive[:60, -1] = False
+    equal_laws = compare.compare_sources(a, same, times=[0.5, 1.0], w1_rounds=50)
+    assert equal_laws.verdict_counts()["above noise"] == 0 and equal_laws.stopping_notes() == []

@@ -1,4 +1,5 @@
-"""Every `sdeformer ...` command line of the docs parses with the real parser (no stale flag).
+"""Every `sdeformer ...` command line of the docs parses with the real parser (no stale flag), and
+every command line of a code block of README.md and docs/*.md runs, at a small size.
 
 Where commands are found, in README.md, docs/*.md and the notebooks' markdown cells:
 - code blocks: fenced (```console, ```bash, or no language) and indented (four spaces) ones; a
@@ -13,6 +14,13 @@ right kind (`PLACEHOLDERS`); `sdeformer COMMAND --help` stands for every command
 Parsing runs nothing: the values' own checks (ranges, combinations) are the commands' tests
 (tests/test_cli.py). The TOML example of docs/scaling.md goes through the `--config` reader
 with the option names of its command.
+
+Running (`test_documented_command_runs`, marked slow): each block command runs in-process
+(`sdeformer.cli.main`) in its own temporary folder, its sizes capped by `SMALL` and `FIRST` and
+full-size defaults shrunk by `ADDED` (all listed below; nothing else of the line changes), and
+must exit with status 0 and print its table. `SKIPPED` names the one line not run and why. By
+default the first line of each command of `DEFAULT_KINDS` runs (about 35 s); SDEFORMER_FULL=1
+runs every line (about 3 minutes on the 2-core CPU).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import io
 import re
 import shlex
+import time
 from pathlib import Path
 
 import nbformat
@@ -230,3 +239,124 @@ def test_documented_names_exist():
     with pytest.raises(AttributeError):  # power: a removed name is caught
         resolve("sdf.num_paths")
     assert resolve("compare.finite_source").__name__ == "finite_source"
+
+
+# ------------------------------------------------------------------------ running the commands
+
+SMALL = {
+    "--samples": 48,
+    "--explicit-samples": 16,
+    "--width": 16,
+    "--depth": 16,
+    "--tokens": 8,
+    "--at-depths": 8,
+    "--steps": 4,
+    "--stop-after": 2,
+}
+"""Caps: an option of a documented command line runs with min(its value, the cap). The docs show
+the sizes a study needs (thousands of samples, widths of hundreds); the test runs the same
+command at a size that takes seconds. Values already below a cap are kept as written."""
+
+FIRST = {"--widths": 3, "--lrs": 2, "--depths": 2}
+"""List options: only the first k items of the documented list are run."""
+
+ADDED = {
+    "train": ["--steps", "4", "--eval-every", "2", "--warmup", "1"],
+    "train-sweep": ["--steps", "4", "--eval-every", "2", "--warmup", "1", "--lrs", "0.01,0.1"],
+    "train-study": ["--steps", "50", "--max-groups", "1", "--seeds", "1", "--lrs", "0.01,0.1"],
+    "ntk": ["--samples", "16", "--steps", "4"],
+}
+"""Options a command runs with when its documented line does not give them: these commands'
+defaults are full size (250 training steps, 8 learning rates x 3 seeds per study group, 200 GD
+steps). train-study's steps must be a multiple of its profile's eval_every (25 for cpu, 10 for
+tiny)."""
+
+SKIPPED = {
+    "sdeformer train-study --profile cpu": "the committed CPU study: 9 groups of 360 runs; "
+    "the same command with --depths and --max-groups runs below",
+}
+"""Documented commands not run, with the reason (none may be skipped without one)."""
+
+FILES = ("my.txt", "my_corpus.txt")
+"""Placeholder text files the docs' `--data file --text-file` examples read (written with this
+test module's own source, a few kilobytes of text)."""
+
+
+def small_argv(command: str) -> list[str]:
+    """The documented command's arguments at the small size (SMALL, FIRST, ADDED)."""
+    argv = argv_of(command)
+    assert argv is not None, command
+    out = []
+    for i, word in enumerate(argv):
+        option = argv[i - 1] if i else ""
+        if option in SMALL and word.isdigit():
+            word = str(min(int(word), SMALL[option]))
+        elif option in FIRST:
+            word = ",".join(word.split(",")[: FIRST[option]])
+        out.append(word)
+    for option, value in zip(*[iter(ADDED.get(argv[0], []))] * 2, strict=True):
+        if option not in out:
+            out += [option, value]
+    return out
+
+
+BLOCK_COMMANDS = [
+    (where, command)
+    for path in DOCS
+    for where, command in commands_in(path.read_text(), path.name)
+    if "(inline)" not in where
+]
+"""The command lines of the docs' code blocks (inline spans name commands, not runs)."""
+
+
+def test_small_argv_substitutes_only_sizes():
+    """Power and minimality of the substitution: sizes are capped, lists cut, the rest kept."""
+    assert small_argv("sdeformer compare --width 64 --T 1 --samples 8000 --rho0 0.3") == [
+        "compare", "--width", "16", "--T", "1", "--samples", "48", "--rho0", "0.3",
+    ]  # fmt: skip
+    assert small_argv("sdeformer compare --width 8 --samples 10") == [
+        "compare", "--width", "8", "--samples", "10",
+    ]  # fmt: skip
+    assert small_argv("sdeformer sweep-width --widths 4,8,16,32") == [
+        "sweep-width", "--widths", "4,8,16",
+    ]  # fmt: skip
+    assert small_argv("sdeformer train --steps 250")[:3] == ["train", "--steps", "4"]
+    assert small_argv("sdeformer train --steps 250").count("--steps") == 1
+    assert set(SKIPPED) <= {c.split("  #")[0].strip() for _, c in BLOCK_COMMANDS}, SKIPPED
+    assert len(BLOCK_COMMANDS) >= 20, BLOCK_COMMANDS
+
+
+DEFAULT_KINDS = ("compare", "design", "rank-collapse", "train", "train-study")
+"""Without SDEFORMER_FULL=1 only the first block command of each of these commands runs (about
+35 s on the 2-core CPU); the others, and every further line of a command, are skipped as slow.
+With SDEFORMER_FULL=1 every block command runs (about 3 min)."""
+
+
+def _runs_by_default(where: str) -> bool:
+    firsts: dict[str, str] = {}
+    for place, command in BLOCK_COMMANDS:
+        firsts.setdefault(argv_of(command)[0], place)
+    return where in {firsts[kind] for kind in DEFAULT_KINDS if kind in firsts}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where, command", BLOCK_COMMANDS, ids=[w for w, _ in BLOCK_COMMANDS])
+def test_documented_command_runs(where, command, tmp_path, monkeypatch, capsys, full):
+    """Each `sdeformer ...` line of a code block runs at the small size and exits with 0."""
+    from sdeformer.cli import main
+
+    bare = command.split("  #")[0].strip()
+    if bare in SKIPPED:
+        pytest.skip(f"{where}: {SKIPPED[bare]}")
+    if not full and not _runs_by_default(where):
+        pytest.skip("slow: not in DEFAULT_KINDS' first lines (SDEFORMER_FULL=1 runs it)")
+    monkeypatch.chdir(tmp_path)
+    for name in FILES:
+        (tmp_path / name).write_text(Path(__file__).read_text() * 4)
+    argv = small_argv(command)
+    start = time.perf_counter()
+    status = main(argv)
+    captured = capsys.readouterr()
+    print(f"{where}: sdeformer {' '.join(argv)}: {time.perf_counter() - start:.1f} s")
+    assert status == 0, f"{where}: `sdeformer {' '.join(argv)}` exited {status}:\n{captured.err}"
+    assert captured.out.strip(), f"{where}: printed nothing"

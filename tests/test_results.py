@@ -83,6 +83,14 @@ def test_store_records_config_and_version_and_resumes(tmp_path):
     arrays = again.load_arrays("b")
     np.testing.assert_array_equal(arrays["v"], np.arange(6.0).reshape(2, 3))
     assert arrays["ok"].dtype == bool
+    # What the rerun reused and computed; a unit written and read back by one run is not reused.
+    again.save("c", {"x": 2})
+    assert again.load("c") == {"x": 2}
+    assert (
+        again.resumed_text()
+        == f"resumed: reused a, b from the earlier run in {again.directory}; computed c"
+    )
+    assert store.resumed_text() is None  # the first run reused nothing
     # overwrite=True starts afresh: every unit is gone.
     fresh = ResultStore(tmp_path / "r", "demo", {"n": 5}, overwrite=True)
     assert fresh.names() == [] and not fresh.has_arrays("b")
@@ -175,6 +183,10 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     assert main(["rank-collapse", *TINY, *kinds, "--out", str(tmp_path / "whole"), "--json"]) == 0
     whole = json.loads(capsys.readouterr().out)
     assert resumed["curves"] == whole["curves"]
+    assert resumed["resumed"] == (
+        f"resumed: reused shaped from the earlier run in {killed}; computed unshaped"
+    )
+    assert whole["resumed"] is None
     assert _temporaries(tmp_path) == []
 
 

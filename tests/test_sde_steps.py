@@ -73,7 +73,8 @@ def test_compare_refuses_a_coarse_step_before_any_work(tmp_path, capsys):
     assert "--steps 10 is outside the step rule" in err and "--solver exponential" in err
     assert "--allow-coarse-steps" in err
     assert not out.exists()
-    needed = int(err.split("pass --steps ")[1].split()[0])
+    needed = int(err.split("the rule's ")[1].split()[0])
+    assert f"--steps {needed} or more" in err
     assert needed == rule_steps(step_noise_scale(DEFAULT, _v0(8, 0.3)), 1.0)
     assert main([*small, "--steps", str(needed), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -84,7 +85,10 @@ def test_compare_refuses_a_coarse_step_before_any_work(tmp_path, capsys):
     assert main([*small, *both, "--json"]) == 0  # --steps auto is the default
     report = json.loads(capsys.readouterr().out)
     assert report["sde_steps"] == {**report["sde_steps"], "chosen_by": "auto", "steps": needed}
-    assert report["settings"]["num_samples"] == {"law": 64, "explicit": 64, "sde": 64}
+    assert report["settings"]["num_samples"] == {"law": 64, "explicit": 64}
+    assert report["settings"]["sde"] == {
+        "steps": "auto", "solver": "euler", "num_samples": 64, "finite_width_sde": False,
+    }  # fmt: skip
     config = json.loads((auto / "config.json").read_text())
     assert config["steps"] == needed  # the choice is recorded
     coarse = tmp_path / "coarse"
@@ -94,10 +98,17 @@ def test_compare_refuses_a_coarse_step_before_any_work(tmp_path, capsys):
     # after the SDE alone (before any finite sample), and the folder it created is removed
     assert code == 2
     err = capsys.readouterr().err
-    assert "100.00% of the paths left the PSD cone" in err and "suggest_num_steps" in err
+    assert "100.00% of the paths left the PSD cone" in err and "--steps auto" in err
+    assert "--solver exponential" in err and "suggest_num_steps" not in err  # flags, not API
     assert not coarse.exists()
     assert main([*small, "--json"]) == 0  # the fix (the rule's steps) works in the same folder
     assert json.loads(capsys.readouterr().out)["sde_steps"]["steps"] == needed
     small[-1] = str(out)  # the first run's folder: everything is reused, and it says so
     assert main([*small, "--steps", str(needed)]) == 0
     assert "resumed: reused sde, law from the earlier run" in capsys.readouterr().out
+    # a changed SDE setting solves the SDE again and reuses the finite samples
+    assert main([*small, "--steps", str(needed), "--solver", "exponential"]) == 0
+    captured = capsys.readouterr()
+    assert "the SDE's settings changed (solver 'euler' -> 'exponential')" in captured.err
+    assert "resumed: reused law from the earlier run" in captured.out
+    assert "computed sde" in captured.out

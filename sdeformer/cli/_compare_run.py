@@ -1,9 +1,9 @@
 """The work of `sdeformer compare`: the checked plan, the result units, the comparisons, the report.
 
 `plan_compare` checks every input before the output folder exists; `run_compare` solves the SDE
-first (a run refused for too many failed paths draws no finite sample and removes the folder it
-created), then the finite sources and the one-step moment table, each a unit of the result
-store (a killed run resumes), then compares and writes compare.json and the figures.
+first (_compare_sde: a run refused for too many failed paths draws no finite sample and removes
+the folder it created), then the finite sources and the one-step moment table, each a unit of
+the result store (a killed run resumes), then compares and writes compare.json and the figures.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._compare_sde import _samples_arrays, _samples_from, sde_settings, sde_unit
 from ._compare_sources import (
     FINITE_KEYS,
     MOMENT_TABLE_MAX_TOKENS,
@@ -24,7 +25,6 @@ from ._compare_sources import (
     _check_sde_source,
     _input_covariance,
     _save_every,
-    _solve_sde,
 )
 from .common import config_from_args, csv_list, progress, resolve_depth, settings_title
 
@@ -43,7 +43,8 @@ class ComparePlan:
     sizes: dict[str, int]
     every: int
     moment_samples: int
-    settings: dict
+    settings: dict  # what every unit depends on: the result store's configuration
+    sde_settings: dict  # what only the SDE unit depends on (kept beside it)
     feature_names: list[str] | None = None
 
     @property
@@ -89,18 +90,24 @@ def plan_compare(args: argparse.Namespace, dtype) -> ComparePlan:
         "depth": depth,
         "v0": np.asarray(v0).tolist(),
         "method": args.method,
-        "num_samples": {k: sizes[k] for k in (*methods, "sde")},
+        "num_samples": {k: sizes[k] for k in methods},
         "finite_keys": FINITE_KEYS,
-        "steps": args.steps,
-        "steps_chosen_by": args.steps_choice["chosen_by"],
         "bound": args.bound,
-        "finite_width_sde": args.finite_width_sde,
         "moment_samples": moment_samples,
         "seed": args.seed,
         "float64": args.float64,
     }
     return ComparePlan(
-        config, v0, depth, methods, sizes, every, moment_samples, settings, feature_names
+        config,
+        v0,
+        depth,
+        methods,
+        sizes,
+        every,
+        moment_samples,
+        settings,
+        sde_settings(args, sizes["sde"]),
+        feature_names,
     )
 
 
@@ -138,33 +145,6 @@ def figure_features(plan: ComparePlan) -> list[str]:
     if plan.m >= 3:
         return ["mean_rho", "min_eig_rho", "log_mean_var", "rho_0_1"]
     return ["rho_0_1", "logvar_0"]
-
-
-def _samples_arrays(src, *, failed: bool) -> dict:
-    """The arrays of a `CovarianceSamples` saved as a unit (`failed` only for the SDE)."""
-    arrays = {"ts": src.ts, "vs": src.vs, "alive": src.alive}
-    return {**arrays, "failed": src.failed} if failed else arrays
-
-
-def _samples_from(label: str, saved: dict):
-    """The `CovarianceSamples` of a saved unit (`failed` all False where it was not saved)."""
-    from .. import compare
-
-    return compare.CovarianceSamples(
-        label, saved["ts"], saved["vs"], saved["alive"], saved.get("failed")
-    )
-
-
-def _sde_unit(store, plan: ComparePlan, times, key, args: argparse.Namespace):
-    """(SDE samples, exit summary): the store's `sde` unit, solved unless it is there."""
-    n = args.width
-    label = "SDE" if not args.finite_width_sde else f"SDE (width {n})"
-    if store.has_arrays("sde") and store.has("sde_exits"):
-        return _samples_from(label, store.load_arrays("sde")), store.load("sde_exits")
-    sde, exits = _solve_sde(plan.config, plan.v0, times, plan.sizes["sde"], key, args, n, label)
-    store.save_arrays("sde", _samples_arrays(sde, failed=True))
-    store.save("sde_exits", exits)
-    return sde, exits
 
 
 def _finite_unit(store, plan: ComparePlan, method: str, key, args: argparse.Namespace):
@@ -216,7 +196,7 @@ def compare_grid(plan: ComparePlan, n: int) -> tuple[np.ndarray, list[float]]:
 
 
 def _sample_units(store, plan: ComparePlan, times, compare_times, args, created: bool):
-    """(sde, exits, finite sources, moments): every unit, the SDE solved and checked first."""
+    """(sde, exits, finite sources, moments, reused units): the SDE solved and checked first."""
     import jax.random as jr
 
     from .. import compare
@@ -231,20 +211,24 @@ def _sample_units(store, plan: ComparePlan, times, compare_times, args, created:
         # sample is drawn, and a folder this run created is removed (a refused run leaves
         # nothing, and the fix it names can be rerun in the same folder).
         try:
-            sde, exits = _sde_unit(store, plan, times, jr.fold_in(key, 10), args)
-            compare.check_failed_fraction(sde, compare_times, args.max_failed_fraction)
+            sde, exits, sde_reused = sde_unit(
+                store, plan, times, compare_times, jr.fold_in(key, 10), args
+            )
         except compare.DiscretisationError:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
             raise
+        reused = ["sde"] if sde_reused else []
         bar.update(1)
         for i, method in enumerate(plan.methods):
+            reused += [method] if store.has_arrays(method) else []
             finite[method] = _finite_unit(store, plan, method, jr.fold_in(key, i), args)
             bar.update(1)
         if plan.moment_samples > 0:
+            reused += ["moments"] if store.has("moments") else []
             moments = _moments_unit(store, plan, jr.fold_in(key, 20), args.width)
             bar.update(1)
-    return sde, exits, finite, moments
+    return sde, exits, finite, moments, reused
 
 
 def _compare_all(finite: dict, sde, compare_times, args: argparse.Namespace, feature_names):
@@ -281,9 +265,8 @@ def run_compare(plan: ComparePlan, args: argparse.Namespace) -> tuple[dict, dict
     # One unit per source (arrays, .npz) and one for the moments table: a killed run resumes.
     store = ResultStore(out, "compare", plan.settings, overwrite=args.overwrite)
     started = time.perf_counter()
-    reused = [u for u in plan.units if store.has_arrays(u)]
-    reused += ["moments"] if plan.moment_samples > 0 and store.has("moments") else []
-    sde, exits, finite, moments = _sample_units(store, plan, times, compare_times, args, created)
+    sampled_units = _sample_units(store, plan, times, compare_times, args, created)
+    sde, exits, finite, moments, reused = sampled_units
     sampled = time.perf_counter()
     comparisons = _compare_all(finite, sde, compare_times, args, plan.feature_names)
     compared = time.perf_counter()
@@ -304,6 +287,7 @@ def run_compare(plan: ComparePlan, args: argparse.Namespace) -> tuple[dict, dict
         "command": "compare",
         "settings": {
             **plan.settings,
+            "sde": plan.sde_settings,
             "depth": plan.depth,
             "T": float(times[-1]),
             "mode": args.mode,

@@ -110,7 +110,8 @@ def _resolve_steps(config, v0, T: float, args: argparse.Namespace) -> None:
         raise ValueError(
             f"--steps {args.steps} is outside the step rule for the {args.solver} solver at "
             f"T = {T:.4g}: z = 1 / sqrt(s2 T / steps) = {z:.2f} < {STEP_RULE_Z:g} (s2 = {s2:.3g} "
-            f"at this V0 and configuration); pass --steps {needed} or more (or --steps auto), "
+            f"at this V0 and configuration); pass --steps auto (the rule's {needed} steps, "
+            f"or more where the SDE's paths need them) or --steps {needed} or more, "
             "or --solver exponential (positive definite at any step), or --allow-coarse-steps "
             "to run it anyway (paths that leave the PSD cone are counted, and the comparison "
             "is refused above --max-failed-fraction)"
@@ -121,8 +122,19 @@ def _resolve_steps(config, v0, T: float, args: argparse.Namespace) -> None:
         "z": z,
         "rule_z": STEP_RULE_Z,
         "s2": s2,
+        "T": T,
         "coarse": coarse,
     }
+
+
+def _use_steps(args: argparse.Namespace, steps: int) -> None:
+    """Solve with `steps` from now on (`--steps auto` doubling, or a saved SDE unit's steps)."""
+    from ..sde import STEP_RULE_Z, rule_z
+
+    choice = args.steps_choice
+    z = rule_z(choice["s2"], choice["T"], steps)
+    args.steps = steps
+    choice.update(steps=steps, z=z, coarse=z < STEP_RULE_Z)
 
 
 def _steps_note(args: argparse.Namespace) -> str:

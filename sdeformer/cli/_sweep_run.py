@@ -232,6 +232,7 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace) -> tuple[dict, list, di
         "seconds": elapsed,
         "sde_steps": args.steps_choice,
         "sde_exits": {str(k): v for k, v in exits.items()},
+        "resumed": store.resumed_text(),
         "rows": [compare.public_row(r) for r in ordered],
         "fits": {k: v.to_dict() for k, v in fits.items()},
         "expected_slopes": (

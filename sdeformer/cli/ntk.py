@@ -85,7 +85,7 @@ def ntk_command(args: argparse.Namespace) -> int:
     settings = _checked_settings(args)
     out = Path(args.out)
     started = time.perf_counter()
-    units = _units(args, settings, dtype, out)
+    units, resumed = _units(args, settings, dtype, out)
     elapsed = time.perf_counter() - started
     fits = _fits(units, settings["scalings"], settings["inits"])
     figures = _figures(units, fits, out)
@@ -110,6 +110,8 @@ def ntk_command(args: argparse.Namespace) -> int:
         print(f"  {name}: {fit.describe()}")
     print(f"\n{len(units)} units, N={args.samples} {args.data} inputs: {elapsed:.1f} s")
     print(f"results written to {report_path} and {out}/ntk_*.png")
+    if resumed:
+        print(resumed)
     return 0
 
 
@@ -174,8 +176,12 @@ def _checked_settings(args: argparse.Namespace) -> dict:
     }
 
 
-def _units(args: argparse.Namespace, settings: dict, dtype, out: Path) -> list[dict]:
-    """Every (width, scaling, init) unit, loaded from the result store or computed into it."""
+def _units(args: argparse.Namespace, settings: dict, dtype, out: Path):
+    """(units, what was resumed): the (width, scaling, init) units, loaded or computed.
+
+    Each is loaded from the result store or computed into it; the second item is the store's
+    `resumed_text()`.
+    """
     import jax.random as jr
 
     from ..ntk import load_data, run_unit
@@ -204,7 +210,7 @@ def _units(args: argparse.Namespace, settings: dict, dtype, out: Path) -> list[d
                 store.save(name, unit)
             units.append(store.load(name))
             bar.update(1)
-    return units
+    return units, store.resumed_text()
 
 
 def _fits(units: list[dict], scalings, inits) -> dict:

@@ -140,6 +140,7 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
         "curves": curves,
         "sde": sde,
         "figure": str(figure),
+        "resumed": store.resumed_text(),
     }
     report_path = write_json(out / "rank_collapse.json", report)
     if args.json:
@@ -154,6 +155,8 @@ def rank_collapse_command(args: argparse.Namespace) -> int:
             f"alive at t ({sde['alive'][-1]:.1%} alive at T)"
         )
     print(f"results written to {report_path} and {figure}")
+    if report["resumed"]:
+        print(report["resumed"])
     return 0
 
 

@@ -132,3 +132,5 @@ def _print_sweep(plan, ordered: list, fits: dict, report: dict, report_path, arg
         "about n^-1 otherwise (docs/theory.md)"
     )
     print(f"\n{elapsed:.1f} s; results written to {report_path}\nfigure: {figure}")
+    if report["resumed"]:
+        print(report["resumed"])

@@ -20,6 +20,9 @@ from .samples import CovarianceSamples
 
 MODES = ("survival", "stopped")
 
+STOPPED_Z = 3.0
+"""`Comparison.stopping_notes`: the |z| of two stopped fractions above which a note is printed."""
+
 MAX_FAILED_FRACTION = 0.01
 """Default largest fraction of numerically failed paths (PSD exits) a comparison accepts."""
 
@@ -41,6 +44,14 @@ class Comparison:
     failed_a: dict[float, float] = dataclasses.field(default_factory=dict)
     failed_b: dict[float, float] = dataclasses.field(default_factory=dict)
     feature_set: dict = dataclasses.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        times = ", ".join(f"{t:.3g}" for t in self._rows_by_time())
+        counts = ", ".join(f"{k} {v}" for k, v in self.verdict_counts().items())
+        return (
+            f"Comparison({self.label_a!r} vs {self.label_b!r}, mode {self.mode!r}: "
+            f"{len(self.rows)} rows at t = {times}; {counts}; .table() shows them)"
+        )
 
     def save(self, path):
         """Write this comparison to one `.npz` file (see `sdeformer.results.arrays`)."""
@@ -116,6 +127,39 @@ class Comparison:
             "rows exceed each by chance, which alone is no alarm"
         )
 
+    def stopping_notes(self, z_max: float = STOPPED_Z) -> list[str]:
+        """Notes on the times where rows are above noise and the stopped fractions differ.
+
+        The stopped fractions of the two sources are compared by a two-proportion z test (the
+        path counts are the rows' sizes over the fractions kept). Where |z| > `z_max`, the
+        sources differ in how often their paths stop (a real difference, in the upper tail of
+        the variances, not a chance alarm), and the laws compared at that time, conditional on
+        survival or stopped, differ in their tails by that alone.
+        """
+        notes = []
+        for t, rows in self._rows_by_time().items():
+            above = [r.feature for r in rows if r.verdict == "above noise"]
+            if not above:
+                continue
+            sa, sb = self.stopped_a.get(t, 0.0), self.stopped_b.get(t, 0.0)
+            kept_a = 1 - sa - self.failed_a.get(t, 0.0) if self.mode == "survival" else 1.0
+            kept_b = 1 - sb - self.failed_b.get(t, 0.0) if self.mode == "survival" else 1.0
+            na = rows[0].size_a / max(kept_a, 1e-12)
+            nb = rows[0].size_b / max(kept_b, 1e-12)
+            pooled = (sa * na + sb * nb) / (na + nb)
+            se = math.sqrt(max(pooled * (1 - pooled), 0.0) * (1 / na + 1 / nb))
+            z = (sb - sa) / se if se > 0 else 0.0
+            if abs(z) > z_max:
+                notes.append(
+                    f"note: at t={t:.3g} the sources stop different fractions of their paths "
+                    f"({self.label_a} {sa:.2%}, {self.label_b} {sb:.2%}; z = {z:.1f}): a real "
+                    "difference in the upper tail of the variances, not a chance alarm. The "
+                    f"laws compared there ({self.mode}) differ in their tails by that alone, "
+                    f"so the row(s) above noise at that time ({', '.join(above)}) can come "
+                    "from it"
+                )
+        return notes
+
     def verdict_counts(self) -> dict[str, int]:
         """How many rows have each verdict ("within noise", "above noise", "undetermined")."""
         out = {"within noise": 0, "above noise": 0, "undetermined": 0}
@@ -187,6 +231,7 @@ class Comparison:
         counts = self.verdict_counts()
         out += "\nverdicts over all rows: " + ", ".join(f"{k} {v}" for k, v in counts.items())
         out += "\n" + self.levels_note()
+        out += "".join(f"\n{note}" for note in self.stopping_notes())
         if len(shown) < len(self.rows):
             out += (
                 f"\n(showing {len(shown)} of {len(self.rows)} rows: summary features and the "
@@ -214,9 +259,9 @@ def check_failed_fraction(src, times, max_failed_fraction: float = MAX_FAILED_FR
                 f"{src.label}: {fraction:.2%} of the paths left the PSD cone (or the solver "
                 f"failed) by t={t:.4g}, above max_failed_fraction={max_failed_fraction:.2%}: "
                 "outside the step rule these are discretisation errors of the Euler scheme "
-                "(inside it, a small fraction of the SDE's paths reach a singular V: "
-                "sdeformer.sde._steps); take at least suggest_num_steps(...) steps, or the "
-                "exponential solver, which stays in the cone"
+                "(inside it, a small fraction of the SDE's paths reach a singular V, which more "
+                "steps do not remove: docs/usage.md, 'How many SDE steps'); take at least "
+                "suggest_num_steps(...) steps, or the exponential solver, which stays in the cone"
             )
 
 

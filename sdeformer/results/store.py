@@ -141,7 +141,25 @@ class ResultStore:
             }
             write_json(manifest, self.manifest)
 
+        self.reused: list[str] = []  # units read back from an earlier run, in order
+        self.computed: list[str] = []  # units written by this run, in order
         self.remove_stale_temporaries()
+
+    def resumed_text(self) -> str | None:
+        """'resumed: reused a, b from the earlier run in DIR; computed c' (None: nothing reused).
+
+        What a rerun reused and what it computed, from the units this store read and wrote.
+        """
+        if not self.reused:
+            return None
+        computed = [u for u in self.computed if u not in self.reused]
+        return f"resumed: reused {', '.join(self.reused)} from the earlier run in " + (
+            f"{self.directory}; computed {', '.join(computed) if computed else 'nothing new'}"
+        )
+
+    def _note(self, names: list[str], name: str) -> None:
+        if name not in names and not (names is self.reused and name in self.computed):
+            names.append(name)  # a unit this run wrote and reads back is not reused
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete temporary files a killed run left behind (`atomic_path` temporaries).
@@ -173,11 +191,15 @@ class ResultStore:
 
     def load(self, name: str) -> Any:
         """The data of the JSON unit `name` (`ResultsError` if its file is corrupted)."""
-        return read_json(self._unit_path(name))
+        data = read_json(self._unit_path(name))
+        self._note(self.reused, name)
+        return data
 
     def save(self, name: str, data: Any) -> Path:
         """Write `data` as the JSON unit `units/<name>.json`, atomically; returns its path."""
-        return write_json(self._unit_path(name), data)
+        path = write_json(self._unit_path(name), data)
+        self._note(self.computed, name)
+        return path
 
     def _array_path(self, name: str) -> Path:
         return self._unit_path(name).with_suffix(".npz")
@@ -194,6 +216,7 @@ class ResultStore:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+        self._note(self.computed, name)
         return path
 
     def load_arrays(self, name: str) -> dict[str, Any]:
@@ -205,7 +228,9 @@ class ResultStore:
         path = self._array_path(name)
         try:
             with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+                arrays = {k: data[k] for k in data.files}
+            self._note(self.reused, name)
+            return arrays
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
             if isinstance(err, FileNotFoundError):
                 raise
