@@ -19,7 +19,6 @@ Run: `python -m benchmarks.train_edges_cost [--profile cpu]`. Prints a table and
 from __future__ import annotations
 
 import argparse
-import sys
 
 from sdeformer.train.data import make_tasks
 from sdeformer.train.edge_study import EDGE_PROFILES, Cell, flops_per_token
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(rows[-1], flush=True)
     result = {
-        "command": command_of("benchmarks.train_edges_cost", argv or sys.argv[1:]),
+        "command": command_of("train_edges_cost", argv),
         "machine": machine(),
         "load_average_before": load_before,
         "load_average_after": load_average(),

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import jax
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     report = edge_report(profile, list(store.load_all().values()), list(profile.cells()))
     report["forecast"] = forecasts(profile, val_task, args.samples, args.seed)
     report.update(
-        command=command_of("benchmarks.train_edges_report", argv or sys.argv[1:]),
+        command=command_of("train_edges_report", argv),
         commit=commit(),
         machine=machine(),
         load_average=load_average(),
