@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from ..results import ResultStore, write_json
+from ..results import ResultStore, provenance, write_json
 from ..train.data import make_tasks
 from ..train.edge_report import edge_report, report_table, save_edge_figures
 from ..train.edge_study import EDGE_PROFILES, Cell, EdgeProfile, planned_flops
@@ -104,6 +104,7 @@ def train_edges_command(args: argparse.Namespace) -> int:
     report = edge_report(profile, runs, cells)
     report.update(
         command="train-edges",
+        provenance=provenance(),
         settings=settings,
         seconds_this_call=elapsed,
         runs_trained_this_call=runner.trained,
