@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/sdeformer run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
