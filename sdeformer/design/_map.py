@@ -183,6 +183,20 @@ class _Grid:
     bound: float
     dtype: object
 
+    def rows(self, method: str, threshold: float):
+        """(row function j -> cells, the Brownian grid's steps, each row's steps).
+
+        "sde": each row in the fewest steps inside the step rule at its most demanding cell
+        that divide the map's Brownian grid (`_cells.nested_steps`; the floor is T / MAX_DT);
+        "law": the exact law chain per cell (no steps: None, None).
+        """
+        if method != "sde":
+            return (lambda j: self.law_row(j, threshold)), None, None
+        T = self.depth / self.width
+        needs = row_needs(self.config, self.v0, T, (self.x_name, self.xs), (self.y_name, self.ys))
+        steps, counts = nested_steps(needs, rule_steps(0.0, T))
+        return (lambda j: self.sde_row(j, counts[j], steps, threshold)), steps, counts
+
     def sde_row(self, j: int, steps: int, fine: int, threshold: float) -> dict:
         """Row j by the limit SDE in `steps` Euler steps, one `solve_sde` call.
 
@@ -287,14 +301,7 @@ def phase_map(
             configured(config, {x_name: xv, y_name: yv})
     started = time.perf_counter()
     grid = _Grid(config, v0, x_name, xs, y_name, ys, width, depth, num_samples, key, bound, dtype)
-    steps = counts = None
-    if method == "sde":
-        T = depth / width
-        needs = row_needs(config, v0, T, (x_name, xs), (y_name, ys))
-        steps, counts = nested_steps(needs, rule_steps(0.0, T))  # floor: T / MAX_DT
-        row = lambda j: grid.sde_row(j, counts[j], steps, collapse_threshold)  # noqa: E731
-    else:
-        row = lambda j: grid.law_row(j, collapse_threshold)  # noqa: E731
+    row, steps, counts = grid.rows(method, collapse_threshold)
     done = run_rows(
         row, ys.size, store=store, progress=progress, cells_per_row=xs.size, workers=workers
     )

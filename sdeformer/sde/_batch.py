@@ -170,19 +170,21 @@ def solve_batch(
     # that ends after it was checked before the exit (else it mixes in the state that failed)
     after = jnp.ceil(ts / dt0 - 1e-3) * dt0
     clean = valid & (after[None, :] < exit_time[:, None])
+    stats = {name: sol.stats[name] for name in ("num_steps", "num_accepted_steps", "max_steps")}
+    filled = _hold_last_clean(y0["v"], saved, clean)
+    return filled, valid, exit_time, code.astype(jnp.int32), last["v"], stats
+
+
+def _hold_last_clean(start, saved, clean):
+    """`saved` (batch, k, m, m), each state that is not `clean` replaced by the last clean one.
+
+    Before the first clean state, `start` (the initial state) takes its place.
+    """
 
     def fill(prev, inp):
         y, ok = inp
         y = jnp.where(ok[:, None, None], y, prev)
         return y, y
 
-    _, filled = jax.lax.scan(fill, y0["v"], (jnp.swapaxes(saved, 0, 1), jnp.swapaxes(clean, 0, 1)))
-    stats = {name: sol.stats[name] for name in ("num_steps", "num_accepted_steps", "max_steps")}
-    return (
-        jnp.swapaxes(filled, 0, 1),
-        valid,
-        exit_time,
-        code.astype(jnp.int32),
-        last["v"],
-        stats,
-    )
+    _, filled = jax.lax.scan(fill, start, (jnp.swapaxes(saved, 0, 1), jnp.swapaxes(clean, 0, 1)))
+    return jnp.swapaxes(filled, 0, 1)

@@ -206,20 +206,12 @@ def solve_sde(
     v0, dtype = _initial_state(v0, solver, dtype)
     m = v0.shape[-1]
     ts = _save_grid(save_times, T, T_value, dtype)
-    psd_tol = default_psd_tol(m, dtype) if psd_tol is None else psd_tol
-    _check_bounds(bound, psd_tol)
-    if max_steps is None:
-        max_steps = 2 ** max(4, math.ceil(math.log2(steps + 2)))  # buckets: fewer recompiles
-    sde = CovarianceSDE(config, width=width)
-    if solver == "heun" and sde.has_attention_noise and config.causal:
-        sde.stratonovich_correction_autodiff(jnp.eye(m, dtype=dtype))  # refuses large m
+    psd_tol, max_steps = _check_limits(bound, psd_tol, max_steps, steps, m, dtype)
+    sde = _covariance_sde(config, width, solver, m, dtype)
     if batch_size is None:
         batch_size = _fitting_batch(m, len(ts), num_samples, dtype, solver, memory_budget)
     batches = _Batches.cut(sde, values, brownian_ids, num_samples, batch_size, dtype)
-    scalars = tuple(
-        np.asarray(x, dtype) if _concrete(x) is not None else jnp.asarray(x, dtype)
-        for x in (T, dt0, bound, psd_tol)
-    )
+    scalars = tuple(_value(x, dtype) for x in (T, dt0, bound, psd_tol))
     run = (v0, jnp.asarray(ts), *scalars, jr.bits(key, (2,), jnp.uint32))
     substeps = _substeps(brownian_steps, steps, solver, by_dt0)
     parts = batches.solve(run, solver, max_steps, progress, substeps)
@@ -307,12 +299,38 @@ def _save_grid(save_times, T, T_value, dtype):
     return ts.astype(dtype)
 
 
-def _check_bounds(bound, psd_tol) -> None:
+def _covariance_sde(config: ShapedConfig, width, solver: str, m: int, dtype) -> CovarianceSDE:
+    """The SDE to solve, `CovarianceSDE(config, width=width)`.
+
+    Heun on a causal stack with attention noise needs the autodiff Stratonovich correction,
+    which refuses a large m: it is built here, before anything runs.
+    """
+    sde = CovarianceSDE(config, width=width)
+    if solver == "heun" and sde.has_attention_noise and config.causal:
+        sde.stratonovich_correction_autodiff(jnp.eye(m, dtype=dtype))
+    return sde
+
+
+def _value(x, dtype):
+    """A concrete number as a NumPy scalar of `dtype`, a traced one as a JAX value."""
+    return np.asarray(x, dtype) if _concrete(x) is not None else jnp.asarray(x, dtype)
+
+
+def _check_limits(bound, psd_tol, max_steps, steps: int, m: int, dtype):
+    """(psd_tol, max_steps), their defaults filled in, with bound and psd_tol checked.
+
+    psd_tol defaults to 100 m eps of the dtype; max_steps to the power of two above the steps
+    (buckets: fewer recompiles).
+    """
+    psd_tol = default_psd_tol(m, dtype) if psd_tol is None else psd_tol
     bound_value = _concrete(bound)
     if bound_value is not None and not bound_value > 0:  # also refuses NaN
         raise ValueError(f"solve_sde: bound={bound!r} is invalid; pass a bound > 0 (inf: none)")
     if not (math.isfinite(float(psd_tol)) and float(psd_tol) >= 0):
         raise ValueError(f"solve_sde: psd_tol={psd_tol!r} is invalid; pass a finite value >= 0")
+    if max_steps is None:
+        max_steps = 2 ** max(4, math.ceil(math.log2(steps + 2)))
+    return psd_tol, max_steps
 
 
 def _fitting_batch(m, num_saves, num_samples, dtype, solver, memory_budget) -> int:
